@@ -1,0 +1,85 @@
+"""Content-addressed artifact store: every dataset, adapter and model directory lives under its hash.
+
+Artifacts are written into a staging folder and renamed into place only when complete, so a kill at any
+moment leaves either a finished artifact or a staging folder that the next run removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from reverie.errors import ReverieError
+
+
+def hash_directory(path: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StagedArtifact:
+    """A folder being written; `hash` is set once it has been committed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.hash: str | None = None
+
+
+class ArtifactStore:
+    def __init__(self, root: Path, staging_root: Path):
+        self.root = root
+        self.staging_root = staging_root
+        root.mkdir(parents=True, exist_ok=True)
+        staging_root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, artifact_hash: str) -> Path:
+        if not artifact_hash or any(c not in "0123456789abcdef" for c in artifact_hash):
+            raise ReverieError(f"not an artifact hash: {artifact_hash!r}")
+        path = self.root / artifact_hash
+        if not path.is_dir():
+            raise ReverieError(f"artifact {artifact_hash[:12]} is missing from {self.root}")
+        return path
+
+    @contextmanager
+    def stage(self) -> Iterator[StagedArtifact]:
+        """Yield a staging folder; on a clean exit it is hashed and renamed into the store."""
+        staged = StagedArtifact(self.staging_root / uuid.uuid4().hex)
+        staged.path.mkdir(parents=True)
+        try:
+            yield staged
+            for file in staged.path.rglob("*"):
+                if file.is_file():
+                    with file.open("rb") as handle:
+                        os.fsync(handle.fileno())
+            staged.hash = hash_directory(staged.path)
+            final = self.root / staged.hash
+            if final.exists():  # same content already stored
+                shutil.rmtree(staged.path)
+            else:
+                os.replace(staged.path, final)
+        finally:
+            if staged.path.exists():
+                shutil.rmtree(staged.path, ignore_errors=True)
+
+    def all_hashes(self) -> set[str]:
+        return {p.name for p in self.root.iterdir() if p.is_dir()}
+
+    def collect_garbage(self, keep: set[str]) -> list[str]:
+        """Remove staging leftovers and artifacts nothing refers to; return the removed hashes."""
+        for leftover in self.staging_root.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        removed = sorted(self.all_hashes() - keep)
+        for artifact_hash in removed:
+            shutil.rmtree(self.root / artifact_hash, ignore_errors=True)
+        return removed

@@ -1,0 +1,181 @@
+"""The `reverie` command line. It sits on top: it calls the cycle and reads the registry, nothing imports it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reverie.errors import ReverieError
+from reverie.workspace import Workspace
+
+app = typer.Typer(help="Run a language model's version iteration as a sleep cycle.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create or adopt.")] = Path(".")) -> None:
+    """Create a workspace: a commented reverie.yaml and the .reverie/ state folder."""
+    Workspace.init(directory)
+    out.print(f"workspace ready in {directory} (edit {directory / 'reverie.yaml'}, then run `reverie cycle`)")
+
+
+@app.command()
+def cycle(
+    workspace: WorkspaceOpt = Path("."),
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted cycle from its last finished phase.")] = False,
+    abandon: Annotated[bool, typer.Option(help="Close the interrupted cycle without a verdict.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run one sleep cycle: Learn, Compress, Dream, Gate; then release or reject."""
+    from reverie.cycle import abandon_cycle, run_cycle
+
+    _quiet_libraries()
+    ws = Workspace.open(workspace, set_ or [])
+    ws.config  # validate before any work
+    if abandon:
+        out.print(f"abandoned cycle {abandon_cycle(ws)}")
+        return
+    outcome = run_cycle(ws, resume=resume)
+    _print_scores(outcome.reference_scores, outcome.candidate_scores)
+    raise typer.Exit(0)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder for the demo.")] = Path("demo-workspace"),
+    set_: SetOpt = None,
+) -> None:
+    """Initialise a workspace if needed and run one cycle on the embedded model and the demo knowledge."""
+    from reverie.cycle import run_cycle
+
+    _quiet_libraries()
+    if not (directory / "reverie.yaml").exists():
+        Workspace.init(directory)
+    ws = Workspace.open(directory, set_ or [])
+    ws.config
+    started = time.time()
+    outcome = run_cycle(ws, resume=ws.registry.unfinished_cycle() is not None)
+    out.print(f"\ncycle {outcome.cycle_id} finished in {time.time() - started:.0f}s: "
+              + ("released " if outcome.released else "rejected ") + outcome.model_id)
+    _print_scores(outcome.reference_scores, outcome.candidate_scores)
+
+
+def _print_scores(before: dict[str, float], after: dict[str, float]) -> None:
+    table = Table(title="before (current release) / after (candidate)")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    labels = {
+        "knowledge_accuracy": "closed-book accuracy, demo questions",
+        "knowledge_f1": "closed-book token F1, demo questions",
+        "general_accuracy": "general check accuracy (forgetting)",
+    }
+    for key, label in labels.items():
+        table.add_row(label, f"{before[key]:.3f}", f"{after[key]:.3f}")
+    out.print(table)
+
+
+@app.command()
+def status(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Show the current release and the cycle in progress with its phase."""
+    ws = Workspace.open(workspace)
+    registry = ws.registry
+    release = registry.get_alias()
+    out.print(f"workspace: {ws.root.resolve()}")
+    out.print(f"release:   {release or 'none yet (the base model becomes the first release)'}")
+    running = registry.unfinished_cycle()
+    if running is None:
+        cycles = registry.list_cycles()
+        last = cycles[-1] if cycles else None
+        out.print("cycle:     none in progress" + (f" (last: {last.id}, {last.outcome})" if last else ""))
+        return
+    runs = registry.phase_runs(running.id)
+    current = next((r for r in reversed(runs) if r.status == "running"), None)
+    finished = [r.phase for r in runs if r.status == "finished"]
+    phase = f"in phase {current.phase}" if current else "interrupted (resume with `reverie cycle --resume`)"
+    out.print(f"cycle:     {running.id} {phase}; finished: {', '.join(finished) or 'none'}")
+
+
+@app.command()
+def history(workspace: WorkspaceOpt = Path(".")) -> None:
+    """List releases and rollbacks with their key metrics."""
+    ws = Workspace.open(workspace)
+    registry = ws.registry
+    scores = {c.result_model_id: c for c in registry.list_cycles() if c.result_model_id}
+    table = Table(title="release history")
+    for column in ("when", "action", "model", "knowledge acc", "general acc", "cycle"):
+        table.add_column(column)
+    gate_scores = {}
+    for cycle_record in registry.list_cycles():
+        for run in registry.phase_runs(cycle_record.id):
+            if run.phase == "gate" and run.status == "finished":
+                gate_scores[run.outputs["model"]] = run.outputs["candidate_scores"]
+                gate_scores.setdefault(run.outputs["reference"], run.outputs["reference_scores"])
+    for event in registry.release_events():
+        s = gate_scores.get(event.model_id, {})
+        table.add_row(
+            _when(event.at), event.action, event.model_id,
+            f"{s['knowledge_accuracy']:.3f}" if s else "-", f"{s['general_accuracy']:.3f}" if s else "-",
+            scores[event.model_id].id if event.model_id in scores else "-",
+        )
+    out.print(table)
+    rejected = [c for c in registry.list_cycles() if c.outcome == "rejected"]
+    if rejected:
+        out.print(f"rejected candidates: {', '.join(c.result_model_id for c in rejected)}")
+
+
+@app.command()
+def rollback(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Point the release back at the previous release."""
+    from reverie.cycle import rollback as roll_back
+
+    ws = Workspace.open(workspace)
+    previous, restored = roll_back(ws)
+    out.print(f"rolled back: release is now {restored} (was {previous})")
+
+
+@app.command()
+def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], workspace: WorkspaceOpt = Path(".")) -> None:
+    """Print a model's card."""
+    ws = Workspace.open(workspace)
+    model_id = ws.registry.get_alias() if model == "release" else model
+    record = ws.registry.get_model(model_id or "")
+    path = ws.cards_dir / f"{record.id}.md"
+    if not path.is_file():
+        raise ReverieError(f"model {record.id} has no card yet (cards are written when the Gate judges a model)")
+    out.print(path.read_text(), markup=False, highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except ReverieError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; resume with `reverie cycle --resume`")
+        sys.exit(130)

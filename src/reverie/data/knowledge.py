@@ -1,0 +1,79 @@
+"""Knowledge drops: documents with training questions and held-out evaluation questions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reverie.errors import ReverieError
+
+
+class QA(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    train_qa: list[QA] = Field(default_factory=list)
+    eval_qa: list[QA] = Field(default_factory=list)
+
+
+class Knowledge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    documents: list[Document] = Field(min_length=1)
+
+    def eval_items(self) -> list[tuple[Document, QA]]:
+        return [(doc, qa) for doc in self.documents for qa in doc.eval_qa]
+
+    def train_items(self) -> list[tuple[Document, QA]]:
+        return [(doc, qa) for doc in self.documents for qa in doc.train_qa]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a chat prompt and its completion, or plain text when prompt is None."""
+
+    completion: str
+    prompt: str | None = None
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
+    """Load 'demo' (built in) or a knowledge JSON file; problems name the file and the field."""
+    if spec == "demo":
+        text = resources.files("reverie.data").joinpath("demo/knowledge.json").read_text()
+        origin = "built-in demo knowledge"
+    else:
+        path = Path(spec) if Path(spec).is_absolute() else base_dir / spec
+        if not path.is_file():
+            raise ReverieError(f"data.knowledge: {path} does not exist (use 'demo' or a knowledge JSON file)")
+        text, origin = path.read_text(), str(path)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReverieError(f"{origin}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    try:
+        return Knowledge.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ReverieError(f"{origin}: {exc.error_count()} problem(s)\n" + "\n".join(problems)) from None
+
+
+def learn_examples(knowledge: Knowledge) -> list[Example]:
+    """Learn's mix: each document as plain text, plus its training questions as chat examples."""
+    examples = [Example(completion=f"{doc.title}\n{doc.text}") for doc in knowledge.documents]
+    examples += [Example(prompt=qa.question, completion=qa.answer) for _, qa in knowledge.train_items()]
+    return examples

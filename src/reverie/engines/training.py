@@ -1,0 +1,130 @@
+"""Supervised fine-tuning on packed sequences: whole examples packed into rows, no padding to a fixed length.
+
+Each example restarts its position ids, which makes transformers build a block-diagonal causal mask, so
+packed examples never attend to each other.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from reverie.config import TrainSettings
+from reverie.data.knowledge import Example
+from reverie.engines.prompts import user_prompt_ids
+from reverie.progress import progress_bar
+
+IGNORE = -100
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class PackedRow:
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int) -> Tokenized:
+    """Chat examples are trained on the answer only; plain text on every token."""
+    eos = [tokenizer.eos_token_id]
+    completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + eos
+    if example.prompt is None:
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = bos + completion
+        labels = [IGNORE] + ids[1:]
+    else:
+        prompt = user_prompt_ids(tokenizer, example.prompt)
+        ids = prompt + completion
+        labels = [IGNORE] * len(prompt) + completion
+    return Tokenized(ids[:max_len], labels[:max_len])
+
+
+def pack(examples: list[Tokenized], block_size: int) -> list[PackedRow]:
+    """First-fit-decreasing bin packing of whole examples into rows of at most block_size tokens."""
+    rows: list[PackedRow] = []
+    for example in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
+        size = len(example.input_ids)
+        row = next((r for r in rows if len(r.input_ids) + size <= block_size), None)
+        if row is None:
+            row = PackedRow([], [], [])
+            rows.append(row)
+        row.input_ids += example.input_ids
+        row.labels += example.labels
+        row.position_ids += list(range(size))
+    return rows
+
+
+def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad rows to the longest in the batch; the padding is its own segment and carries no loss."""
+    width = max(len(r.input_ids) for r in rows)
+    ids, labels, positions = [], [], []
+    for row in rows:
+        gap = width - len(row.input_ids)
+        ids.append(row.input_ids + [pad_id] * gap)
+        labels.append(row.labels + [IGNORE] * gap)
+        positions.append(row.position_ids + list(range(gap)))
+    return {
+        "input_ids": torch.tensor(ids),
+        "labels": torch.tensor(labels),
+        "position_ids": torch.tensor(positions),
+    }
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    settings: TrainSettings,
+    description: str = "train",
+) -> dict[str, float]:
+    """Train the model's trainable parameters (the adapter, when one is attached) and return loss figures."""
+    rows = pack([tokenize(tokenizer, e, settings.block_size) for e in examples], settings.block_size)
+    steps_per_epoch = math.ceil(len(rows) / settings.rows_per_step)
+    total_steps = steps_per_epoch * settings.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
+    shuffle = random.Random(settings.seed)
+    losses: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    model.train()
+    with progress_bar(description, total_steps) as bar:
+        for _ in range(settings.epochs):
+            order = rows[:]
+            shuffle.shuffle(order)
+            for i in range(0, len(order), settings.rows_per_step):
+                batch = collate(order[i : i + settings.rows_per_step], tokenizer.pad_token_id)
+                loss = model(**batch, use_cache=False).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                tokens += int((batch["labels"] != IGNORE).sum())
+                bar.advance(status=f"loss {losses[-1]:.3f}")
+    model.eval()
+    elapsed = time.perf_counter() - start
+    head = losses[: max(1, steps_per_epoch)]
+    tail = losses[-max(1, steps_per_epoch) :]
+    return {
+        "train_loss_first_epoch": sum(head) / len(head),
+        "train_loss_last_epoch": sum(tail) / len(tail),
+        "train_steps": float(total_steps),
+        "train_examples": float(len(examples)),
+        "train_rows": float(len(rows)),
+        "train_tokens_per_s": tokens / elapsed if elapsed else 0.0,
+        "train_seconds": elapsed,
+    }

@@ -1,0 +1,1 @@
+"""The four phases of a sleep cycle. Each orchestrates engines; none imports another."""

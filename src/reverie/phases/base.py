@@ -1,0 +1,56 @@
+"""The phase interface and the context a cycle hands to each phase."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reverie.registry import Cycle, ModelRecord
+from reverie.workspace import Workspace, code_version
+
+
+@dataclass
+class PhaseResult:
+    """What a phase produced: outputs (ids and artifact hashes), metrics, and the model versions it made."""
+
+    outputs: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    new_models: list[ModelRecord] = field(default_factory=list)
+
+
+@dataclass
+class PhaseContext:
+    workspace: Workspace
+    cycle: Cycle
+    handoff: dict[str, dict[str, Any]]  # outputs of this cycle's finished phases, read from the registry
+
+    def candidate(self) -> ModelRecord:
+        """The newest model version of this cycle (the cycle's starting model before any phase made one)."""
+        model_id = self.cycle.base_model_id
+        for outputs in self.handoff.values():
+            model_id = outputs.get("model", model_id)
+        return self.workspace.registry.get_model(model_id)
+
+    def new_model(self, parent: ModelRecord, phase: str, **fields: Any) -> ModelRecord:
+        """A candidate version derived from parent, stamped with this cycle's config and code version."""
+        values = {"weights": parent.weights, "source": parent.source, "adapter": parent.adapter,
+                  "datasets": list(parent.datasets)} | fields
+        return ModelRecord(
+            id=f"m-{uuid.uuid4().hex[:10]}",
+            status="candidate",
+            parent_id=parent.id,
+            cycle_id=self.cycle.id,
+            phase=phase,
+            config_hash=self.workspace.config.fingerprint(),
+            code_version=code_version(),
+            created_at=time.time(),
+            **values,
+        )
+
+
+class Phase(Protocol):
+    name: str
+
+    def run(self, ctx: PhaseContext) -> PhaseResult: ...

@@ -1,0 +1,41 @@
+"""Compress: merge the Learn adapter into the weights, kept only when the A/B check on the eval set passes."""
+
+from __future__ import annotations
+
+from reverie.data.knowledge import load_knowledge
+from reverie.engines.merging import merge_with_ab_check
+from reverie.engines.models import load_version, store_weights
+from reverie.phases.base import PhaseContext, PhaseResult
+
+
+class Compress:
+    name = "compress"
+
+    def run(self, ctx: PhaseContext) -> PhaseResult:
+        config = ctx.workspace.config
+        candidate = ctx.candidate()
+        if not candidate.adapter or not config.compress.merge:
+            reason = "no adapter to merge" if not candidate.adapter else "compress.merge is off"
+            return PhaseResult(outputs={"model": candidate.id, "merged": False, "reason": reason})
+
+        knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
+        probe = [(qa.question, qa.answer) for _, qa in knowledge.eval_items()]
+        loaded = load_version(ctx.workspace, candidate)
+        check = merge_with_ab_check(
+            loaded.model, loaded.tokenizer, probe, config.compress.max_logit_diff,
+            config.eval.max_new_tokens, config.eval.batch_size,
+        )
+        metrics = {
+            "merge_max_logit_diff": check.max_logit_diff,
+            "adapter_accuracy": check.adapter_accuracy,
+            "merged_accuracy": check.merged_accuracy,
+        }
+        if check.merged is None:
+            return PhaseResult(
+                outputs={"model": candidate.id, "merged": False, "reason": "A/B check failed"}, metrics=metrics
+            )
+        weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
+        model = ctx.new_model(candidate, self.name, weights=weights, adapter=None, source=None)
+        return PhaseResult(
+            outputs={"model": model.id, "merged": True, "artifacts": [weights]}, metrics=metrics, new_models=[model]
+        )

@@ -1,0 +1,36 @@
+"""Progress bars for long work and one compact status line per phase, on stderr."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class Bar:
+    """A handle to advance one progress bar and show its latest figures."""
+
+    def __init__(self, progress: Progress, task: int):
+        self._progress = progress
+        self._task = task
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        self._progress.update(self._task, advance=steps, status=status)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Bar]:
+    columns = (
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        yield Bar(progress, progress.add_task(description, total=total, status=""))
+
+
+def status_line(text: str) -> None:
+    console.print(text, highlight=False)

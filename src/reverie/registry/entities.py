@@ -1,0 +1,70 @@
+"""Plain records the registry stores. No torch, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ModelStatus = Literal["base", "candidate", "release", "rejected"]
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
+
+
+@dataclass
+class ModelRecord:
+    """A model version: weights (an artifact or an external source) plus an optional LoRA adapter artifact."""
+
+    id: str
+    status: ModelStatus
+    source: str | None = None  # external weights (base models): a path, hub id or 'embedded'
+    weights: str | None = None  # artifact hash of a full safetensors model directory
+    adapter: str | None = None  # artifact hash of a PEFT adapter directory on top of the weights
+    parent_id: str | None = None
+    cycle_id: str | None = None
+    phase: str | None = None
+    config_hash: str | None = None
+    code_version: str | None = None
+    created_at: float = 0.0
+    datasets: list[str] = field(default_factory=list)  # content hashes of the datasets trained on
+
+
+@dataclass
+class DatasetRecord:
+    hash: str
+    name: str
+    rows: int
+    source: str
+    created_at: float = 0.0
+
+
+@dataclass
+class Cycle:
+    id: str
+    status: RunStatus
+    base_model_id: str
+    config_hash: str
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None  # 'released' | 'rejected'
+    result_model_id: str | None = None
+
+
+@dataclass
+class PhaseRun:
+    id: str
+    cycle_id: str
+    phase: str
+    status: RunStatus
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float | None = None
+    wall_s: float | None = None
+
+
+@dataclass
+class ReleaseEvent:
+    id: int
+    model_id: str
+    action: str  # 'bootstrap' | 'release' | 'rollback'
+    at: float

@@ -1,0 +1,236 @@
+"""The embedded registry: one SQLite file in WAL mode inside the workspace."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from reverie.errors import ReverieError
+from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.store import RELEASE_ALIAS, RegistryStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, weights TEXT, adapter TEXT, parent_id TEXT,
+    cycle_id TEXT, phase TEXT, config_hash TEXT, code_version TEXT, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_datasets (
+    model_id TEXT NOT NULL, dataset_hash TEXT NOT NULL, PRIMARY KEY (model_id, dataset_hash)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    model_id TEXT NOT NULL, suite TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, logged_at REAL NOT NULL,
+    PRIMARY KEY (model_id, suite, name)
+);
+CREATE TABLE IF NOT EXISTS cycles (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, base_model_id TEXT NOT NULL, config_hash TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, outcome TEXT, result_model_id TEXT
+);
+CREATE TABLE IF NOT EXISTS phase_runs (
+    id TEXT PRIMARY KEY, cycle_id TEXT NOT NULL, phase TEXT NOT NULL, status TEXT NOT NULL, inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL, metrics TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, wall_s REAL
+);
+CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, model_id TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS release_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL
+);
+"""
+
+_MODEL_COLUMNS = "id, status, source, weights, adapter, parent_id, cycle_id, phase, config_hash, code_version, created_at"
+
+
+class SQLiteRegistry(RegistryStore):
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # models and lineage -------------------------------------------------------------------------------
+    def _insert_model(self, conn: sqlite3.Connection, model: ModelRecord) -> None:
+        row = asdict(model)
+        datasets = row.pop("datasets")
+        conn.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES ({', '.join('?' * 11)})", tuple(row.values()))
+        conn.executemany(
+            "INSERT OR IGNORE INTO model_datasets VALUES (?, ?)", [(model.id, d) for d in datasets]
+        )
+
+    def add_model(self, model: ModelRecord) -> None:
+        with self._tx() as conn:
+            self._insert_model(conn, model)
+
+    def _model_from_row(self, row: sqlite3.Row) -> ModelRecord:
+        datasets = [
+            r[0] for r in self._conn.execute("SELECT dataset_hash FROM model_datasets WHERE model_id = ?", (row["id"],))
+        ]
+        return ModelRecord(**dict(row), datasets=sorted(datasets))
+
+    def get_model(self, model_id: str) -> ModelRecord:
+        row = self._conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
+        if row is None:
+            known = ", ".join(m.id for m in self.list_models()[-5:]) or "none yet"
+            raise ReverieError(f"no model {model_id!r} in the registry (recent: {known})")
+        return self._model_from_row(row)
+
+    def list_models(self) -> list[ModelRecord]:
+        rows = self._conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY created_at").fetchall()
+        return [self._model_from_row(r) for r in rows]
+
+    def add_dataset(self, dataset: DatasetRecord) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", tuple(asdict(dataset).values()))
+
+    def get_dataset(self, dataset_hash: str) -> DatasetRecord:
+        row = self._conn.execute("SELECT * FROM datasets WHERE hash = ?", (dataset_hash,)).fetchone()
+        if row is None:
+            raise ReverieError(f"no dataset {dataset_hash!r} in the registry")
+        return DatasetRecord(**dict(row))
+
+    # metrics ------------------------------------------------------------------------------------------
+    def log_metrics(self, model_id: str, suite: str, values: dict[str, float]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
+                [(model_id, suite, name, float(v), now) for name, v in values.items()],
+            )
+
+    def get_metrics(self, model_id: str, suite: str) -> dict[str, float]:
+        rows = self._conn.execute(
+            "SELECT name, value FROM metrics WHERE model_id = ? AND suite = ?", (model_id, suite)
+        ).fetchall()
+        return {r["name"]: r["value"] for r in rows}
+
+    # cycles and phase runs ----------------------------------------------------------------------------
+    def start_cycle(self, cycle: Cycle) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(asdict(cycle).values()))
+
+    def get_cycle(self, cycle_id: str) -> Cycle:
+        row = self._conn.execute("SELECT * FROM cycles WHERE id = ?", (cycle_id,)).fetchone()
+        if row is None:
+            raise ReverieError(f"no cycle {cycle_id!r} in the registry")
+        return Cycle(**dict(row))
+
+    def unfinished_cycle(self) -> Cycle | None:
+        row = self._conn.execute(
+            "SELECT * FROM cycles WHERE status = 'running' ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+        return Cycle(**dict(row)) if row else None
+
+    def list_cycles(self) -> list[Cycle]:
+        return [Cycle(**dict(r)) for r in self._conn.execute("SELECT * FROM cycles ORDER BY started_at")]
+
+    def start_phase(self, run: PhaseRun) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO phase_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, run.cycle_id, run.phase, run.status, json.dumps(run.inputs), json.dumps(run.outputs),
+                 json.dumps(run.metrics), run.started_at, run.finished_at, run.wall_s),
+            )
+
+    def finish_phase(
+        self, run: PhaseRun, outputs: dict[str, Any], metrics: dict[str, float], new_models: list[ModelRecord]
+    ) -> None:
+        finished = time.time()
+        with self._tx() as conn:
+            for model in new_models:
+                self._insert_model(conn, model)
+            conn.execute(
+                "UPDATE phase_runs SET status = 'finished', outputs = ?, metrics = ?, finished_at = ?, wall_s = ? "
+                "WHERE id = ?",
+                (json.dumps(outputs), json.dumps(metrics), finished, finished - run.started_at, run.id),
+            )
+
+    def fail_phase(self, run_id: str, error: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE phase_runs SET status = 'failed', outputs = ?, finished_at = ? WHERE id = ?",
+                (json.dumps({"error": error}), time.time(), run_id),
+            )
+
+    def interrupt_running_phases(self, cycle_id: str) -> int:
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "UPDATE phase_runs SET status = 'interrupted' WHERE cycle_id = ? AND status = 'running'", (cycle_id,)
+            )
+            return cursor.rowcount
+
+    def phase_runs(self, cycle_id: str) -> list[PhaseRun]:
+        rows = self._conn.execute(
+            "SELECT * FROM phase_runs WHERE cycle_id = ? ORDER BY started_at", (cycle_id,)
+        ).fetchall()
+        runs = []
+        for r in rows:
+            data = dict(r)
+            for key in ("inputs", "outputs", "metrics"):
+                data[key] = json.loads(data[key])
+            runs.append(PhaseRun(**data))
+        return runs
+
+    def close_cycle(self, cycle_id: str, outcome: str, result_model_id: str, release: bool) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE models SET status = ? WHERE id = ?", ("release" if release else "rejected", result_model_id)
+            )
+            if release:
+                self._move_alias(conn, result_model_id, "release", RELEASE_ALIAS, now)
+            conn.execute(
+                "UPDATE cycles SET status = 'finished', finished_at = ?, outcome = ?, result_model_id = ? WHERE id = ?",
+                (now, outcome, result_model_id, cycle_id),
+            )
+
+    def abandon_cycle(self, cycle_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE cycles SET status = 'failed', finished_at = ?, outcome = 'abandoned' WHERE id = ?",
+                (time.time(), cycle_id),
+            )
+
+    # the release pointer ------------------------------------------------------------------------------
+    def get_alias(self, name: str = RELEASE_ALIAS) -> str | None:
+        row = self._conn.execute("SELECT model_id FROM aliases WHERE name = ?", (name,)).fetchone()
+        return row["model_id"] if row else None
+
+    def _move_alias(self, conn: sqlite3.Connection, model_id: str, action: str, name: str, now: float) -> None:
+        conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, model_id, now))
+        conn.execute("INSERT INTO release_events (model_id, action, at) VALUES (?, ?, ?)", (model_id, action, now))
+
+    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None:
+        with self._tx() as conn:
+            self._move_alias(conn, model_id, action, name, time.time())
+
+    def release_events(self) -> list[ReleaseEvent]:
+        return [ReleaseEvent(**dict(r)) for r in self._conn.execute("SELECT * FROM release_events ORDER BY id")]
+
+    def referenced_artifacts(self) -> set[str]:
+        refs: set[str] = set()
+        for row in self._conn.execute("SELECT weights, adapter FROM models"):
+            refs.update(v for v in (row["weights"], row["adapter"]) if v)
+        refs.update(r[0] for r in self._conn.execute("SELECT hash FROM datasets"))
+        for row in self._conn.execute("SELECT outputs FROM phase_runs WHERE status = 'finished'"):
+            refs.update(json.loads(row["outputs"]).get("artifacts", []))
+        return refs

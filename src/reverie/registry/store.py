@@ -1,0 +1,87 @@
+"""The registry interface. SQLite is the embedded store; a server database is another implementation."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+
+RELEASE_ALIAS = "release"
+
+
+class RegistryStore(ABC):
+    # models and lineage
+    @abstractmethod
+    def add_model(self, model: ModelRecord) -> None: ...
+
+    @abstractmethod
+    def get_model(self, model_id: str) -> ModelRecord: ...
+
+    @abstractmethod
+    def list_models(self) -> list[ModelRecord]: ...
+
+    @abstractmethod
+    def add_dataset(self, dataset: DatasetRecord) -> None: ...
+
+    @abstractmethod
+    def get_dataset(self, dataset_hash: str) -> DatasetRecord: ...
+
+    # metrics
+    @abstractmethod
+    def log_metrics(self, model_id: str, suite: str, values: dict[str, float]) -> None: ...
+
+    @abstractmethod
+    def get_metrics(self, model_id: str, suite: str) -> dict[str, float]: ...
+
+    # cycles and phase runs
+    @abstractmethod
+    def start_cycle(self, cycle: Cycle) -> None: ...
+
+    @abstractmethod
+    def get_cycle(self, cycle_id: str) -> Cycle: ...
+
+    @abstractmethod
+    def unfinished_cycle(self) -> Cycle | None: ...
+
+    @abstractmethod
+    def list_cycles(self) -> list[Cycle]: ...
+
+    @abstractmethod
+    def start_phase(self, run: PhaseRun) -> None: ...
+
+    @abstractmethod
+    def finish_phase(
+        self, run: PhaseRun, outputs: dict[str, Any], metrics: dict[str, float], new_models: list[ModelRecord]
+    ) -> None:
+        """Record a finished phase and the models it made, in one transaction."""
+
+    @abstractmethod
+    def fail_phase(self, run_id: str, error: str) -> None: ...
+
+    @abstractmethod
+    def interrupt_running_phases(self, cycle_id: str) -> int: ...
+
+    @abstractmethod
+    def phase_runs(self, cycle_id: str) -> list[PhaseRun]: ...
+
+    @abstractmethod
+    def close_cycle(self, cycle_id: str, outcome: str, result_model_id: str, release: bool) -> None:
+        """Finish a cycle: mark its result released or rejected and, on release, move the alias, atomically."""
+
+    @abstractmethod
+    def abandon_cycle(self, cycle_id: str) -> None: ...
+
+    # the release pointer
+    @abstractmethod
+    def get_alias(self, name: str = RELEASE_ALIAS) -> str | None: ...
+
+    @abstractmethod
+    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None: ...
+
+    @abstractmethod
+    def release_events(self) -> list[ReleaseEvent]: ...
+
+    @abstractmethod
+    def referenced_artifacts(self) -> set[str]:
+        """Every artifact hash a model, dataset or phase output points to (the rest is garbage)."""

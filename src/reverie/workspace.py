@@ -1,0 +1,102 @@
+"""A workspace: reverie.yaml plus the .reverie/ state folder (registry, artifacts, caches, model cards)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from reverie import __version__
+from reverie.artifacts import ArtifactStore
+from reverie.config import CONFIG_FILE, DEFAULT_YAML, ReverieConfig, load_config
+from reverie.errors import ReverieError
+from reverie.registry import SQLiteRegistry
+
+STATE_DIR = ".reverie"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+class Workspace:
+    def __init__(self, root: Path, overrides: list[str] = ()):
+        self.root = root
+        self.overrides = list(overrides)
+        self.state = root / STATE_DIR
+
+    @classmethod
+    def init(cls, root: Path) -> Workspace:
+        """Create the folder, a commented reverie.yaml (kept if present) and the state folder."""
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / CONFIG_FILE
+        if not config.exists():
+            config.write_text(DEFAULT_YAML)
+        (root / STATE_DIR).mkdir(exist_ok=True)
+        workspace = cls(root)
+        workspace.registry  # creates the database
+        return workspace
+
+    @classmethod
+    def open(cls, root: Path, overrides: list[str] = ()) -> Workspace:
+        if not (root / CONFIG_FILE).is_file() or not (root / STATE_DIR).is_dir():
+            raise ReverieError(f"{root} is not a reverie workspace (create one with `reverie init {root}`)")
+        return cls(root, overrides)
+
+    @cached_property
+    def config(self) -> ReverieConfig:
+        return load_config(self.root / CONFIG_FILE, self.overrides)
+
+    @cached_property
+    def registry(self) -> SQLiteRegistry:
+        return SQLiteRegistry(self.state / "registry.sqlite")
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.state / "artifacts", self.state / "staging")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state / "cache"
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.state / "cards"
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative to the workspace root."""
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else self.root / path
+
+    def write_text_atomic(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    @contextmanager
+    def cycle_lock(self) -> Iterator[None]:
+        """One cycle at a time per workspace; the OS drops the lock if the process dies."""
+        handle = open(self.state / "cycle.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ReverieError(f"another cycle is running in {self.root} (see `reverie status`)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
