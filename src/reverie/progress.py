@@ -28,7 +28,7 @@ def progress_bar(description: str, total: int) -> Iterator[Bar]:
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=console.is_terminal) as progress:
         yield Bar(progress, progress.add_task(description, total=total, status=""))
 
 

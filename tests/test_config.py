@@ -1,0 +1,76 @@
+"""Config: defaults validate, and every kind of bad value is reported with key, value, line and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reverie.config import DEFAULT_YAML, load_config
+from reverie.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "reverie.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_yaml_is_valid(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DEFAULT_YAML))
+    assert config.model.source == "embedded"
+    assert config.model.trust_remote_code is False
+    assert 0 < config.gate.knowledge_min_accuracy < 1
+
+
+def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("  epochs: 6", "  epochs: 6").replace("compress:\n", "compress:\n  squash: true\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    line = text.splitlines().index("  squash: true") + 1
+    assert f"compress.squash (line {line}): unknown key" in str(err.value)
+
+
+def test_wrong_values_are_all_reported_together(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("dtype: float32", "dtype: float16").replace("samples: 4", "samples: lots")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    message = str(err.value)
+    assert "2 problem(s)" in message
+    assert "model.dtype" in message and "'float16'" in message and "'float32' or 'bfloat16'" in message
+    assert "dream.samples" in message and "'lots'" in message
+
+
+def test_gate_thresholds_have_no_silent_default(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "model: {source: embedded}\n"))
+    assert "gate: required key is missing" in str(err.value)
+
+
+def test_cross_field_problem_is_reported(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("knowledge_min_accuracy: 0.25", "knowledge_min_accuracy: 0").replace(
+        "general_min_accuracy: 0.55", "general_min_accuracy: 0"
+    )
+    with pytest.raises(ConfigError, match="would release anything"):
+        load_config(write(tmp_path, text))
+
+
+def test_override_is_validated_like_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, DEFAULT_YAML)
+    assert load_config(path, ["learn.train.epochs=2"]).learn.train.epochs == 2
+    with pytest.raises(ConfigError, match="learn.train.epochs"):
+        load_config(path, ["learn.train.epochs=0"])
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "reverie", "init", str(tmp_path)], check=True, capture_output=True)
+    config = tmp_path / "reverie.yaml"
+    config.write_text(config.read_text().replace("epochs: 6", "epochs: -3"))
+    result = subprocess.run(
+        [sys.executable, "-m", "reverie", "cycle", "-w", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "learn.train.epochs" in result.stderr and "-3" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -1,0 +1,126 @@
+"""The sleep cycle run the way a user runs it: the CLI on a tiny model, then the registry, files and a resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reverie.cycle import run_cycle
+from reverie.workspace import Workspace
+
+from conftest import make_workspace
+
+
+def reverie(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "reverie", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"reverie {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_no_orphans(workspace: Workspace) -> None:
+    referenced = workspace.registry.referenced_artifacts()
+    assert workspace.artifacts.all_hashes() <= referenced
+    assert not any(workspace.artifacts.staging_root.iterdir())
+
+
+def test_cycle_releases_a_candidate_with_lineage_and_card(workspace_dir: Path) -> None:
+    workspace = Workspace.open(workspace_dir)
+    outcome = run_cycle(workspace)
+    registry = workspace.registry
+    assert outcome.released and registry.get_alias() == outcome.model_id
+    runs = registry.phase_runs(outcome.cycle_id)
+    assert [r.phase for r in runs] == ["learn", "compress", "dream", "gate"]
+    assert all(r.status == "finished" and r.wall_s is not None for r in runs)
+    learn = runs[0]
+    assert learn.metrics["train_loss_last_epoch"] < learn.metrics["train_loss_first_epoch"]
+    assert runs[1].outputs["merged"] is True  # fp32 merge is exact
+    released = registry.get_model(outcome.model_id)
+    assert released.status == "release" and released.datasets and released.config_hash
+    card = (workspace.cards_dir / f"{released.id}.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model"] == str(workspace.config.model.source)
+    assert front["model-index"][0]["results"][0]["metrics"][0]["type"] == "accuracy"
+    assert len(front["datasets"]) == len(released.datasets)
+    assert "## Lineage" in card and "## Risks" in card
+    assert_no_orphans(workspace)
+
+
+def test_candidate_below_threshold_is_rejected_and_release_kept(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = make_workspace(
+        tmp_path / "ws", tiny_model_dir, gate={"knowledge_min_accuracy": 0.99}, dream={"enabled": False}
+    )
+    workspace = Workspace.open(root)
+    outcome = run_cycle(workspace)
+    registry = workspace.registry
+    assert not outcome.released
+    assert any("knowledge accuracy" in reason for reason in outcome.reasons)
+    assert registry.get_model(outcome.model_id).status == "rejected"
+    assert registry.get_alias() == registry.get_cycle(outcome.cycle_id).base_model_id
+    assert [e.action for e in registry.release_events()] == ["bootstrap"]
+
+
+def test_cli_cycle_history_card_and_rollback(workspace_dir: Path) -> None:
+    ws = str(workspace_dir)
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
+    workspace = Workspace.open(workspace_dir)
+    first_release = workspace.registry.get_alias()
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
+    second_release = workspace.registry.get_alias()
+    assert second_release != first_release
+    assert "release" in reverie("history", "-w", ws).stdout
+    assert second_release in reverie("card", "release", "-w", ws).stdout
+    assert "none in progress" in reverie("status", "-w", ws).stdout
+    out = reverie("rollback", "-w", ws).stdout
+    assert f"release is now {first_release}" in out
+    assert workspace.registry.get_alias() == first_release
+
+
+def test_killed_during_learn_resumes_to_one_verdict(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Enough epochs that Learn is still running when the kill lands.
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, learn={"train": {"epochs": 400}})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reverie", "cycle", "-w", str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    database = root / ".reverie" / "registry.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            with sqlite3.connect(database) as conn:
+                phases = conn.execute("SELECT phase, status FROM phase_runs").fetchall()
+        except sqlite3.OperationalError:
+            continue
+        if ("learn", "running") in phases:
+            time.sleep(2)  # let training get going
+            break
+    else:
+        process.kill()
+        pytest.fail("Learn never started")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert "interrupted" in reverie("status", "-w", str(root)).stdout
+    refused = reverie("cycle", "-w", str(root), check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = reverie("cycle", "-w", str(root), "--resume")
+    assert "resuming cycle" in resumed.stderr
+
+    workspace = Workspace.open(root)
+    registry = workspace.registry
+    (cycle,) = registry.list_cycles()
+    assert cycle.status == "finished" and cycle.outcome in ("released", "rejected")
+    verdicts = [m for m in registry.list_models() if m.status in ("release", "rejected")]
+    assert [m.id for m in verdicts] == [cycle.result_model_id]
+    statuses = [(r.phase, r.status) for r in registry.phase_runs(cycle.id)]
+    assert statuses == [("learn", "interrupted"), ("learn", "finished"), ("compress", "finished"),
+                        ("dream", "finished"), ("gate", "finished")]
+    assert_no_orphans(workspace)
