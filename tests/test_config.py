@@ -26,7 +26,7 @@ def test_default_yaml_is_valid(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("  epochs: 6", "  epochs: 6").replace("compress:\n", "compress:\n  squash: true\n")
+    text = DEFAULT_YAML.replace("  epochs: 8", "  epochs: 8").replace("compress:\n", "compress:\n  squash: true\n")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     line = text.splitlines().index("  squash: true") + 1
@@ -50,7 +50,7 @@ def test_gate_thresholds_have_no_silent_default(tmp_path: Path) -> None:
 
 
 def test_cross_field_problem_is_reported(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("knowledge_min_accuracy: 0.25", "knowledge_min_accuracy: 0").replace(
+    text = DEFAULT_YAML.replace("knowledge_min_accuracy: 0.50", "knowledge_min_accuracy: 0").replace(
         "general_min_accuracy: 0.55", "general_min_accuracy: 0"
     )
     with pytest.raises(ConfigError, match="would release anything"):
@@ -67,7 +67,7 @@ def test_override_is_validated_like_the_file(tmp_path: Path) -> None:
 def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "reverie", "init", str(tmp_path)], check=True, capture_output=True)
     config = tmp_path / "reverie.yaml"
-    config.write_text(config.read_text().replace("epochs: 6", "epochs: -3"))
+    config.write_text(config.read_text().replace("epochs: 8", "epochs: -3"))
     result = subprocess.run(
         [sys.executable, "-m", "reverie", "cycle", "-w", str(tmp_path)], capture_output=True, text=True
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 
 
 def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers.utils import logging as hf_logging

