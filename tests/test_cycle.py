@@ -86,7 +86,7 @@ def test_cli_cycle_history_card_and_rollback(workspace_dir: Path) -> None:
 
 def test_killed_during_learn_resumes_to_one_verdict(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Enough epochs that Learn is still running when the kill lands.
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, learn={"train": {"epochs": 400}})
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, learn={"train": {"epochs": 150}})
     process = subprocess.Popen(
         [sys.executable, "-m", "reverie", "cycle", "-w", str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -118,7 +118,11 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
     runs = registry.phase_runs(running.id)
     current = next((r for r in reversed(runs) if r.status == "running"), None)
     finished = [r.phase for r in runs if r.status == "finished"]
-    phase = f"in phase {current.phase}" if current else "interrupted (resume with `reverie cycle --resume`)"
+    if current and ws.cycle_process_alive():
+        phase = f"in phase {current.phase} (running for {time.time() - current.started_at:.0f}s)"
+    else:
+        stopped = f" in phase {current.phase}" if current else ""
+        phase = f"interrupted{stopped} (resume with `reverie cycle --resume`)"
     out.print(f"cycle:     {running.id} {phase}; finished: {', '.join(finished) or 'none'}")
 
 

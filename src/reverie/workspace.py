@@ -86,6 +86,16 @@ class Workspace:
         tmp.write_text(text)
         os.replace(tmp, path)
 
+    def cycle_process_alive(self) -> bool:
+        """Whether some process holds the cycle lock (a killed cycle leaves its rows but not the lock)."""
+        with open(self.state / "cycle.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     @contextmanager
     def cycle_lock(self) -> Iterator[None]:
         """One cycle at a time per workspace; the OS drops the lock if the process dies."""
