@@ -34,8 +34,11 @@ def test_converted_model_matches_reference_answers(smollm2_dir: Path) -> None:
     reference = json.loads(REFERENCE.read_text())
     prompts = [user_prompt_ids(loaded.tokenizer, item["prompt"]) for item in reference]
     answers = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=24, batch_size=8)
+    # Greedy decoding is deterministic; only the opening words are compared, since float rounding on another
+    # CPU may tip a late token. The reference is rewritten by tests/reference/regenerate.py.
     for item, (answer,) in zip(reference, answers):
-        assert item["must_contain"].lower() in answer.lower(), (item, answer)
+        assert answer.split()[:4] == item["greedy"].split()[:4], (item, answer)
+    assert "Paris" in answers[0][0]
 
 
 def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
@@ -46,7 +49,7 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
     root = make_workspace(
         tmp_path / "ws", smollm2_dir,
         data={"knowledge": str(knowledge)},
-        learn={"lora": {"rank": 16, "alpha": 32}, "train": {"epochs": 6, "learning_rate": 2e-3}},
+        learn={"lora": {"rank": 16, "alpha": 32}, "train": {"epochs": 12, "learning_rate": 2e-3, "rows_per_step": 1}},
         dream={"samples": 2, "train": {"epochs": 1}},
         eval={"general_limit": 20, "max_new_tokens": 16},
         gate={"knowledge_min_accuracy": 0.25, "general_min_accuracy": 0.5},
