@@ -74,3 +74,8 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "learn.train.epochs" in result.stderr and "-3" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_override_with_broken_yaml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, DEFAULT_YAML), ["learn.train.epochs=[3"])

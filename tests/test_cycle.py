@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from reverie.cycle import run_cycle
+from reverie.registry import Cycle
 from reverie.workspace import Workspace
 
 from conftest import make_workspace
@@ -124,3 +125,20 @@ def test_killed_during_learn_resumes_to_one_verdict(tmp_path: Path, tiny_model_d
     assert statuses == [("learn", "interrupted"), ("learn", "finished"), ("compress", "finished"),
                         ("dream", "finished"), ("gate", "finished")]
     assert_no_orphans(workspace)
+
+
+def test_bad_model_source_fails_before_anything_is_recorded(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, model={"source": str(tmp_path / "no-such-model")})
+    result = reverie("cycle", "-w", str(root), check=False)
+    assert result.returncode == 2 and "model.source" in result.stderr and "Traceback" not in result.stderr
+    workspace = Workspace.open(root)
+    assert workspace.registry.list_models() == [] and workspace.registry.list_cycles() == []
+
+
+def test_rollback_is_refused_while_a_cycle_is_open(workspace_dir: Path) -> None:
+    workspace = Workspace.open(workspace_dir)
+    run_cycle(workspace)
+    registry = workspace.registry
+    registry.start_cycle(Cycle("c-open", "running", registry.get_alias(), "cfg", time.time()))
+    result = reverie("rollback", "-w", str(workspace_dir), check=False)
+    assert result.returncode == 2 and "a cycle is open" in result.stderr

@@ -1,7 +1,7 @@
 """Content-addressed artifact store: every dataset, adapter and model directory lives under its hash.
 
 Artifacts are written into a staging folder and renamed into place only when complete, so a kill at any
-moment leaves either a finished artifact or a staging folder that the next run removes.
+moment leaves either a finished artifact or a staging folder, which `collect_garbage` removes on resume.
 """
 
 from __future__ import annotations
@@ -18,14 +18,24 @@ from reverie.errors import ReverieError
 
 
 def hash_directory(path: Path) -> str:
-    """SHA-256 over every file's relative path and bytes, in sorted order."""
+    """SHA-256 over every file's relative path, size and bytes, in sorted order."""
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(f"{file.stat().st_size}\0".encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename durable (the registry commits with synchronous=FULL, so should the files)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class StagedArtifact:
@@ -68,6 +78,7 @@ class ArtifactStore:
                 shutil.rmtree(staged.path)
             else:
                 os.replace(staged.path, final)
+                _fsync_directory(self.root)
         finally:
             if staged.path.exists():
                 shutil.rmtree(staged.path, ignore_errors=True)

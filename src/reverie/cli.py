@@ -63,7 +63,6 @@ def cycle(
         return
     outcome = run_cycle(ws, resume=resume)
     _print_scores(outcome.reference_scores, outcome.candidate_scores)
-    raise typer.Exit(0)
 
 
 @app.command()
@@ -110,6 +109,7 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
     out.print(f"workspace: {ws.root.resolve()}")
     out.print(f"release:   {release or 'none yet (the base model becomes the first release)'}")
     running = registry.unfinished_cycle()
+    alive = ws.cycle_process_alive()
     if running is None:
         cycles = registry.list_cycles()
         last = cycles[-1] if cycles else None
@@ -118,8 +118,10 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
     runs = registry.phase_runs(running.id)
     current = next((r for r in reversed(runs) if r.status == "running"), None)
     finished = [r.phase for r in runs if r.status == "finished"]
-    if current and ws.cycle_process_alive():
-        phase = f"in phase {current.phase} (running for {time.time() - current.started_at:.0f}s)"
+    if alive:
+        phase = f"in phase {current.phase} (running for {time.time() - current.started_at:.0f}s)" if current else (
+            "between phases"
+        )
     else:
         stopped = f" in phase {current.phase}" if current else ""
         phase = f"interrupted{stopped} (resume with `reverie cycle --resume`)"
@@ -131,7 +133,7 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     """List releases and rollbacks with their key metrics."""
     ws = Workspace.open(workspace)
     registry = ws.registry
-    scores = {c.result_model_id: c for c in registry.list_cycles() if c.result_model_id}
+    cycle_of = {c.result_model_id: c.id for c in registry.list_cycles() if c.result_model_id}
     table = Table(title="release history")
     for column in ("when", "action", "model", "knowledge acc", "general acc", "cycle"):
         table.add_column(column)
@@ -146,7 +148,7 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
         table.add_row(
             _when(event.at), event.action, event.model_id,
             f"{s['knowledge_accuracy']:.3f}" if s else "-", f"{s['general_accuracy']:.3f}" if s else "-",
-            scores[event.model_id].id if event.model_id in scores else "-",
+            cycle_of.get(event.model_id, "-"),
         )
     out.print(table)
     rejected = [c for c in registry.list_cycles() if c.outcome == "rejected"]
@@ -169,7 +171,9 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
     """Print a model's card."""
     ws = Workspace.open(workspace)
     model_id = ws.registry.get_alias() if model == "release" else model
-    record = ws.registry.get_model(model_id or "")
+    if model_id is None:
+        raise ReverieError("there is no release yet (run `reverie cycle`)")
+    record = ws.registry.get_model(model_id)
     path = ws.cards_dir / f"{record.id}.md"
     if not path.is_file():
         raise ReverieError(f"model {record.id} has no card yet (cards are written when the Gate judges a model)")
@@ -179,9 +183,6 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
 def main() -> None:
     try:
         app()
-    except ReverieError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+    except (ReverieError, OSError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted; resume with `reverie cycle --resume`")
-        sys.exit(130)

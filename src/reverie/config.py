@@ -55,7 +55,10 @@ class LoraSettings(_Strict):
 class TrainSettings(_Strict):
     learning_rate: float = Field(2e-3, gt=0, le=1, description="Peak learning rate (AdamW, linear decay).")
     epochs: int = Field(8, ge=1, le=1000, description="Passes over the training examples.")
-    block_size: int = Field(128, ge=16, le=32768, description="Tokens per packed row (examples are never split).")
+    block_size: int = Field(
+        128, ge=16, le=32768,
+        description="Tokens per packed row. Examples are never split across rows; a longer one is truncated.",
+    )
     rows_per_step: int = Field(2, ge=1, le=1024, description="Packed rows per optimizer step.")
     seed: int = Field(0, description="Seed for shuffling and adapter initialisation.")
 
@@ -76,7 +79,9 @@ class DreamConfig(_Strict):
     enabled: bool = Field(True, description="Run the Dream phase (otherwise it passes the candidate through).")
     samples: int = Field(4, ge=2, le=64, description="Answers sampled per question for self-consistency voting.")
     temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature for the votes.")
-    min_agreement: float = Field(0.5, gt=0, le=1, description="Share of votes the majority answer needs to be kept.")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Share of votes the winning answer needs to be kept (a tie is never kept)."
+    )
     train: TrainSettings = Field(
         default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3), description="Fine-tuning on kept answers."
     )
@@ -138,7 +143,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example learn.train.epochs=3")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
 
 
 def _apply_override(tree: dict, path: list[str], value: Any) -> None:
@@ -191,9 +199,11 @@ def _format_errors(error: ValidationError, source: str, lines: dict[tuple, int])
 def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
     """Read and validate reverie.yaml, then apply `--set` overrides."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (create a workspace with `reverie init DIR`)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
         tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

@@ -1,7 +1,7 @@
 """The sleep cycle: the one place that knows the order Learn -> Compress -> Dream -> Gate.
 
 Every phase run is recorded before and after it runs. A cycle killed at any moment resumes from its last
-finished phase; the release pointer moves only in the final transaction that closes the cycle.
+finished phase; a cycle moves the release pointer only in the final transaction that closes it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from reverie.engines.models import resolve_source
 from reverie.errors import ReverieError
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
@@ -34,17 +35,25 @@ class CycleOutcome:
 
 
 def ensure_release(workspace: Workspace) -> str:
-    """The current release; on a fresh workspace the configured base model becomes the first one."""
+    """The current release; until a cycle has released, the configured base model is the release.
+
+    The source is resolved (and a GGUF converted) first, so that a bad model.source fails here, before it is
+    recorded; a changed model.source re-bootstraps a workspace that has released nothing yet.
+    """
     registry = workspace.registry
+    source = workspace.config.model.source
     current = registry.get_alias()
     if current:
-        return current
+        release = registry.get_model(current)
+        released_any = any(e.action == "release" for e in registry.release_events())
+        if released_any or release.source == source:
+            return current
+    resolve_source(source, workspace.cache_dir, workspace.root)
     base = ModelRecord(
-        id=f"m-{uuid.uuid4().hex[:10]}", status="base", source=workspace.config.model.source,
+        id=f"m-{uuid.uuid4().hex[:10]}", status="base", source=source,
         config_hash=workspace.config.fingerprint(), code_version=code_version(), created_at=time.time(),
     )
-    registry.add_model(base)
-    registry.set_alias(base.id, "bootstrap")
+    registry.bootstrap(base)
     return base.id
 
 
@@ -58,7 +67,8 @@ def _open_cycle(workspace: Workspace, resume: bool) -> Cycle:
             raise ReverieError("there is no interrupted cycle to resume (start one with `reverie cycle`)")
         if unfinished.config_hash != workspace.config.fingerprint():
             raise ReverieError(
-                f"reverie.yaml changed since cycle {unfinished.id} started; restore it to resume, "
+                f"the configuration differs from the one cycle {unfinished.id} started with (reverie.yaml plus "
+                "any --set values): restore it, repeating the same --set values, to resume; "
                 "or abandon the cycle with `reverie cycle --abandon`"
             )
         stale = registry.interrupt_running_phases(unfinished.id)
@@ -98,8 +108,9 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
                 result = phase.run(ctx)
             except BaseException as exc:
                 registry.fail_phase(run.id, f"{type(exc).__name__}: {exc}")
+                status_line(f"{phase.name} stopped ({type(exc).__name__}); continue with `reverie cycle --resume`")
                 raise
-            registry.finish_phase(run, result.outputs, result.metrics, result.new_models)
+            registry.finish_phase(run, result.outputs, result.metrics, result.new_models, result.new_datasets)
             handoff[phase.name] = result.outputs
             figures = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])
             status_line(f"{phase.name:<8} done in {time.time() - run.started_at:.1f}s -> {result.outputs['model']}  {figures}")
@@ -131,15 +142,23 @@ def abandon_cycle(workspace: Workspace) -> str:
 
 
 def rollback(workspace: Workspace) -> tuple[str, str]:
-    """Point the release alias back at the release before the current one; return (from, to)."""
+    """Point the release alias back at the release before the current one; return (from, to).
+
+    Refused while a cycle is open, since that cycle is gated against the current release.
+    """
     registry = workspace.registry
-    stack: list[str] = []
-    for event in registry.release_events():
-        if event.action == "rollback":
-            stack.pop()
-        else:
-            stack.append(event.model_id)
-    if len(stack) < 2:
-        raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
-    registry.set_alias(stack[-2], "rollback")
-    return stack[-1], stack[-2]
+    with workspace.cycle_lock():
+        if registry.unfinished_cycle():
+            raise ReverieError("a cycle is open: finish it (`reverie cycle --resume`) or abandon it first")
+        stack: list[str] = []
+        for event in registry.release_events():
+            if event.action == "rollback":
+                stack.pop()
+            elif event.action == "bootstrap":
+                stack = [event.model_id]
+            else:
+                stack.append(event.model_id)
+        if len(stack) < 2:
+            raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
+        registry.set_alias(stack[-2], "rollback")
+        return stack[-1], stack[-2]

@@ -24,13 +24,16 @@ def _base_model_name(root: ModelRecord) -> str:
     return EMBEDDED_HUB_ID if root.source == "embedded" else str(root.source or root.id)
 
 
-def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: int) -> list[str]:
+def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: int, dreamed: bool) -> list[str]:
     risks = [
         "Knowledge is measured closed-book on a small question set; accuracy has a wide confidence interval.",
-        "Dream trains on the model's own voted answers; a confidently wrong majority that the document happens "
-        "to contain can be reinforced.",
         "No safety suite is part of this gate yet: refusal behaviour is unmeasured.",
     ]
+    if dreamed:
+        risks.append(
+            "Dream trained on the model's own voted answers; a confidently wrong majority that the document "
+            "happens to contain can be reinforced."
+        )
     drop = reference["general_accuracy"] - candidate["general_accuracy"]
     if drop > 0:
         risks.append(f"General accuracy fell by {drop:.3f} on {n_general} items (forgetting).")
@@ -76,8 +79,9 @@ def render_model_card(
         }],
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# reverie model {model.id}", ""]
-    verdict = "**released**" if released else "**rejected**: " + "; ".join(reasons)
-    lines += [f"Gate verdict: {verdict}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
+    verdict = "**release**" if released else "**reject**: " + "; ".join(reasons)
+    lines += [f"Gate verdict: {verdict}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}; `reverie history` shows "
+              "whether the cycle then moved the release pointer.", ""]
     lines += ["## Scores", "", "| suite | this model | current release |", "|---|---|---|"]
     lines += [f"| {k} | {scores[k]:.3f} | {reference_scores[k]:.3f} |" for k in scores]
     lines += ["", "## Lineage", "", "| model | made by | weights | adapter | config | code |", "|---|---|---|---|---|---|"]
@@ -93,7 +97,8 @@ def render_model_card(
         lines += ["", "## Phase metrics", "", "| phase | status | wall s | metrics |", "|---|---|---|---|"]
         for run in registry.phase_runs(model.cycle_id):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in run.metrics.items() if not k.startswith(("candidate_", "reference_")))
-            wall = f"{run.wall_s:.1f}" if run.wall_s else "running"
+            wall = f"{run.wall_s:.1f}" if run.wall_s is not None else "-"
             lines.append(f"| {run.phase} | {run.status} | {wall} | {shown or '-'} |")
-    lines += ["", "## Risks", ""] + [f"- {r}" for r in _risks(scores, reference_scores, general_items)]
+    dreamed = any(d.source == "self-consistency" for d in datasets)
+    lines += ["", "## Risks", ""] + [f"- {r}" for r in _risks(scores, reference_scores, general_items, dreamed)]
     return "\n".join(lines) + "\n"

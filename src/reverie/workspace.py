@@ -75,11 +75,6 @@ class Workspace:
     def cards_dir(self) -> Path:
         return self.state / "cards"
 
-    def resolve_path(self, value: str) -> Path:
-        """A path from the config, relative to the workspace root."""
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else self.root / path
-
     def write_text_atomic(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")

@@ -10,10 +10,9 @@ from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
 
-def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example]) -> str:
-    """Write the examples as an artifact, register them, and return the content hash."""
+def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example]) -> DatasetRecord:
+    """Write the examples as an artifact; the phase registers the record when it finishes."""
     with workspace.artifacts.stage() as staged:
         lines = (json.dumps(e.to_json(), sort_keys=True) + "\n" for e in examples)
         (staged.path / "examples.jsonl").write_text("".join(lines))
-    workspace.registry.add_dataset(DatasetRecord(staged.hash, name, len(examples), source, time.time()))
-    return staged.hash
+    return DatasetRecord(staged.hash, name, len(examples), source, time.time())

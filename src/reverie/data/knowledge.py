@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reverie.errors import ReverieError
 
@@ -33,6 +33,14 @@ class Knowledge(BaseModel):
     description: str = ""
     documents: list[Document] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _has_questions(self) -> Knowledge:
+        if not any(doc.train_qa for doc in self.documents):
+            raise ValueError("no document has train_qa: Learn and Dream need training questions")
+        if not any(doc.eval_qa for doc in self.documents):
+            raise ValueError("no document has eval_qa: the Gate needs held-out questions to measure recall")
+        return self
+
     def eval_items(self) -> list[tuple[Document, QA]]:
         return [(doc, qa) for doc in self.documents for qa in doc.eval_qa]
 
@@ -57,10 +65,13 @@ def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
         text = resources.files("reverie.data").joinpath("demo/knowledge.json").read_text()
         origin = "built-in demo knowledge"
     else:
-        path = Path(spec) if Path(spec).is_absolute() else base_dir / spec
+        path = base_dir / Path(spec).expanduser()
         if not path.is_file():
             raise ReverieError(f"data.knowledge: {path} does not exist (use 'demo' or a knowledge JSON file)")
-        text, origin = path.read_text(), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise ReverieError(f"data.knowledge: {path} is not UTF-8 text") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -68,7 +79,7 @@ def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
     try:
         return Knowledge.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise ReverieError(f"{origin}: {exc.error_count()} problem(s)\n" + "\n".join(problems)) from None
 
 

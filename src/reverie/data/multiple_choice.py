@@ -23,10 +23,13 @@ def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]
         lines = resources.files("reverie.data").joinpath("demo/general_mc.jsonl").read_text().splitlines()
         origin = "built-in general check"
     else:
-        path = Path(spec) if Path(spec).is_absolute() else base_dir / spec
+        path = base_dir / Path(spec).expanduser()
         if not path.is_file():
             raise ReverieError(f"eval.general_suite: {path} does not exist (use 'builtin' or a PIQA-format JSONL)")
-        lines, origin = path.read_text().splitlines(), str(path)
+        try:
+            lines, origin = path.read_text(encoding="utf-8").splitlines(), str(path)
+        except UnicodeDecodeError:
+            raise ReverieError(f"eval.general_suite: {path} is not UTF-8 text") from None
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -43,4 +46,6 @@ def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]
         items.append(item)
         if len(items) >= limit:
             break
+    if not items:
+        raise ReverieError(f"{origin}: no items")
     return items

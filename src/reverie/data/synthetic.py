@@ -15,12 +15,12 @@ class Vote:
 
 
 def majority_vote(samples: list[str]) -> Vote | None:
-    """The most frequent answer after normalisation, with its share of the votes."""
+    """The most frequent answer after normalisation, with its share of the votes; None on a tie or no answer."""
     normalized = [normalize(s) for s in samples]
-    counts = Counter(n for n in normalized if n)
-    if not counts:
+    counts = Counter(n for n in normalized if n).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
         return None
-    winner, count = counts.most_common(1)[0]
+    winner, count = counts[0]
     spelling = Counter(s for s, n in zip(samples, normalized) if n == winner).most_common(1)[0][0]
     return Vote(answer=spelling, share=count / len(samples))
 

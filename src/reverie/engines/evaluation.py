@@ -78,16 +78,3 @@ def choice_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
             correct += int(scores.index(max(scores)) == item.label)
             bar.advance()
     return {"accuracy": correct / max(1, len(items)), "n": float(len(items))}
-
-
-@torch.inference_mode()
-def max_logit_difference(
-    model_a: PreTrainedModel, model_b: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str]
-) -> float:
-    """Largest absolute logit difference between two models over the given texts (the A/B merge check)."""
-    worst = 0.0
-    for text in texts:
-        ids = torch.tensor([user_prompt_ids(tokenizer, text)])
-        diff = (model_a(input_ids=ids).logits.float() - model_b(input_ids=ids).logits.float()).abs().max()
-        worst = max(worst, float(diff))
-    return worst

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import LoraSettings, ModelConfig
 from reverie.errors import ReverieError
@@ -63,6 +64,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):  # from a conversion that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}")
     fresh.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
@@ -75,7 +78,10 @@ def _convert_cached(gguf_path: Path, cache_dir: Path) -> Path:
     out = cache_dir / "models" / f"{gguf_path.stem}-{key}"
     if not (out / "config.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        convert_gguf(gguf_path, out)
+        try:
+            convert_gguf(gguf_path, out)
+        except (ValueError, KeyError, OSError, RuntimeError) as exc:
+            raise ReverieError(f"model.source: {gguf_path} could not be converted from GGUF: {exc}") from None
     return out
 
 
@@ -118,10 +124,14 @@ def _hub_snapshot(repo_id: str) -> Path:
 def load_pretrained(directory: Path, config: ModelConfig) -> LoadedModel:
     """Load a causal LM and its tokenizer from a local safetensors directory."""
     dtype = getattr(torch, config.dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        directory, dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code
-    )
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=config.trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=config.trust_remote_code)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        hint = "" if config.trust_remote_code else " (if it ships its own code, see model.trust_remote_code)"
+        raise ReverieError(f"model: {directory} could not be loaded{hint}: {exc}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
@@ -143,6 +153,7 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
     if record.adapter:
         adapter_dir = workspace.artifacts.path(record.adapter)
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir, is_trainable=trainable_adapter)
+        loaded.model.eval()  # callers switch to train mode themselves; sampling must not see dropout
     return loaded
 
 

@@ -28,9 +28,9 @@ class Suites:
             config.eval.general_suite, workspace.root, config.eval.general_limit
         )
         self.qa_items = [(qa.question, qa.answer) for _, qa in self.knowledge.eval_items()]
-        generation = (config.eval.max_new_tokens,)
+        generation = (config.eval.max_new_tokens, config.model.dtype)
         self.knowledge_key = f"knowledge@{_fingerprint([self.qa_items, generation])}"
-        self.general_key = f"general@{_fingerprint([item.__dict__ for item in self.general])}"
+        self.general_key = f"general@{_fingerprint([[item.__dict__ for item in self.general], config.model.dtype])}"
 
     def scores(self, record: ModelRecord) -> dict[str, float]:
         """knowledge_accuracy, knowledge_f1 and general_accuracy, computed once per model and suite."""

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 from reverie.config import TrainSettings
 from reverie.data.knowledge import Example
 from reverie.engines.prompts import user_prompt_ids
+from reverie.errors import ReverieError
 from reverie.progress import progress_bar
 
 IGNORE = -100
@@ -93,8 +94,16 @@ def train_sft(
     settings: TrainSettings,
     description: str = "train",
 ) -> dict[str, float]:
-    """Train the model's trainable parameters (the adapter, when one is attached) and return loss figures."""
-    rows = pack([tokenize(tokenizer, e, settings.block_size) for e in examples], settings.block_size)
+    """Train the model's trainable parameters (the adapter, when one is attached) and return loss figures.
+
+    Examples longer than block_size are truncated and counted; one left with no answer tokens is skipped.
+    """
+    tokenized = [tokenize(tokenizer, e, settings.block_size) for e in examples]
+    truncated = sum(len(t.input_ids) == settings.block_size for t in tokenized)
+    usable = [t for t in tokenized if any(label != IGNORE for label in t.labels)]
+    if not usable:
+        raise ReverieError(f"no example has answer tokens within block_size={settings.block_size}; raise it")
+    rows = pack(usable, settings.block_size)
     steps_per_epoch = math.ceil(len(rows) / settings.rows_per_step)
     total_steps = steps_per_epoch * settings.epochs
     params = [p for p in model.parameters() if p.requires_grad]
@@ -128,7 +137,9 @@ def train_sft(
         "train_loss_first_epoch": sum(head) / len(head),
         "train_loss_last_epoch": sum(tail) / len(tail),
         "train_steps": float(total_steps),
-        "train_examples": float(len(examples)),
+        "train_examples": float(len(usable)),
+        "train_truncated": float(truncated),
+        "train_skipped": float(len(tokenized) - len(usable)),
         "train_rows": float(len(rows)),
         "train_tokens_per_s": tokens / elapsed if elapsed else 0.0,
         "train_seconds": elapsed,

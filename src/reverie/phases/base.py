@@ -7,17 +7,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reverie.registry import Cycle, ModelRecord
+from reverie.registry import Cycle, DatasetRecord, ModelRecord
 from reverie.workspace import Workspace, code_version
 
 
 @dataclass
 class PhaseResult:
-    """What a phase produced: outputs (ids and artifact hashes), metrics, and the model versions it made."""
+    """What a phase produced: outputs (ids and artifact hashes), metrics, and the models and datasets it made.
+
+    The cycle records new models and datasets in the same transaction that marks the phase finished.
+    """
 
     outputs: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     new_models: list[ModelRecord] = field(default_factory=list)
+    new_datasets: list[DatasetRecord] = field(default_factory=list)
 
 
 @dataclass

@@ -58,11 +58,11 @@ class Dream:
             loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
         metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, "dream: SFT on votes")
 
-        datasets = sorted({*candidate.datasets, dataset})
+        datasets = sorted({*candidate.datasets, dataset.hash})
         if candidate.adapter:  # the candidate kept its adapter (no merge); keep training it as an adapter
             adapter = store_adapter(ctx.workspace, loaded.model)
             model = ctx.new_model(candidate, self.name, adapter=adapter, datasets=datasets)
-            artifacts = [adapter, dataset]
+            artifacts = [adapter, dataset.hash]
         else:
             probe = [(qa.question, qa.answer) for _, qa in knowledge.eval_items()]
             check = merge_with_ab_check(
@@ -74,13 +74,14 @@ class Dream:
                 weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
                 model = ctx.new_model(candidate, self.name, weights=weights, adapter=None, source=None,
                                       datasets=datasets)
-                artifacts = [weights, dataset]
+                artifacts = [weights, dataset.hash]
             else:
                 adapter = store_adapter(ctx.workspace, loaded.model)
                 model = ctx.new_model(candidate, self.name, adapter=adapter, datasets=datasets)
-                artifacts = [adapter, dataset]
+                artifacts = [adapter, dataset.hash]
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset, "artifacts": artifacts},
+            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": artifacts},
             metrics=metrics,
             new_models=[model],
+            new_datasets=[dataset],
         )

@@ -26,9 +26,10 @@ class Learn:
         metrics = train_sft(loaded.model, loaded.tokenizer, examples, config.learn.train, "learn: LoRA SFT")
 
         adapter = store_adapter(ctx.workspace, loaded.model)
-        model = ctx.new_model(parent, self.name, adapter=adapter, datasets=sorted({*parent.datasets, dataset}))
+        model = ctx.new_model(parent, self.name, adapter=adapter, datasets=sorted({*parent.datasets, dataset.hash}))
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset, "artifacts": [adapter, dataset]},
+            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [adapter, dataset.hash]},
             metrics=metrics,
             new_models=[model],
+            new_datasets=[dataset],
         )

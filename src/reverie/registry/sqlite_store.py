@@ -81,6 +81,11 @@ class SQLiteRegistry(RegistryStore):
         with self._tx() as conn:
             self._insert_model(conn, model)
 
+    def bootstrap(self, model: ModelRecord) -> None:
+        with self._tx() as conn:
+            self._insert_model(conn, model)
+            self._move_alias(conn, model.id, "bootstrap", RELEASE_ALIAS, time.time())
+
     def _model_from_row(self, row: sqlite3.Row) -> ModelRecord:
         datasets = [
             r[0] for r in self._conn.execute("SELECT dataset_hash FROM model_datasets WHERE model_id = ?", (row["id"],))
@@ -97,10 +102,6 @@ class SQLiteRegistry(RegistryStore):
     def list_models(self) -> list[ModelRecord]:
         rows = self._conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY created_at").fetchall()
         return [self._model_from_row(r) for r in rows]
-
-    def add_dataset(self, dataset: DatasetRecord) -> None:
-        with self._tx() as conn:
-            conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", tuple(asdict(dataset).values()))
 
     def get_dataset(self, dataset_hash: str) -> DatasetRecord:
         row = self._conn.execute("SELECT * FROM datasets WHERE hash = ?", (dataset_hash,)).fetchone()
@@ -152,10 +153,18 @@ class SQLiteRegistry(RegistryStore):
             )
 
     def finish_phase(
-        self, run: PhaseRun, outputs: dict[str, Any], metrics: dict[str, float], new_models: list[ModelRecord]
+        self,
+        run: PhaseRun,
+        outputs: dict[str, Any],
+        metrics: dict[str, float],
+        new_models: list[ModelRecord],
+        new_datasets: list[DatasetRecord] = (),
     ) -> None:
         finished = time.time()
         with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", [tuple(asdict(d).values()) for d in new_datasets]
+            )
             for model in new_models:
                 self._insert_model(conn, model)
             conn.execute(

@@ -16,13 +16,14 @@ class RegistryStore(ABC):
     def add_model(self, model: ModelRecord) -> None: ...
 
     @abstractmethod
+    def bootstrap(self, model: ModelRecord) -> None:
+        """Register a base model and make it the release, in one transaction."""
+
+    @abstractmethod
     def get_model(self, model_id: str) -> ModelRecord: ...
 
     @abstractmethod
     def list_models(self) -> list[ModelRecord]: ...
-
-    @abstractmethod
-    def add_dataset(self, dataset: DatasetRecord) -> None: ...
 
     @abstractmethod
     def get_dataset(self, dataset_hash: str) -> DatasetRecord: ...
@@ -52,9 +53,14 @@ class RegistryStore(ABC):
 
     @abstractmethod
     def finish_phase(
-        self, run: PhaseRun, outputs: dict[str, Any], metrics: dict[str, float], new_models: list[ModelRecord]
+        self,
+        run: PhaseRun,
+        outputs: dict[str, Any],
+        metrics: dict[str, float],
+        new_models: list[ModelRecord],
+        new_datasets: list[DatasetRecord] = (),
     ) -> None:
-        """Record a finished phase and the models it made, in one transaction."""
+        """Record a finished phase and the models and datasets it made, in one transaction."""
 
     @abstractmethod
     def fail_phase(self, run_id: str, error: str) -> None: ...
