@@ -36,7 +36,10 @@ def main() -> None:
         outcome = run_cycle(workspace)
         total = time.time() - started
         phases = {r.phase: round(r.wall_s or 0.0, 1) for r in workspace.registry.phase_runs(outcome.cycle_id)}
-        dream = next(r for r in workspace.registry.phase_runs(outcome.cycle_id) if r.phase == "dream").metrics
+        runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
+        dream = runs["dream"].metrics
+        # Compress measures the Learn model on the eval questions in its A/B check: what Learn alone reached.
+        after_learn = runs["compress"].metrics.get("adapter_accuracy")
 
     result = {
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
@@ -44,6 +47,7 @@ def main() -> None:
         "verdict": "released" if outcome.released else "rejected",
         "reasons": outcome.reasons,
         "before": outcome.reference_scores,
+        "after_learn_knowledge_accuracy": after_learn,
         "after": outcome.candidate_scores,
         "dream": dream,
         "phase_wall_s": phases,
@@ -59,6 +63,8 @@ def main() -> None:
     ]
     lines = ["| metric | before (base) | after (candidate) |", "|---|---|---|"]
     lines += [f"| {label} | {outcome.reference_scores[k]:.3f} | {outcome.candidate_scores[k]:.3f} |" for label, k in rows]
+    if after_learn is not None:
+        lines += ["", f"Closed-book accuracy after Learn alone (before Dream): {after_learn:.3f}."]
     lines += ["", f"Verdict: {result['verdict']}. Cycle wall time {total:.0f} s "
               f"({', '.join(f'{p} {s:.0f} s' for p, s in phases.items())})."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

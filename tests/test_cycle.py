@@ -142,3 +142,16 @@ def test_rollback_is_refused_while_a_cycle_is_open(workspace_dir: Path) -> None:
     registry.start_cycle(Cycle("c-open", "running", registry.get_alias(), "cfg", time.time()))
     result = reverie("rollback", "-w", str(workspace_dir), check=False)
     assert result.returncode == 2 and "a cycle is open" in result.stderr
+
+
+def test_failed_merge_check_keeps_the_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # No float32 merge reproduces the adapter's logits to 1e-30, so the A/B check must refuse the merge.
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, compress={"max_logit_diff": 1e-30})
+    workspace = Workspace.open(root)
+    outcome = run_cycle(workspace)
+    compress = next(r for r in workspace.registry.phase_runs(outcome.cycle_id) if r.phase == "compress")
+    assert compress.outputs["merged"] is False and compress.outputs["reason"] == "A/B check failed"
+    assert compress.metrics["merge_max_logit_diff"] > 1e-30
+    final = workspace.registry.get_model(outcome.model_id)
+    assert final.adapter is not None and final.weights is None
+    assert_no_orphans(workspace)
