@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -51,6 +52,8 @@ def test_cycle_releases_a_candidate_with_lineage_and_card(workspace_dir: Path) -
     assert front["base_model"] == str(workspace.config.model.source)
     assert front["model-index"][0]["results"][0]["metrics"][0]["type"] == "accuracy"
     assert len(front["datasets"]) == len(released.datasets)
+    saved = json.loads((workspace.artifacts.path(released.weights) / "reverie_config.json").read_text())
+    assert saved == workspace.config.model_dump()
     assert "## Lineage" in card and "## Risks" in card
     assert_no_orphans(workspace)
 

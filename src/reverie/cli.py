@@ -18,7 +18,7 @@ from reverie.workspace import Workspace
 
 app = typer.Typer(help="Run a language model's version iteration as a sleep cycle.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 200)  # never fold ids and hashes in logs and pipes
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
@@ -136,7 +136,7 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     cycle_of = {c.result_model_id: c.id for c in registry.list_cycles() if c.result_model_id}
     table = Table(title="release history")
     for column in ("when", "action", "model", "knowledge acc", "general acc", "cycle"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     gate_scores = {}
     for cycle_record in registry.list_cycles():
         for run in registry.phase_runs(cycle_record.id):
@@ -177,7 +177,7 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
     path = ws.cards_dir / f"{record.id}.md"
     if not path.is_file():
         raise ReverieError(f"model {record.id} has no card yet (cards are written when the Gate judges a model)")
-    out.print(path.read_text(), markup=False, highlight=False)
+    typer.echo(path.read_text(), nl=False)  # verbatim: the card is a file to copy, not console output
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Only safetensors weights are ever loaded; trust_remote_code stays off unless the
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import os
 import shutil
@@ -178,15 +179,21 @@ def reset_lora(model: PeftModel, seed: int) -> None:
 
 
 def store_adapter(workspace: Workspace, model: PeftModel) -> str:
-    """Save the adapter as a content-addressed artifact and return its hash."""
+    """Save the adapter, with the resolved config that made it, as an artifact; return its hash."""
     with workspace.artifacts.stage() as staged:
         model.save_pretrained(staged.path, safe_serialization=True)
+        _write_resolved_config(workspace, staged.path)
     return staged.hash
 
 
 def store_weights(workspace: Workspace, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
-    """Save full weights and tokenizer as a content-addressed artifact and return its hash."""
+    """Save full weights and tokenizer, with the resolved config that made them, as an artifact; return its hash."""
     with workspace.artifacts.stage() as staged:
         model.save_pretrained(staged.path, safe_serialization=True)
         tokenizer.save_pretrained(staged.path)
+        _write_resolved_config(workspace, staged.path)
     return staged.hash
+
+
+def _write_resolved_config(workspace: Workspace, directory: Path) -> None:
+    (directory / "reverie_config.json").write_text(json.dumps(workspace.config.model_dump(), indent=2) + "\n")
