@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reverie.data.files import read_data_text
 from reverie.errors import ReverieError
 
 
@@ -61,17 +61,9 @@ class Example:
 
 def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
     """Load 'demo' (built in) or a knowledge JSON file; problems name the file and the field."""
-    if spec == "demo":
-        text = resources.files("reverie.data").joinpath("demo/knowledge.json").read_text()
-        origin = "built-in demo knowledge"
-    else:
-        path = base_dir / Path(spec).expanduser()
-        if not path.is_file():
-            raise ReverieError(f"data.knowledge: {path} does not exist (use 'demo' or a knowledge JSON file)")
-        try:
-            text, origin = path.read_text(encoding="utf-8"), str(path)
-        except UnicodeDecodeError:
-            raise ReverieError(f"data.knowledge: {path} is not UTF-8 text") from None
+    text, origin = read_data_text(
+        spec, base_dir, "data.knowledge", ("demo", "demo/knowledge.json"), "a knowledge JSON file"
+    )
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

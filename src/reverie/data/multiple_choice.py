@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from reverie.data.files import read_data_text
 from reverie.errors import ReverieError
 
 
@@ -19,17 +19,10 @@ class ChoiceItem:
 
 def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]:
     """Load 'builtin' or a PIQA-format JSONL file; a malformed line is reported with its number."""
-    if spec == "builtin":
-        lines = resources.files("reverie.data").joinpath("demo/general_mc.jsonl").read_text().splitlines()
-        origin = "built-in general check"
-    else:
-        path = base_dir / Path(spec).expanduser()
-        if not path.is_file():
-            raise ReverieError(f"eval.general_suite: {path} does not exist (use 'builtin' or a PIQA-format JSONL)")
-        try:
-            lines, origin = path.read_text(encoding="utf-8").splitlines(), str(path)
-        except UnicodeDecodeError:
-            raise ReverieError(f"eval.general_suite: {path} is not UTF-8 text") from None
+    text, origin = read_data_text(
+        spec, base_dir, "eval.general_suite", ("builtin", "demo/general_mc.jsonl"), "a PIQA-format JSONL file"
+    )
+    lines = text.splitlines()
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
