@@ -62,3 +62,20 @@ def test_lora_starts_as_identity_and_reset_restores_it(tiny_model_dir: Path) -> 
 
 def test_trust_remote_code_is_off_by_default() -> None:
     assert ModelConfig().trust_remote_code is False
+
+
+def test_cached_hub_id_loads_offline(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The layout huggingface_hub writes when a model is downloaded: refs/main names a snapshot folder.
+    repo = tmp_path / "hub" / "models--acme--tiny-llama"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    path = resolve_source("acme/tiny-llama", tmp_path, tmp_path)
+    assert path == snapshot
+    assert load_pretrained(path, ModelConfig()).model.config.num_hidden_layers == 2
