@@ -1,0 +1,152 @@
+"""SEAL inner loop: reverie's resident-model design against the SEAL repository's reference design, in one
+process, on the same SQuAD passages, self-edits and hyper-parameters.
+
+    .venv/bin/python benchmarks/inner_loop.py [--passages 2] [--epochs 2] [--max-items 8]
+
+Self-edit per passage: the passage plus the first --max-items GPT-4.1 implications
+(../shared/data/squad/gpt41_implications.json), each prefixed with the title.
+
+- reverie: one resident model with one LoRA reset in place per trial, packed rows, fresh optimizer, batched
+  greedy closed-book answers.
+- reference: per trial a fresh get_peft_model, a Hugging Face Trainer built for the request, every sequence
+  padded to 2048 tokens, the adapter saved to disk and reloaded to answer (then unloaded again).
+
+Also times a large float32 matmul to report the inner loop's training throughput as a share of the machine's
+measured peak (training FLOPs per token taken as 4 x parameters: forward plus input gradients; the frozen
+weights get no weight gradients). Writes benchmarks/results/inner_loop.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from reverie.config import LoraSettings, ModelConfig, TrainSettings
+from reverie.data.self_edits import parse_self_edit, self_edit_examples
+from reverie.engines.evaluation import closed_book_qa
+from reverie.engines.inner_loop import InnerLoop
+from reverie.engines.models import load_pretrained, resolve_source
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad" / "gpt41_implications.json"
+REFERENCE_PAD = 2048
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def reference_trial(model, tokenizer, examples, questions, lora: LoraSettings, train: TrainSettings, workdir: Path):
+    """The reference design, as the SEAL repository's test-time-training server does it per request."""
+    start = time.perf_counter()
+    peft_config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, peft_config)
+    rows = []
+    for example in examples:
+        ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = ([tokenizer.bos_token_id] + ids)[:REFERENCE_PAD]
+        pad = REFERENCE_PAD - len(ids)
+        rows.append({
+            "input_ids": torch.tensor(ids + [tokenizer.pad_token_id] * pad),
+            "attention_mask": torch.tensor([1] * len(ids) + [0] * pad),
+            "labels": torch.tensor(ids + [-100] * pad),
+        })
+    args = TrainingArguments(
+        output_dir=str(workdir / "trainer"), per_device_train_batch_size=1, num_train_epochs=train.epochs,
+        learning_rate=train.learning_rate, lr_scheduler_type="linear", warmup_steps=0.1, logging_strategy="no",
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=train.seed,
+    )
+    Trainer(model=peft_model, args=args, train_dataset=rows).train()
+    adapter_dir = workdir / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    base = peft_model.unload()
+    trained = time.perf_counter()
+    answering = PeftModel.from_pretrained(base, adapter_dir)
+    answering.eval()
+    scores, _ = closed_book_qa(answering, tokenizer, questions, 32, 16)
+    answering.unload()
+    return scores, trained - start, time.perf_counter() - trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--passages", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-items", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--out", default="benchmarks/results/inner_loop")
+    args = parser.parse_args()
+    hf_logging.set_verbosity_error()
+
+    passages = json.loads(DATA.read_text())[: args.passages]
+    lora = LoraSettings(rank=args.rank, alpha=2 * args.rank)
+    train = TrainSettings(learning_rate=args.lr, epochs=args.epochs, block_size=512, rows_per_step=1, seed=0)
+    model_dir = resolve_source("embedded", Path("benchmarks/.cache"), Path("."))
+    peak = matmul_peak_flops()
+
+    reference_model = load_pretrained(model_dir, ModelConfig())
+    ours_model = load_pretrained(model_dir, ModelConfig())
+    loop = InnerLoop(ours_model.model, ours_model.tokenizer, lora, train)
+    n_params = sum(p.numel() for n, p in ours_model.model.named_parameters() if "lora_" not in n)
+
+    trials = []
+    for index, passage in enumerate(passages):
+        items = parse_self_edit("\n".join(passage["completions"][:1]))[: args.max_items]
+        examples = self_edit_examples(passage["title"], passage["context"], items)
+        questions = [(q["question"], q["answer"]) for q in passage["questions"]]
+        ours = loop.trial(examples, questions, seed=index)
+        with tempfile.TemporaryDirectory() as workdir:
+            ref_scores, ref_train, ref_eval = reference_trial(
+                reference_model.model, reference_model.tokenizer, examples, questions, lora, train, Path(workdir)
+            )
+        trials.append({
+            "title": passage["title"], "sequences": len(examples), "questions": len(questions),
+            "ours": {"accuracy": ours.accuracy, "train_s": ours.train_seconds, "eval_s": ours.eval_seconds,
+                     "train_tokens_per_s": ours.train_tokens_per_s},
+            "reference": {"accuracy": ref_scores["accuracy"], "train_s": ref_train, "eval_s": ref_eval},
+        })
+        print(json.dumps(trials[-1]), flush=True)
+
+    def mean(path: str, key: str) -> float:
+        return sum(t[path][key] for t in trials) / len(trials)
+
+    ours_s = mean("ours", "train_s") + mean("ours", "eval_s")
+    ref_s = mean("reference", "train_s") + mean("reference", "eval_s")
+    share = mean("ours", "train_tokens_per_s") * 4 * n_params / peak
+    result = {
+        "settings": vars(args), "matmul_peak_gflops": peak / 1e9, "params": n_params, "trials": trials,
+        "ours_s_per_trial": ours_s, "reference_s_per_trial": ref_s, "speedup": ref_s / ours_s,
+        "ours_accuracy": mean("ours", "accuracy"), "reference_accuracy": mean("reference", "accuracy"),
+        "ours_training_share_of_matmul_peak": share,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    table = [
+        "| design | s per inner loop | accuracy |", "|---|---|---|",
+        f"| reverie (resident model, LoRA reset in place, packed) | {ours_s:.1f} | {result['ours_accuracy']:.3f} |",
+        f"| reference (Trainer per request, pad 2048, save + reload) | {ref_s:.1f} | {result['reference_accuracy']:.3f} |",
+        "", f"Speed-up {ref_s / ours_s:.1f}x over {len(trials)} passages ({args.epochs} epochs, "
+        f"passage + {args.max_items} implications). Training throughput {share:.1%} of the measured float32 "
+        f"matmul peak ({peak / 1e9:.0f} GFLOP/s).",
+    ]
+    out.with_suffix(".md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

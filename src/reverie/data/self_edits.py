@@ -1,0 +1,54 @@
+"""SEAL self-edits as text: the prompts that ask a model to write its own training data, and the parser
+that turns what it wrote into training sequences (one per line or item, prefixed with the passage title)."""
+
+from __future__ import annotations
+
+import re
+
+from reverie.data.knowledge import Example
+
+PROMPT_STYLES: dict[str, str] = {
+    "implications": (
+        "Read the passage and list the implications that follow from it, one per line.\n\n"
+        "Title: {title}\nPassage: {passage}"
+    ),
+    "implications-long": (
+        "Read the passage and write a long list of implications that follow from it, directly or indirectly, "
+        "one per line, each a complete sentence that names what it is about.\n\nTitle: {title}\nPassage: {passage}"
+    ),
+    "rewrite": (
+        "Rewrite the passage in several different ways, each a short paragraph that keeps every fact.\n\n"
+        "Title: {title}\nPassage: {passage}"
+    ),
+    "self-qa": (
+        "Write questions about the passage, each followed by its answer, one question-answer pair per line.\n\n"
+        "Title: {title}\nPassage: {passage}"
+    ),
+}
+
+_ITEM_PREFIX = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))\s*")
+_MIN_WORDS = 3
+
+
+def self_edit_prompt(style: str, title: str, passage: str) -> str:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown self-edit style {style!r}; choose from {', '.join(PROMPT_STYLES)}")
+    return PROMPT_STYLES[style].format(title=title, passage=passage)
+
+
+def parse_self_edit(text: str) -> list[str]:
+    """Split a self-edit into items: one per non-empty line, list markers and markdown emphasis stripped,
+    headings and fragments shorter than three words dropped, duplicates removed (order kept)."""
+    items: list[str] = []
+    for line in text.splitlines():
+        item = _ITEM_PREFIX.sub("", line).replace("**", "").strip()
+        if len(item.split()) < _MIN_WORDS or item.endswith(":"):
+            continue
+        if item not in items:
+            items.append(item)
+    return items
+
+
+def self_edit_examples(title: str, passage: str, items: list[str]) -> list[Example]:
+    """Training sequences for one passage: the passage itself, then each item prefixed with the title."""
+    return [Example(completion=f"{title}\n{passage}")] + [Example(completion=f"{title}\n{item}") for item in items]

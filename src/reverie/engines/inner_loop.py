@@ -1,0 +1,62 @@
+"""The SEAL inner loop, fast by design: one resident model with one LoRA, reset in place for every trial.
+
+A trial trains the adapter on one self-edit (packed rows, fresh optimizer) and then answers the passage's
+questions closed-book by batched greedy decoding. Nothing is re-wrapped, saved or reloaded between trials.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from reverie.config import LoraSettings, TrainSettings
+from reverie.data.knowledge import Example
+from reverie.engines.evaluation import QAResult, closed_book_qa
+from reverie.engines.models import attach_lora, reset_lora
+from reverie.engines.training import train_sft
+
+
+@dataclass
+class TrialResult:
+    accuracy: float
+    f1: float
+    train_seconds: float
+    eval_seconds: float
+    train_tokens_per_s: float
+    answers: list[QAResult]
+
+
+class InnerLoop:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        lora: LoraSettings,
+        train: TrainSettings,
+        max_new_tokens: int = 32,
+        batch_size: int = 16,
+    ):
+        self.model = attach_lora(model, lora, train.seed)
+        self.tokenizer = tokenizer
+        self.train = train
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def trial(self, examples: list[Example], questions: list[tuple[str, str]], seed: int = 0) -> TrialResult:
+        """Reset the adapter, train it on `examples`, and grade closed-book answers to `questions`."""
+        reset_lora(self.model, seed)
+        start = time.perf_counter()
+        metrics = train_sft(self.model, self.tokenizer, examples, self.train.model_copy(update={"seed": seed}),
+                            "inner loop: train")
+        trained = time.perf_counter()
+        scores, answers = closed_book_qa(self.model, self.tokenizer, questions, self.max_new_tokens, self.batch_size)
+        return TrialResult(
+            accuracy=scores["accuracy"],
+            f1=scores["f1"],
+            train_seconds=trained - start,
+            eval_seconds=time.perf_counter() - trained,
+            train_tokens_per_s=metrics["train_tokens_per_s"],
+            answers=answers,
+        )

@@ -1,0 +1,63 @@
+"""SEAL building blocks: self-edit parsing, and the inner loop's independence between trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from reverie.config import LoraSettings, ModelConfig, TrainSettings
+from reverie.data.knowledge import Example
+from reverie.data.self_edits import PROMPT_STYLES, parse_self_edit, self_edit_examples, self_edit_prompt
+from reverie.engines.inner_loop import InnerLoop
+from reverie.engines.models import load_pretrained
+
+GPT_STYLE = """Sure! Here's a list of implications derived from the passage:
+
+**Implications:**
+
+1. **Island government:** Velmora is governed from Quistrand.
+2. The flag of Velmora was adopted in 1874.
+- The flag of Velmora was adopted in 1874.
+3. Short one.
+"""
+
+
+def test_parse_self_edit_keeps_items_and_drops_headings_and_duplicates() -> None:
+    assert parse_self_edit(GPT_STYLE) == [
+        "Island government: Velmora is governed from Quistrand.",
+        "The flag of Velmora was adopted in 1874.",
+    ]
+
+
+def test_self_edit_examples_start_with_the_passage_and_carry_the_title() -> None:
+    examples = self_edit_examples("Velmora", "Velmora is an island.", ["It has a flag."])
+    assert [e.completion for e in examples] == ["Velmora\nVelmora is an island.", "Velmora\nIt has a flag."]
+
+
+def test_every_prompt_style_includes_the_passage() -> None:
+    for style in PROMPT_STYLES:
+        assert "Velmora is an island." in self_edit_prompt(style, "Velmora", "Velmora is an island.")
+    with pytest.raises(ValueError, match="unknown self-edit style"):
+        self_edit_prompt("poem", "t", "p")
+
+
+def test_trials_do_not_leak_into_each_other(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    loop = InnerLoop(loaded.model, loaded.tokenizer, LoraSettings(rank=4, alpha=8),
+                     TrainSettings(epochs=3, learning_rate=1e-2, block_size=64), max_new_tokens=6)
+    questions = [("What is the capital of Velmora?", "Quistrand")]
+    first = [Example(completion="Velmora is governed from Quistrand.")]
+    other = [Example(completion="The Thrannock champions win the Gildermoor Cup.")] * 3
+    def adapter() -> dict:
+        return {n: p.detach().clone() for n, p in loop.model.named_parameters() if "lora_" in n}
+
+    a = loop.trial(first, questions, seed=0)
+    after_first = adapter()
+    loop.trial(other, questions, seed=1)
+    again = loop.trial(first, questions, seed=0)
+    # Same data and seed after a reset give the same adapter, bit for bit; a leak from trial 2 would not.
+    assert all(torch.equal(after_first[n], p) for n, p in adapter().items())
+    assert [r.prediction for r in again.answers] == [r.prediction for r in a.answers]
+    assert a.train_seconds > 0 and a.eval_seconds > 0
