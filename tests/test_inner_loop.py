@@ -10,7 +10,9 @@ import torch
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.knowledge import Example
 from reverie.data.self_edits import PROMPT_STYLES, parse_self_edit, self_edit_examples, self_edit_prompt
-from reverie.engines.inner_loop import InnerLoop
+from reverie.data.passages import load_passages
+from reverie.engines.inner_loop import InnerLoop, generate_self_edits
+from reverie.errors import ReverieError
 from reverie.engines.models import load_pretrained
 
 GPT_STYLE = """Sure! Here's a list of implications derived from the passage:
@@ -61,3 +63,26 @@ def test_trials_do_not_leak_into_each_other(tiny_model_dir: Path) -> None:
     assert all(torch.equal(after_first[n], p) for n, p in adapter().items())
     assert [r.prediction for r in again.answers] == [r.prediction for r in a.answers]
     assert a.train_seconds > 0 and a.eval_seconds > 0
+
+
+def test_generate_self_edits_returns_k_parsed_samples_per_passage(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    passages = [("Velmora", "Velmora is an island."), ("Thrannock", "Thrannock is a sport.")]
+    edits = generate_self_edits(loaded.model, loaded.tokenizer, passages, "implications", samples=3,
+                                max_new_tokens=12)
+    assert len(edits) == 2 and all(len(per_passage) == 3 for per_passage in edits)
+    assert all(isinstance(item, str) for per_passage in edits for sample in per_passage for item in sample)
+
+
+def test_squad_passages_load_with_their_questions() -> None:
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "gpt41_implications.json"
+    passages = load_passages(data)
+    assert len(passages) == 100 and all(p.questions and p.completions for p in passages)
+    assert parse_self_edit(passages[0].completions[0])  # GPT-4.1's lists parse into items
+
+
+def test_malformed_passage_file_names_index_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('[{"title": "t", "context": "c", "questions": [{"question": "q"}]}]')
+    with pytest.raises(ReverieError, match=r"\[0\]\[questions\]\[0\]\[answer\]"):
+        load_passages(path)

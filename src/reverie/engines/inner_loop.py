@@ -1,4 +1,5 @@
-"""The SEAL inner loop, fast by design: one resident model with one LoRA, reset in place for every trial.
+"""The SEAL inner loop, fast by design: one resident model with one LoRA, reset in place for every trial;
+and self-edit generation, the model writing its own training data for a passage.
 
 A trial trains the adapter on one self-edit (packed rows, fresh optimizer) and then answers the passage's
 questions closed-book by batched greedy decoding. Nothing is re-wrapped, saved or reloaded between trials.
@@ -13,8 +14,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import LoraSettings, TrainSettings
 from reverie.data.knowledge import Example
+from reverie.data.self_edits import parse_self_edit, self_edit_prompt
 from reverie.engines.evaluation import QAResult, closed_book_qa
+from reverie.engines.generation import generate
 from reverie.engines.models import attach_lora, reset_lora
+from reverie.engines.prompts import user_prompt_ids
 from reverie.engines.training import train_sft
 
 
@@ -60,3 +64,21 @@ class InnerLoop:
             train_tokens_per_s=metrics["train_tokens_per_s"],
             answers=answers,
         )
+
+
+def generate_self_edits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    passages: list[tuple[str, str]],
+    style: str,
+    samples: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> list[list[list[str]]]:
+    """`samples` self-edits per (title, passage), each parsed into items: result[passage][sample] = items."""
+    prompts = [user_prompt_ids(tokenizer, self_edit_prompt(style, title, text)) for title, text in passages]
+    texts = generate(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=temperature,
+                     samples=samples, seed=seed, description=f"self-edits ({style})")
+    return [[parse_self_edit(text) for text in per_passage] for per_passage in texts]
