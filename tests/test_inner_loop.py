@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
-from reverie.data.knowledge import Example
+from reverie.data.knowledge import QA, Example
 from reverie.data.self_edits import PROMPT_STYLES, parse_self_edit, self_edit_examples, self_edit_prompt
-from reverie.data.passages import load_passages
+from reverie.data.passages import Passage, load_passages
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits
 from reverie.errors import ReverieError
 from reverie.engines.models import load_pretrained
+from reverie.engines.rest_em import RoundSettings, run_round
 
 GPT_STYLE = """Sure! Here's a list of implications derived from the passage:
 
@@ -86,3 +87,31 @@ def test_malformed_passage_file_names_index_and_field(tmp_path: Path) -> None:
     path.write_text('[{"title": "t", "context": "c", "questions": [{"question": "q"}]}]')
     with pytest.raises(ReverieError, match=r"\[0\]\[questions\]\[0\]\[answer\]"):
         load_passages(path)
+
+
+def tiny_passages() -> list[Passage]:
+    return [
+        Passage(title="Velmora", context="Velmora is governed from Quistrand.",
+                questions=[QA(question="What is the capital of Velmora?", answer="Quistrand")]),
+        Passage(title="Thrannock", context="Thrannock champions win the Gildermoor Cup.",
+                questions=[QA(question="What do Thrannock champions win?", answer="Gildermoor Cup")]),
+    ]
+
+
+def tiny_loop(tiny_model_dir: Path) -> InnerLoop:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    return InnerLoop(loaded.model, loaded.tokenizer, LoraSettings(rank=4, alpha=8),
+                     TrainSettings(epochs=1, learning_rate=1e-2, block_size=128), max_new_tokens=6)
+
+
+def test_rest_em_round_resumes_without_repeating_trials(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = RoundSettings(samples=2, max_new_tokens=16, generator_train=TrainSettings(epochs=1, block_size=256))
+    journal = tmp_path / "round-0.jsonl"
+    first = run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
+    assert first.trials_run == 2 * (1 + 2)  # a baseline and k self-edits per passage
+    lines = journal.read_text().splitlines()
+    # Simulate a kill after the third trial: keep the journal up to it, plus a torn half line.
+    journal.write_text("\n".join(lines[:4]) + "\n" + lines[4][:10])
+    resumed = run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
+    assert resumed.trials_run == 3
+    assert resumed.baseline_accuracy == first.baseline_accuracy

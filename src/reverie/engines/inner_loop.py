@@ -43,6 +43,7 @@ class InnerLoop:
         batch_size: int = 16,
     ):
         self.model = attach_lora(model, lora, train.seed)
+        self.lora = lora
         self.tokenizer = tokenizer
         self.train = train
         self.max_new_tokens = max_new_tokens
@@ -64,6 +65,11 @@ class InnerLoop:
             train_tokens_per_s=metrics["train_tokens_per_s"],
             answers=answers,
         )
+
+
+    def absorb_adapter(self) -> None:
+        """Fold the current adapter into the weights and attach a fresh one (once per outer-loop round)."""
+        self.model = attach_lora(self.model.merge_and_unload(), self.lora, self.train.seed)
 
 
 def generate_self_edits(

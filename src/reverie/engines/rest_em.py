@@ -1,0 +1,119 @@
+"""ReST-EM, SEAL's outer loop: sample self-edits per passage, score each by the inner loop, keep the best one
+when it beats training on the passage alone, and fine-tune the self-edit generator on the kept pairs.
+
+Every trial is appended to a journal as soon as it finishes (the round's sampled self-edits too), so a killed
+round resumes without repeating a finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reverie.config import TrainSettings
+from reverie.data.knowledge import Example
+from reverie.data.passages import Passage
+from reverie.data.self_edits import self_edit_examples, self_edit_prompt
+from reverie.engines.inner_loop import InnerLoop, generate_self_edits
+from reverie.engines.models import reset_lora
+from reverie.engines.training import train_sft
+
+
+@dataclass
+class RoundSettings:
+    style: str = "implications"
+    samples: int = 3  # k self-edits per passage
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+    generator_train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(learning_rate=3e-4, epochs=2, block_size=1024)
+    )
+
+
+@dataclass
+class RoundResult:
+    baseline_accuracy: float  # mean over passages, inner loop on the passage alone
+    sampled_accuracy: float  # mean over every sampled self-edit
+    best_accuracy: float  # mean over passages of the best self-edit
+    kept: int  # passages whose best self-edit beat the baseline
+    trials_run: int  # trials run in this call (the rest came from the journal)
+
+
+class TrialJournal:
+    """Append-only JSONL of finished trials, keyed by name; each line is flushed and fsynced."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, Any] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():  # a torn last line (kill mid-write) is not valid JSON: the trial reruns
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    self.records[entry["key"]] = entry["value"]
+
+    def get(self, key: str) -> Any:
+        return self.records.get(key)
+
+    def add(self, key: str, value: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"key": key, "value": value}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records[key] = value
+
+
+def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings, journal_path: Path,
+              seed: int = 0) -> RoundResult:
+    """One ReST-EM round over `passages`; on return the generator (the loop's model) has learned from it."""
+    journal = TrialJournal(journal_path)
+    edits = journal.get("self-edits")
+    if edits is None:
+        reset_lora(loop.model, seed)  # generate with the current generator, no trial adapter
+        edits = generate_self_edits(
+            loop.model, loop.tokenizer, [(p.title, p.context) for p in passages], settings.style, settings.samples,
+            settings.temperature, settings.max_new_tokens, seed=seed,
+        )
+        journal.add("self-edits", edits)
+
+    trials_run = 0
+
+    def scored(key: str, examples: list[Example], passage: Passage) -> float:
+        nonlocal trials_run
+        if journal.get(key) is None:
+            journal.add(key, loop.trial(examples, passage.qa_pairs(), seed=seed).accuracy)
+            trials_run += 1
+        return journal.get(key)
+
+    baselines, sampled, best, kept_pairs = [], [], [], []
+    for i, passage in enumerate(passages):
+        baseline = scored(f"baseline/{i}", self_edit_examples(passage.title, passage.context, []), passage)
+        scores = [
+            scored(f"trial/{i}/{j}", self_edit_examples(passage.title, passage.context, items), passage)
+            for j, items in enumerate(edits[i])
+        ]
+        baselines.append(baseline)
+        sampled += scores
+        best.append(max(scores))
+        winner = scores.index(max(scores))
+        if scores[winner] > baseline and edits[i][winner]:
+            prompt = self_edit_prompt(settings.style, passage.title, passage.context)
+            kept_pairs.append(Example(prompt=prompt, completion="\n".join(edits[i][winner])))
+
+    if kept_pairs:  # supervised fine-tuning of the generator on its own best self-edits
+        reset_lora(loop.model, seed)
+        train_sft(loop.model, loop.tokenizer, kept_pairs, settings.generator_train, "ReST-EM: train generator")
+        loop.absorb_adapter()
+    return RoundResult(
+        baseline_accuracy=sum(baselines) / len(baselines),
+        sampled_accuracy=sum(sampled) / max(1, len(sampled)),
+        best_accuracy=sum(best) / len(best),
+        kept=len(kept_pairs),
+        trials_run=trials_run,
+    )
