@@ -58,6 +58,17 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's reference data (../shared/data beside the checkout, as in CI)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared reference data at {SHARED_DATA}")
+    return SHARED_DATA
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

@@ -75,9 +75,8 @@ def test_generate_self_edits_returns_k_parsed_samples_per_passage(tiny_model_dir
     assert all(isinstance(item, str) for per_passage in edits for sample in per_passage for item in sample)
 
 
-def test_squad_passages_load_with_their_questions() -> None:
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "gpt41_implications.json"
-    passages = load_passages(data)
+def test_squad_passages_load_with_their_questions(shared_data: Path) -> None:
+    passages = load_passages(shared_data / "squad" / "gpt41_implications.json")
     assert len(passages) == 100 and all(p.questions and p.completions for p in passages)
     assert parse_self_edit(passages[0].completions[0])  # GPT-4.1's lists parse into items
 
