@@ -58,5 +58,8 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
     outcome = run_cycle(workspace)
     assert outcome.reference_scores["knowledge_accuracy"] <= 0.125  # the base model cannot know these
     assert outcome.candidate_scores["knowledge_accuracy"] > outcome.reference_scores["knowledge_accuracy"]
+    runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
+    assert runs["dream"].metrics["dream_kept"] >= 1  # the voted answers really were trained in
+    assert runs["dream"].outputs["model"] != runs["compress"].outputs["model"]
     card = (workspace.cards_dir / f"{outcome.model_id}.md").read_text()
     assert "model-index" in card and outcome.model_id in card

@@ -59,28 +59,23 @@ class Dream:
         metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, "dream: SFT on votes")
 
         datasets = sorted({*candidate.datasets, dataset.hash})
-        if candidate.adapter:  # the candidate kept its adapter (no merge); keep training it as an adapter
-            adapter = store_adapter(ctx.workspace, loaded.model)
-            model = ctx.new_model(candidate, self.name, adapter=adapter, datasets=datasets)
-            artifacts = [adapter, dataset.hash]
-        else:
+        check = None
+        if not candidate.adapter:  # started from merged weights: merge again if the A/B check allows it
             probe = [(qa.question, qa.answer) for _, qa in knowledge.eval_items()]
             check = merge_with_ab_check(
                 loaded.model, loaded.tokenizer, probe, config.compress.max_logit_diff,
                 config.eval.max_new_tokens, config.eval.batch_size,
             )
             metrics["merge_max_logit_diff"] = check.max_logit_diff
-            if check.merged is not None:
-                weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
-                model = ctx.new_model(candidate, self.name, weights=weights, adapter=None, source=None,
-                                      datasets=datasets)
-                artifacts = [weights, dataset.hash]
-            else:
-                adapter = store_adapter(ctx.workspace, loaded.model)
-                model = ctx.new_model(candidate, self.name, adapter=adapter, datasets=datasets)
-                artifacts = [adapter, dataset.hash]
+        if check is not None and check.merged is not None:
+            artifact = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
+            model = ctx.new_model(candidate, self.name, weights=artifact, adapter=None, source=None,
+                                  datasets=datasets)
+        else:  # the adapter stays an adapter (the candidate kept one, or this merge was refused)
+            artifact = store_adapter(ctx.workspace, loaded.model)
+            model = ctx.new_model(candidate, self.name, adapter=artifact, datasets=datasets)
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": artifacts},
+            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [artifact, dataset.hash]},
             metrics=metrics,
             new_models=[model],
             new_datasets=[dataset],
