@@ -158,3 +158,18 @@ def test_failed_merge_check_keeps_the_adapter(tmp_path: Path, tiny_model_dir: Pa
     final = workspace.registry.get_model(outcome.model_id)
     assert final.adapter is not None and final.weights is None
     assert_no_orphans(workspace)
+
+
+def test_demo_command_prints_before_and_after(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = tmp_path / "demo"
+    result = reverie(
+        "demo", str(root), "--set", f"model.source={tiny_model_dir}", "--set", "learn.train.epochs=1",
+        "--set", "dream.enabled=false", "--set", "eval.general_limit=10", "--set", "eval.max_new_tokens=6",
+        "--set", "gate.knowledge_min_accuracy=0.0", "--set", "gate.general_min_accuracy=0.05",
+    )
+    assert "closed-book accuracy, demo questions" in result.stdout
+    assert "before" in result.stdout and "after" in result.stdout
+    assert (root / "reverie.yaml").is_file()
+    workspace = Workspace.open(root)
+    (cycle,) = workspace.registry.list_cycles()
+    assert cycle.status == "finished" and cycle.outcome in ("released", "rejected")
