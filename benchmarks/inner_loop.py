@@ -1,5 +1,6 @@
 """SEAL inner loop: reverie's resident-model design against the SEAL repository's reference design, in one
-process, on the same SQuAD passages, self-edits and hyper-parameters.
+process, on the same SQuAD passages and self-edits, with the same learning rate, epochs and LoRA shape.
+Optimizer steps differ by design: the reference takes one per sequence, reverie one per packed row.
 
     .venv/bin/python benchmarks/inner_loop.py [--passages 2] [--epochs 2] [--max-items 8]
 
@@ -60,7 +61,8 @@ def reference_trial(model, tokenizer, examples, questions, lora: LoraSettings, t
     rows = []
     for example in examples:
         ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = ([tokenizer.bos_token_id] + ids)[:REFERENCE_PAD]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = (bos + ids)[:REFERENCE_PAD]
         pad = REFERENCE_PAD - len(ids)
         rows.append({
             "input_ids": torch.tensor(ids + [tokenizer.pad_token_id] * pad),
@@ -118,7 +120,7 @@ def main() -> None:
         trial = {
             "title": passage["title"], "sequences": len(examples), "questions": len(questions),
             "ours": {"accuracy": ours.accuracy, "train_s": ours.train_seconds, "eval_s": ours.eval_seconds,
-                     "train_tokens_per_s": ours.train_tokens_per_s},
+                     "train_tokens_per_s": ours.train_tokens_per_s, "truncated_sequences": ours.truncated},
         }
         if not args.skip_reference:
             with tempfile.TemporaryDirectory() as workdir:

@@ -100,7 +100,7 @@ def tiny_passages() -> list[Passage]:
 def tiny_loop(tiny_model_dir: Path) -> InnerLoop:
     loaded = load_pretrained(tiny_model_dir, ModelConfig())
     return InnerLoop(loaded.model, loaded.tokenizer, LoraSettings(rank=4, alpha=8),
-                     TrainSettings(epochs=1, learning_rate=1e-2, block_size=128), max_new_tokens=6)
+                     TrainSettings(epochs=3, learning_rate=1e-2, block_size=128), max_new_tokens=6)
 
 
 def test_rest_em_round_resumes_without_repeating_trials(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -109,8 +109,37 @@ def test_rest_em_round_resumes_without_repeating_trials(tiny_model_dir: Path, tm
     first = run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
     assert first.trials_run == 2 * (1 + 2)  # a baseline and k self-edits per passage
     lines = journal.read_text().splitlines()
-    # Simulate a kill after the third trial: keep the journal up to it, plus a torn half line.
-    journal.write_text("\n".join(lines[:4]) + "\n" + lines[4][:10])
+    # Simulate a kill after the third trial: fingerprint, self-edits, 3 trials, then a torn half line.
+    journal.write_text("\n".join(lines[:5]) + "\n" + lines[5][:10])
     resumed = run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
     assert resumed.trials_run == 3
     assert resumed.baseline_accuracy == first.baseline_accuracy
+    again = run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
+    assert again.trials_run == 0  # the torn line did not swallow the record written after it
+
+
+def test_journal_of_another_round_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = RoundSettings(samples=2, max_new_tokens=8, generator_train=TrainSettings(epochs=1, block_size=256))
+    journal = tmp_path / "round-0.jsonl"
+    run_round(tiny_loop(tiny_model_dir), tiny_passages()[:1], settings, journal)
+    with pytest.raises(ReverieError, match="written for another round"):
+        run_round(tiny_loop(tiny_model_dir), tiny_passages(), settings, journal)
+
+
+def test_absorb_adapter_keeps_the_function_and_starts_a_fresh_adapter(tiny_model_dir: Path) -> None:
+    loop = tiny_loop(tiny_model_dir)
+    loop.trial([Example(completion="Velmora is governed from Quistrand.")], [("Capital of Velmora?", "Quistrand")])
+    ids = torch.tensor([[1, 5, 9, 14, 30]])
+    with torch.no_grad():
+        trained = loop.model(input_ids=ids).logits
+        loop.absorb_adapter()
+        absorbed = loop.model(input_ids=ids).logits
+    assert torch.allclose(trained, absorbed, atol=1e-5)
+    assert all(not p.any() for n, p in loop.model.named_parameters() if "lora_B" in n)
+
+
+def test_list_markers_need_whitespace_so_numbers_survive() -> None:
+    assert parse_self_edit("3.5 million people live in Velmora.\n-40 degrees is its record low.") == [
+        "3.5 million people live in Velmora.",
+        "-40 degrees is its record low.",
+    ]

@@ -26,7 +26,7 @@ PROMPT_STYLES: dict[str, str] = {
     ),
 }
 
-_ITEM_PREFIX = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))\s*")
+_ITEM_PREFIX = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))(?=\s)\s*")  # a marker, then whitespace
 _MIN_WORDS = 3
 
 

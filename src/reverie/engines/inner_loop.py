@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import LoraSettings, TrainSettings
@@ -29,6 +30,7 @@ class TrialResult:
     train_seconds: float
     eval_seconds: float
     train_tokens_per_s: float
+    truncated: int  # sequences cut to the block size
     answers: list[QAResult]
 
 
@@ -42,6 +44,8 @@ class InnerLoop:
         max_new_tokens: int = 32,
         batch_size: int = 16,
     ):
+        if isinstance(model, PeftModel):
+            raise TypeError("InnerLoop needs a plain model: merge and unload an adapter model first")
         self.model = attach_lora(model, lora, train.seed)
         self.lora = lora
         self.tokenizer = tokenizer
@@ -50,7 +54,10 @@ class InnerLoop:
         self.batch_size = batch_size
 
     def trial(self, examples: list[Example], questions: list[tuple[str, str]], seed: int = 0) -> TrialResult:
-        """Reset the adapter, train it on `examples`, and grade closed-book answers to `questions`."""
+        """Reset the adapter, train it on `examples`, and grade closed-book answers to `questions`.
+
+        `seed` (not train.seed) seeds the adapter's initialisation and the row order of this trial.
+        """
         reset_lora(self.model, seed)
         start = time.perf_counter()
         metrics = train_sft(self.model, self.tokenizer, examples, self.train.model_copy(update={"seed": seed}),
@@ -63,6 +70,7 @@ class InnerLoop:
             train_seconds=trained - start,
             eval_seconds=time.perf_counter() - trained,
             train_tokens_per_s=metrics["train_tokens_per_s"],
+            truncated=int(metrics["train_truncated"]),
             answers=answers,
         )
 

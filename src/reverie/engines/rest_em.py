@@ -2,14 +2,15 @@
 when it beats training on the passage alone, and fine-tune the self-edit generator on the kept pairs.
 
 Every trial is appended to a journal as soon as it finishes (the round's sampled self-edits too), so a killed
-round resumes without repeating a finished trial.
+round resumes without repeating a finished trial. Use one journal per round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from reverie.data.self_edits import self_edit_examples, self_edit_prompt
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits
 from reverie.engines.models import reset_lora
 from reverie.engines.training import train_sft
+from reverie.errors import ReverieError
 
 
 @dataclass
@@ -43,19 +45,28 @@ class RoundResult:
 
 
 class TrialJournal:
-    """Append-only JSONL of finished trials, keyed by name; each line is flushed and fsynced."""
+    """Append-only JSONL of finished trials, keyed by name; each line is flushed and fsynced.
 
-    def __init__(self, path: Path):
+    The first record fingerprints the round (passages, settings, seed): a journal written for another
+    round is refused rather than reused.
+    """
+
+    def __init__(self, path: Path, fingerprint: str):
         self.path = path
         self.records: dict[str, Any] = {}
         if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():  # a torn last line (kill mid-write) is not valid JSON: the trial reruns
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    self.records[entry["key"]] = entry["value"]
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):  # a line torn by a kill: drop it, its trial reruns
+                data = data[: data.rfind(b"\n") + 1]
+                os.truncate(path, len(data))
+            for line in data.decode().splitlines():
+                entry = json.loads(line)
+                self.records[entry["key"]] = entry["value"]
+        recorded = self.records.get("fingerprint")
+        if recorded is None:
+            self.add("fingerprint", fingerprint)
+        elif recorded != fingerprint:
+            raise ReverieError(f"{path} was written for another round (other passages, settings or seed)")
 
     def get(self, key: str) -> Any:
         return self.records.get(key)
@@ -72,7 +83,9 @@ class TrialJournal:
 def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings, journal_path: Path,
               seed: int = 0) -> RoundResult:
     """One ReST-EM round over `passages`; on return the generator (the loop's model) has learned from it."""
-    journal = TrialJournal(journal_path)
+    payload = [[p.model_dump() for p in passages], asdict(settings), seed]
+    fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    journal = TrialJournal(journal_path, fingerprint)
     edits = journal.get("self-edits")
     if edits is None:
         reset_lora(loop.model, seed)  # generate with the current generator, no trial adapter
@@ -110,6 +123,8 @@ def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings,
         reset_lora(loop.model, seed)
         train_sft(loop.model, loop.tokenizer, kept_pairs, settings.generator_train, "ReST-EM: train generator")
         loop.absorb_adapter()
+    else:
+        reset_lora(loop.model, seed)  # leave no trial's adapter behind: the generator is unchanged
     return RoundResult(
         baseline_accuracy=sum(baselines) / len(baselines),
         sampled_accuracy=sum(sampled) / max(1, len(sampled)),

@@ -108,7 +108,9 @@ def train_sft(
     total_steps = steps_per_epoch * settings.epochs
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
+    # Warm up over the first tenth; a run of fewer than ten steps starts at the full rate, since step 0 of a
+    # warm-up is taken at a learning rate of zero.
+    scheduler = get_linear_schedule_with_warmup(optimizer, total_steps // 10, total_steps)
     shuffle = random.Random(settings.seed)
     losses: list[float] = []
     tokens = 0
