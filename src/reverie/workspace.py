@@ -6,7 +6,7 @@ import fcntl
 import os
 import subprocess
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +19,7 @@ from reverie.registry import SQLiteRegistry
 STATE_DIR = ".reverie"
 
 
+@cache
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
     try:
