@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -74,10 +75,16 @@ class InnerLoop:
             answers=answers,
         )
 
-
     def absorb_adapter(self) -> None:
         """Fold the current adapter into the weights and attach a fresh one (once per outer-loop round)."""
         self.model = attach_lora(self.model.merge_and_unload(), self.lora, self.train.seed)
+
+    def save_weights(self, directory: Path) -> None:
+        """Save the weights without the trial adapter (the generator an outer-loop round produced)."""
+        base = self.model.unload()
+        base.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        self.model = attach_lora(base, self.lora, self.train.seed)
 
 
 def generate_self_edits(

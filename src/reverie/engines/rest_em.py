@@ -2,7 +2,9 @@
 when it beats training on the passage alone, and fine-tune the self-edit generator on the kept pairs.
 
 Every trial is appended to a journal as soon as it finishes (the round's sampled self-edits too), so a killed
-round resumes without repeating a finished trial. Use one journal per round.
+round resumes without repeating a finished trial. `train_generator` runs rounds one after another and stores
+the generator after each as a content-addressed artifact, so a killed run restarts from the last round's
+checkpoint.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from reverie.artifacts import ArtifactStore
 from reverie.config import TrainSettings
 from reverie.data.knowledge import Example
 from reverie.data.passages import Passage
@@ -42,6 +46,16 @@ class RoundResult:
     best_accuracy: float  # mean over passages of the best self-edit
     kept: int  # passages whose best self-edit beat the baseline
     trials_run: int  # trials run in this call (the rest came from the journal)
+    seconds: float  # wall time of this call
+
+
+def read_journal(path: Path) -> dict[str, Any]:
+    """The complete records of a journal (a torn last line is ignored); empty when there is none."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    entries = [json.loads(line) for line in data[: data.rfind(b"\n") + 1].decode().splitlines()]
+    return {entry["key"]: entry["value"] for entry in entries}
 
 
 class TrialJournal:
@@ -53,15 +67,11 @@ class TrialJournal:
 
     def __init__(self, path: Path, fingerprint: str):
         self.path = path
-        self.records: dict[str, Any] = {}
         if path.is_file():
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):  # a line torn by a kill: drop it, its trial reruns
-                data = data[: data.rfind(b"\n") + 1]
-                os.truncate(path, len(data))
-            for line in data.decode().splitlines():
-                entry = json.loads(line)
-                self.records[entry["key"]] = entry["value"]
+                os.truncate(path, data.rfind(b"\n") + 1)
+        self.records: dict[str, Any] = read_journal(path)
         recorded = self.records.get("fingerprint")
         if recorded is None:
             self.add("fingerprint", fingerprint)
@@ -80,12 +90,15 @@ class TrialJournal:
         self.records[key] = value
 
 
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings, journal_path: Path,
               seed: int = 0) -> RoundResult:
     """One ReST-EM round over `passages`; on return the generator (the loop's model) has learned from it."""
-    payload = [[p.model_dump() for p in passages], asdict(settings), seed]
-    fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    journal = TrialJournal(journal_path, fingerprint)
+    start = time.perf_counter()
+    journal = TrialJournal(journal_path, _fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
     edits = journal.get("self-edits")
     if edits is None:
         reset_lora(loop.model, seed)  # generate with the current generator, no trial adapter
@@ -131,4 +144,52 @@ def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings,
         best_accuracy=sum(best) / len(best),
         kept=len(kept_pairs),
         trials_run=trials_run,
+        seconds=time.perf_counter() - start,
     )
+
+
+@dataclass
+class GeneratorRound:
+    round: int
+    checkpoint: str  # artifact hash of the generator's weights after this round
+    result: RoundResult
+
+
+def finished_rounds(state_dir: Path) -> list[GeneratorRound]:
+    """The rounds `train_generator` has finished in `state_dir`, oldest first."""
+    records = read_journal(state_dir / "rounds.jsonl")
+    rounds = []
+    while (entry := records.get(f"round/{len(rounds) + 1}")) is not None:
+        rounds.append(GeneratorRound(entry["round"], entry["checkpoint"], RoundResult(**entry["result"])))
+    return rounds
+
+
+def train_generator(
+    load_loop: Callable[[Path | None], InnerLoop],
+    passages: list[Passage],
+    settings: RoundSettings,
+    rounds: int,
+    state_dir: Path,
+    store: ArtifactStore,
+    seed: int = 0,
+    on_round: Callable[[GeneratorRound], None] | None = None,
+) -> tuple[InnerLoop, list[GeneratorRound]]:
+    """Run ReST-EM rounds 1..`rounds`, resuming after the last finished one.
+
+    `load_loop(None)` builds the inner loop on the starting model, `load_loop(path)` on a stored generator.
+    Asking for more rounds than before extends a finished run; other passages, settings or seed are refused.
+    """
+    journal = TrialJournal(state_dir / "rounds.jsonl",
+                           _fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
+    done = finished_rounds(state_dir)
+    loop = load_loop(store.path(done[-1].checkpoint) if done else None)
+    for number in range(len(done) + 1, rounds + 1):
+        result = run_round(loop, passages, settings, state_dir / f"round-{number}.jsonl", seed=seed + number)
+        with store.stage() as staged:
+            loop.save_weights(staged.path)
+        finished = GeneratorRound(number, staged.hash, result)
+        journal.add(f"round/{number}", asdict(finished))
+        done.append(finished)
+        if on_round is not None:
+            on_round(finished)
+    return loop, done
