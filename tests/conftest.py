@@ -76,7 +76,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_SETTINGS = {
     "learn": {"lora": {"rank": 4, "alpha": 8}, "train": {"epochs": 2, "block_size": 128, "rows_per_step": 4}},
-    "dream": {"samples": 2, "train": {"epochs": 1, "block_size": 128, "rows_per_step": 4}},
+    "dream": {
+        "samples": 2,
+        "train": {"epochs": 1, "block_size": 128, "rows_per_step": 4},
+        "seal": {
+            "max_new_tokens": 24, "samples": 2, "rounds": 1, "max_passages": 3, "lora": {"rank": 4, "alpha": 8},
+            "inner": {"epochs": 1, "block_size": 128, "rows_per_step": 4},
+            "generator_train": {"epochs": 1, "block_size": 128},
+        },
+    },
     "eval": {"general_limit": 20, "max_new_tokens": 6, "batch_size": 32},
     "gate": {
         "knowledge_min_accuracy": 0.0,

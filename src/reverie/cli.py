@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,25 +11,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
+from reverie.progress import quiet_libraries
 from reverie.workspace import Workspace
 
 app = typer.Typer(help="Run a language model's version iteration as a sleep cycle.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 out = Console(width=None if sys.stdout.isatty() else 200)  # never fold ids and hashes in logs and pipes
 
+app.add_typer(seal_app, name="seal")
+
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
-
-
-def _quiet_libraries() -> None:
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _when(stamp: float | None) -> str:
@@ -55,7 +47,7 @@ def cycle(
     """Run one sleep cycle: Learn, Compress, Dream, Gate; then release or reject."""
     from reverie.cycle import abandon_cycle, run_cycle
 
-    _quiet_libraries()
+    quiet_libraries()
     ws = Workspace.open(workspace, set_ or [])
     ws.config  # validate before any work
     if abandon:
@@ -73,7 +65,7 @@ def demo(
     """Initialise a workspace if needed and run one cycle on the embedded model and the demo knowledge."""
     from reverie.cycle import run_cycle
 
-    _quiet_libraries()
+    quiet_libraries()
     if not (directory / "reverie.yaml").exists():
         Workspace.init(directory)
     ws = Workspace.open(directory, set_ or [])

@@ -75,15 +75,61 @@ class CompressConfig(_Strict):
     )
 
 
+class SealConfig(_Strict):
+    """SEAL self-edits: the model writes its own training data; ReST-EM teaches it to write better data."""
+
+    style: Literal["implications", "implications-long", "rewrite", "self-qa"] = Field(
+        "implications", description="What the self-edit prompt asks for."
+    )
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature for self-edits.")
+    max_new_tokens: int = Field(256, ge=16, le=4096, description="Longest self-edit, in tokens.")
+    samples: int = Field(3, ge=1, le=64, description="ReST-EM: self-edits sampled per training passage (k).")
+    rounds: int = Field(2, ge=1, le=100, description="ReST-EM rounds run by `reverie seal train`.")
+    passages: str = Field(
+        "knowledge",
+        description="Training passages for `reverie seal train`: 'knowledge' (the workspace's documents with their "
+        "train_qa) or a path to a SQuAD-format JSON file [{title, context, questions: [{question, answer}]}].",
+    )
+    max_passages: int = Field(30, ge=1, description="At most this many training passages per ReST-EM round.")
+    grader: Literal["containment", "judge"] = Field(
+        "containment", description="Inner-loop grader: normalised containment of the gold answer, or a judge model."
+    )
+    judge_model: str | None = Field(
+        None, description="Model source of the judge (same forms as model.source); required when grader is 'judge'."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="The inner loop's adapter.")
+    inner: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=2e-3, epochs=5, block_size=384, rows_per_step=1),
+        description="The inner loop: a fresh adapter trained on the passage plus one self-edit.",
+    )
+    generator_train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=3e-4, epochs=2, block_size=1024),
+        description="ReST-EM: fine-tuning the generator on its kept (prompt, self-edit) pairs.",
+    )
+
+    @model_validator(mode="after")
+    def _judge_named(self) -> SealConfig:
+        if self.grader == "judge" and not self.judge_model:
+            raise ValueError("grader is 'judge' but judge_model is not set")
+        return self
+
+
 class DreamConfig(_Strict):
     enabled: bool = Field(True, description="Run the Dream phase (otherwise it passes the candidate through).")
-    samples: int = Field(4, ge=2, le=64, description="Answers sampled per question for self-consistency voting.")
-    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature for the votes.")
-    min_agreement: float = Field(
-        0.5, gt=0, le=1, description="Share of votes the winning answer needs to be kept (a tie is never kept)."
+    method: Literal["seal", "self-consistency"] = Field(
+        "seal",
+        description="'seal': the trained self-edit generator (see `reverie seal train`; the candidate itself until "
+        "one is trained) writes implications of each document to train on; 'self-consistency': vote over sampled "
+        "open-book answers to the training questions and train closed-book on the winners.",
     )
+    samples: int = Field(4, ge=2, le=64, description="Self-consistency: answers sampled per question.")
+    temperature: float = Field(0.8, gt=0, le=2, description="Self-consistency: sampling temperature for the votes.")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Self-consistency: share of votes the winner needs (a tie is never kept)."
+    )
+    seal: SealConfig = Field(default_factory=SealConfig, description="SEAL self-edits and ReST-EM.")
     train: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3), description="Fine-tuning on kept answers."
+        default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3), description="Fine-tuning on the dream data."
     )
 
 
@@ -239,12 +285,24 @@ compress:
   merge: true               # merge the adapter if the A/B check passes
   max_logit_diff: 0.01      # largest |logit| difference allowed between merged and adapter model
 
-dream:                      # self-consistency: vote over sampled open-book answers, train closed-book on the winners
+dream:
   enabled: true
-  samples: 4
+  method: seal              # seal: the self-edit generator writes implications of each document to train on
+                            # self-consistency: vote over sampled open-book answers, train closed-book on the winners
+  samples: 4                # self-consistency votes per question
   temperature: 0.8
   min_agreement: 0.5
-  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 128, rows_per_step: 2, seed: 0}
+  seal:                     # `reverie seal train` teaches the generator by ReST-EM; until then the candidate writes
+    style: implications     # implications | implications-long | rewrite | self-qa
+    temperature: 1.0
+    max_new_tokens: 256
+    samples: 3              # self-edits per training passage (k)
+    rounds: 2
+    passages: knowledge     # 'knowledge' (these documents with their train_qa) or a SQuAD-format JSON file
+    max_passages: 30
+    grader: containment     # containment | judge (then set judge_model to a model source)
+    inner: {learning_rate: 2.0e-3, epochs: 5, block_size: 384, rows_per_step: 1, seed: 0}
+  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, seed: 0}
 
 eval:
   general_suite: builtin    # 'builtin' or a PIQA-format JSONL ({goal, sol1, sol2, label}) for the forgetting check

@@ -100,7 +100,9 @@ class Workspace:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise ReverieError(f"another cycle is running in {self.root} (see `reverie status`)") from None
+            raise ReverieError(
+                f"a cycle or `reverie seal train` is already running in {self.root} (see `reverie status`)"
+            ) from None
         try:
             yield
         finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from reverie.data.knowledge import QA
+from reverie.data.knowledge import QA, Knowledge
 from reverie.errors import ReverieError
 
 
@@ -36,3 +36,13 @@ def load_passages(path: Path) -> list[Passage]:
     except ValidationError as exc:
         problems = [f"  [{']['.join(str(p) for p in e['loc'])}]: {e['msg']}" for e in exc.errors()[:10]]
         raise ReverieError(f"{path}: {exc.error_count()} problem(s)\n" + "\n".join(problems)) from None
+
+
+def knowledge_passages(knowledge: Knowledge, split: str) -> list[Passage]:
+    """A knowledge drop's documents as passages, with their `train_qa` or `eval_qa` questions."""
+    passages = []
+    for doc in knowledge.documents:
+        questions = doc.train_qa if split == "train" else doc.eval_qa
+        if questions:
+            passages.append(Passage(title=doc.title, context=doc.text, questions=questions))
+    return passages

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from reverie.data.knowledge import Example
+from reverie.data.text import normalize
 
 PROMPT_STYLES: dict[str, str] = {
     "implications": (
@@ -47,6 +48,17 @@ def parse_self_edit(text: str) -> list[str]:
         if item not in items:
             items.append(item)
     return items
+
+
+def grounded_items(items: list[str], title: str, passage: str) -> tuple[list[str], list[str]]:
+    """Split items into (kept, dropped): an item is kept when it names something the passage does, that is,
+    shares a word of four or more letters with the title or passage. Off-topic text never reaches training."""
+    source = set(normalize(f"{title} {passage}").split())
+    kept, dropped = [], []
+    for item in items:
+        words = {w for w in normalize(item).split() if len(w) >= 4}
+        (kept if words & source else dropped).append(item)
+    return kept, dropped
 
 
 def self_edit_examples(title: str, passage: str, items: list[str]) -> list[Example]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -13,6 +14,9 @@ from reverie.data.text import contains_phrase, normalize
 from reverie.engines.generation import generate
 from reverie.engines.prompts import user_prompt_ids
 from reverie.progress import progress_bar
+
+Grader = Callable[[list[tuple[str, str, str]]], list[bool]]  # [(question, gold, prediction)] -> [correct?]
+
 
 def contains_answer(prediction: str, gold: str) -> bool:
     """Normalised containment: the gold answer occurs as whole words in the prediction."""
@@ -42,11 +46,18 @@ def closed_book_qa(
     items: list[tuple[str, str]],
     max_new_tokens: int,
     batch_size: int,
+    grader: Grader | None = None,
 ) -> tuple[dict[str, float], list[QAResult]]:
-    """Ask each question without its document (greedy) and grade by normalised containment and token F1."""
+    """Ask each question without its document (greedy); grade by `grader` (default: normalised containment).
+    Token F1 is reported alongside."""
     prompts = [user_prompt_ids(tokenizer, q) for q, _ in items]
-    answers = generate(model, tokenizer, prompts, max_new_tokens, batch_size, description="closed-book QA")
-    results = [QAResult(q, a, pred[0], contains_answer(pred[0], a)) for (q, a), pred in zip(items, answers)]
+    answers = [pred[0] for pred in generate(model, tokenizer, prompts, max_new_tokens, batch_size,
+                                            description="closed-book QA")]
+    if grader is None:
+        verdicts = [contains_answer(pred, gold) for pred, (_, gold) in zip(answers, items)]
+    else:
+        verdicts = grader([(q, gold, pred) for pred, (q, gold) in zip(answers, items)])
+    results = [QAResult(q, a, pred, ok) for (q, a), pred, ok in zip(items, answers, verdicts)]
     n = max(1, len(results))
     metrics = {
         "accuracy": sum(r.correct for r in results) / n,

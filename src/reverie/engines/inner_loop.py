@@ -16,8 +16,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import LoraSettings, TrainSettings
 from reverie.data.knowledge import Example
-from reverie.data.self_edits import parse_self_edit, self_edit_prompt
-from reverie.engines.evaluation import QAResult, closed_book_qa
+from reverie.data.passages import Passage
+from reverie.data.self_edits import parse_self_edit, self_edit_examples, self_edit_prompt
+from reverie.engines.evaluation import Grader, QAResult, closed_book_qa
 from reverie.engines.generation import generate
 from reverie.engines.models import attach_lora, reset_lora
 from reverie.engines.prompts import user_prompt_ids
@@ -44,6 +45,7 @@ class InnerLoop:
         train: TrainSettings,
         max_new_tokens: int = 32,
         batch_size: int = 16,
+        grader: Grader | None = None,
     ):
         if isinstance(model, PeftModel):
             raise TypeError("InnerLoop needs a plain model: merge and unload an adapter model first")
@@ -53,6 +55,7 @@ class InnerLoop:
         self.train = train
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.grader = grader  # None: normalised containment
 
     def trial(self, examples: list[Example], questions: list[tuple[str, str]], seed: int = 0) -> TrialResult:
         """Reset the adapter, train it on `examples`, and grade closed-book answers to `questions`.
@@ -64,7 +67,8 @@ class InnerLoop:
         metrics = train_sft(self.model, self.tokenizer, examples, self.train.model_copy(update={"seed": seed}),
                             "inner loop: train")
         trained = time.perf_counter()
-        scores, answers = closed_book_qa(self.model, self.tokenizer, questions, self.max_new_tokens, self.batch_size)
+        scores, answers = closed_book_qa(self.model, self.tokenizer, questions, self.max_new_tokens, self.batch_size,
+                                         self.grader)
         return TrialResult(
             accuracy=scores["accuracy"],
             f1=scores["f1"],
@@ -85,6 +89,15 @@ class InnerLoop:
         base.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         self.model = attach_lora(base, self.lora, self.train.seed)
+
+
+def multi_passage_trial(loop: InnerLoop, passages: list[Passage], edits: list[list[str]], seed: int = 0) -> TrialResult:
+    """SEAL's continued-pretraining variant: one adapter trained on every passage and its self-edit at once,
+    graded on all their questions."""
+    if len(edits) != len(passages):
+        raise ValueError(f"one self-edit per passage: got {len(edits)} for {len(passages)} passages")
+    examples = [e for p, items in zip(passages, edits) for e in self_edit_examples(p.title, p.context, items)]
+    return loop.trial(examples, [qa for p in passages for qa in p.qa_pairs()], seed)
 
 
 def generate_self_edits(

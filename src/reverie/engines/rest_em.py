@@ -90,7 +90,8 @@ class TrialJournal:
         self.records[key] = value
 
 
-def _fingerprint(*parts: Any) -> str:
+def fingerprint(*parts: Any) -> str:
+    """Content hash of JSON-able parts: what a journal was written for."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -98,7 +99,7 @@ def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings,
               seed: int = 0) -> RoundResult:
     """One ReST-EM round over `passages`; on return the generator (the loop's model) has learned from it."""
     start = time.perf_counter()
-    journal = TrialJournal(journal_path, _fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
+    journal = TrialJournal(journal_path, fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
     edits = journal.get("self-edits")
     if edits is None:
         reset_lora(loop.model, seed)  # generate with the current generator, no trial adapter
@@ -180,7 +181,7 @@ def train_generator(
     Asking for more rounds than before extends a finished run; other passages, settings or seed are refused.
     """
     journal = TrialJournal(state_dir / "rounds.jsonl",
-                           _fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
+                           fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
     done = finished_rounds(state_dir)
     loop = load_loop(store.path(done[-1].checkpoint) if done else None)
     for number in range(len(done) + 1, rounds + 1):

@@ -1,22 +1,88 @@
-"""Dream: self-consistency synthetic data.
+"""Dream: the candidate trains on data written by a model, after that data passes a quality gate.
 
-The candidate answers each training question several times with its document in view; the majority answer
-is kept when enough votes agree and the document supports it, and the candidate is then fine-tuned to give
-that answer closed-book. The model's own answers pass the data layer's checks before they are trained on.
+- seal (default): the self-edit generator (trained by `reverie seal train`, or the candidate itself until
+  then) writes implications of every document; items that share no word with their document are quarantined;
+  the candidate trains on the documents plus the kept implications (SEAL's continued-pretraining variant).
+- self-consistency: the candidate answers each training question several times with its document in view;
+  the majority answer is kept when enough votes agree and the document supports it, and the candidate learns
+  to give it closed-book.
+
+Either way the result is merged under the same A/B check as Compress, or kept as an adapter.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from reverie.data.datasets import save_dataset
-from reverie.data.knowledge import Example, load_knowledge
+from reverie.data.knowledge import Example, Knowledge, load_knowledge
+from reverie.data.self_edits import grounded_items, self_edit_examples
 from reverie.data.synthetic import majority_vote, supported_by
 from reverie.data.text import contains_phrase
 from reverie.engines.generation import generate
+from reverie.engines.inner_loop import generate_self_edits
 from reverie.engines.merging import merge_with_ab_check
-from reverie.engines.models import attach_lora, load_version, store_adapter, store_weights
+from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
 from reverie.engines.prompts import open_book_question, user_prompt_ids
 from reverie.engines.training import train_sft
+from reverie.generator import current_generator, load_plain
 from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.registry import DatasetRecord
+from reverie.workspace import Workspace
+
+QUARANTINE_REASON = "quarantine: self-edit items that share no word with their document"
+
+
+@dataclass
+class DreamData:
+    source: str  # what wrote the data, for the dataset record
+    examples: list[Example]
+    metrics: dict[str, float]
+    quarantined: list[Example] = field(default_factory=list)
+
+
+def self_consistency_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
+    settings = ws.config.dream
+    items = knowledge.train_items()
+    prompts = [user_prompt_ids(loaded.tokenizer, open_book_question(d.text, qa.question)) for d, qa in items]
+    votes = generate(
+        loaded.model, loaded.tokenizer, prompts, ws.config.eval.max_new_tokens, ws.config.eval.batch_size,
+        temperature=settings.temperature, samples=settings.samples, seed=settings.train.seed,
+        description="dream: voting",
+    )
+    kept: list[Example] = []
+    agreeing_with_gold = 0
+    for (document, qa), answers in zip(items, votes):
+        vote = majority_vote(answers)
+        if vote and vote.share >= settings.min_agreement and supported_by(vote.answer, document.text):
+            kept.append(Example(prompt=qa.question, completion=vote.answer))
+            agreeing_with_gold += contains_phrase(vote.answer, qa.answer)
+    return DreamData("self-consistency", kept, {"dream_questions": float(len(items)), "dream_kept": float(len(kept)),
+                                                "dream_kept_containing_gold": float(agreeing_with_gold)})
+
+
+def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
+    """Documents plus their grounded self-edit items (one self-edit per document), and the quarantined rest."""
+    seal = ws.config.dream.seal
+    generator = current_generator(ws)
+    trained = generator.status == "generator"
+    writer = load_plain(ws, generator) if trained else loaded
+    documents = knowledge.documents
+    edits = generate_self_edits(writer.model, writer.tokenizer, [(d.title, d.text) for d in documents], seal.style,
+                                1, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size,
+                                seed=ws.config.dream.train.seed)
+    examples: list[Example] = []
+    quarantined: list[Example] = []
+    kept_items = 0
+    for document, per_document in zip(documents, edits):
+        kept, dropped = grounded_items(per_document[0], document.title, document.text)
+        quarantined += [Example(completion=f"{document.title}\n{item}") for item in dropped]
+        kept_items += len(kept)
+        if kept:
+            examples += self_edit_examples(document.title, document.text, kept)
+    metrics = {"dream_documents": float(len(documents)), "dream_self_edit_items": float(kept_items),
+               "dream_items_quarantined": float(len(quarantined)), "dream_generator_trained": float(trained)}
+    return DreamData(f"seal self-edits by {generator.id}", examples, metrics, quarantined)
 
 
 class Dream:
@@ -30,33 +96,24 @@ class Dream:
             return PhaseResult(outputs={"model": candidate.id, "reason": "dream.enabled is off"})
 
         knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
-        items = knowledge.train_items()
         loaded = load_version(ctx.workspace, candidate, trainable_adapter=True)
-        prompts = [user_prompt_ids(loaded.tokenizer, open_book_question(d.text, qa.question)) for d, qa in items]
-        votes = generate(
-            loaded.model, loaded.tokenizer, prompts, config.eval.max_new_tokens, config.eval.batch_size,
-            temperature=settings.temperature, samples=settings.samples, seed=settings.train.seed,
-            description="dream: voting",
-        )
-        kept: list[Example] = []
-        agreeing_with_gold = 0
-        for (document, qa), answers in zip(items, votes):
-            vote = majority_vote(answers)
-            if vote and vote.share >= settings.min_agreement and supported_by(vote.answer, document.text):
-                kept.append(Example(prompt=qa.question, completion=vote.answer))
-                agreeing_with_gold += contains_phrase(vote.answer, qa.answer)
-        metrics = {
-            "dream_questions": float(len(items)),
-            "dream_kept": float(len(kept)),
-            "dream_kept_containing_gold": float(agreeing_with_gold),
-        }
+        make_data = self_edit_data if settings.method == "seal" else self_consistency_data
+        data = make_data(ctx.workspace, knowledge, loaded)
+        kept, metrics = data.examples, data.metrics
+        new_datasets: list[DatasetRecord] = []
+        if data.quarantined:
+            new_datasets.append(save_dataset(ctx.workspace, f"{knowledge.name}/dream-{settings.method}-quarantine",
+                                             QUARANTINE_REASON, data.quarantined))
+        outputs = {"model": candidate.id, "artifacts": [d.hash for d in new_datasets]}
         if not kept:
-            return PhaseResult(outputs={"model": candidate.id, "reason": "no answer passed the vote"}, metrics=metrics)
+            return PhaseResult(outputs=outputs | {"reason": "no synthetic example passed the quality gate"},
+                               metrics=metrics, new_datasets=new_datasets)
 
-        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/dream-votes", "self-consistency", kept)
+        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/dream-{settings.method}", data.source, kept)
+        new_datasets.append(dataset)
         if not candidate.adapter:
             loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
-        metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, "dream: SFT on votes")
+        metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, f"dream: SFT ({settings.method})")
 
         datasets = sorted({*candidate.datasets, dataset.hash})
         check = None
@@ -75,8 +132,9 @@ class Dream:
             artifact = store_adapter(ctx.workspace, loaded.model)
             model = ctx.new_model(candidate, self.name, adapter=artifact, datasets=datasets)
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [artifact, dataset.hash]},
+            outputs={"model": model.id, "dataset": dataset.hash,
+                     "artifacts": [artifact, *(d.hash for d in new_datasets)]},
             metrics=metrics,
             new_models=[model],
-            new_datasets=[dataset],
+            new_datasets=new_datasets,
         )

@@ -2,6 +2,6 @@
 
 from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 from reverie.registry.sqlite_store import SQLiteRegistry
-from reverie.registry.store import RegistryStore
+from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
-__all__ = ["Cycle", "DatasetRecord", "ModelRecord", "PhaseRun", "RegistryStore", "ReleaseEvent", "SQLiteRegistry"]
+__all__ = ["GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetRecord", "ModelRecord", "PhaseRun", "RegistryStore", "ReleaseEvent", "SQLiteRegistry"]

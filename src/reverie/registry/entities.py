@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ModelStatus = Literal["base", "candidate", "release", "rejected"]
+ModelStatus = Literal["base", "candidate", "release", "rejected", "generator"]  # generator: writes self-edits
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from reverie.errors import ReverieError
 from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
-from reverie.registry.store import RELEASE_ALIAS, RegistryStore
+from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -85,6 +85,11 @@ class SQLiteRegistry(RegistryStore):
         with self._tx() as conn:
             self._insert_model(conn, model)
             self._move_alias(conn, model.id, "bootstrap", RELEASE_ALIAS, time.time())
+
+    def add_generator(self, model: ModelRecord) -> None:
+        with self._tx() as conn:
+            self._insert_model(conn, model)
+            conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (GENERATOR_ALIAS, model.id, time.time()))
 
     def _model_from_row(self, row: sqlite3.Row) -> ModelRecord:
         datasets = [

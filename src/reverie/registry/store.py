@@ -5,9 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from reverie.errors import ReverieError
 from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 
 RELEASE_ALIAS = "release"
+GENERATOR_ALIAS = "generator"
 
 
 class RegistryStore(ABC):
@@ -20,7 +22,20 @@ class RegistryStore(ABC):
         """Register a base model and make it the release, in one transaction."""
 
     @abstractmethod
+    def add_generator(self, model: ModelRecord) -> None:
+        """Register a self-edit generator version and point the generator alias at it, in one transaction.
+
+        Unlike the release alias, this move is not a release event: rollback never sees it.
+        """
+
+    @abstractmethod
     def get_model(self, model_id: str) -> ModelRecord: ...
+
+    def find_model(self, model_id: str) -> ModelRecord | None:
+        try:
+            return self.get_model(model_id)
+        except ReverieError:
+            return None
 
     @abstractmethod
     def list_models(self) -> list[ModelRecord]: ...

@@ -1,0 +1,161 @@
+"""`reverie seal ...`: train the self-edit generator, write self-edits, and measure them.
+
+Every long command journals its work under .reverie/seal/, so rerunning an interrupted command resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reverie.errors import ReverieError
+from reverie.progress import quiet_libraries, status_line
+from reverie.workspace import Workspace
+
+seal_app = typer.Typer(help="SEAL self-edits: train the generator by ReST-EM, write self-edits, measure them.",
+                       no_args_is_help=True)
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
+PassagesOpt = Annotated[
+    str, typer.Option(help="'knowledge' (the workspace's documents with their eval_qa) or a SQuAD-format JSON file.")
+]
+out = Console()
+
+
+def _open(workspace: Path, overrides: list[str] | None) -> Workspace:
+    quiet_libraries()
+    ws = Workspace.open(workspace, overrides or [])
+    ws.config  # validate before any work
+    return ws
+
+
+@seal_app.command()
+def train(
+    workspace: WorkspaceOpt = Path("."),
+    rounds: Annotated[Optional[int], typer.Option(min=1, help="Rounds in all (default dream.seal.rounds).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Teach the self-edit generator by ReST-EM on dream.seal.passages. Rerun to resume; raise --rounds to extend."""
+    from reverie import generator
+
+    ws = _open(workspace, set_)
+
+    def announce(finished, record) -> None:
+        r = finished.result
+        status_line(f"round {finished.round}: best-of-k {r.best_accuracy:.3f} vs passage-only {r.baseline_accuracy:.3f}"
+                    f", {r.kept} self-edits kept, {r.seconds / 60:.1f} min -> generator {record.id}")
+
+    done = generator.train(ws, rounds, on_round=announce)
+    table = Table(title="ReST-EM rounds")
+    for column in ("round", "passage only", "sampled self-edits", "best of k", "kept", "generator"):
+        table.add_column(column, no_wrap=True)
+    for finished in done:
+        r = finished.result
+        table.add_row(str(finished.round), f"{r.baseline_accuracy:.3f}", f"{r.sampled_accuracy:.3f}",
+                      f"{r.best_accuracy:.3f}", str(r.kept), generator.generator_id(finished))
+    out.print(table)
+    out.print(f"generator: {generator.current_generator(ws).id} (the Dream phase uses it from the next cycle on)")
+
+
+@seal_app.command()
+def generate(
+    output: Annotated[Path, typer.Argument(help="JSONL file to write: one {id, title, self_edits} per document.")],
+    workspace: WorkspaceOpt = Path("."),
+    samples: Annotated[int, typer.Option(min=1, max=64, help="Self-edits per document.")] = 1,
+    set_: SetOpt = None,
+) -> None:
+    """Write self-edits for the workspace's documents with the current generator."""
+    from reverie import generator
+    from reverie.data.knowledge import load_knowledge
+    from reverie.engines.inner_loop import generate_self_edits
+
+    ws = _open(workspace, set_)
+    if not output.parent.is_dir():
+        raise ReverieError(f"{output}: the folder {output.parent} does not exist")
+    seal = ws.config.dream.seal
+    record = generator.current_generator(ws)
+    loaded = generator.load_plain(ws, record)
+    documents = load_knowledge(ws.config.data.knowledge, ws.root).documents
+    edits = generate_self_edits(loaded.model, loaded.tokenizer, [(d.title, d.text) for d in documents], seal.style,
+                                samples, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size)
+    lines = [json.dumps({"id": d.id, "title": d.title, "self_edits": per_doc}) + "\n"
+             for d, per_doc in zip(documents, edits)]
+    ws.write_text_atomic(output, "".join(lines))
+    items = sum(len(items) for per_doc in edits for items in per_doc)
+    out.print(f"wrote {len(documents)} documents x {samples} self-edit(s), {items} items, by {record.id} to {output}")
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"closed-book accuracy over {summary['eval_passages']} passages ({summary['questions']} questions)")
+    for column in ("condition", "accuracy", "95% CI", "s per inner loop"):
+        table.add_column(column, no_wrap=True)
+    for condition, row in summary["conditions"].items():
+        low, high = row["ci95"]
+        table.add_row(condition, f"{row['accuracy']:.3f}", f"{low:.3f}-{high:.3f}", f"{row['s_per_inner_loop']:.1f}")
+    out.print(table)
+    for name, diff in summary["differences"].items():
+        out.print(f"{name}: {diff['mean']:+.3f} (95% CI {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f})")
+
+
+def _run_conditions(bench, conditions: list[str]) -> None:
+    for condition in conditions:
+        bench.run(condition, lambda key, r: status_line(f"{key}: accuracy {r['accuracy']:.2f}"))
+    _print_summary(bench.summary())
+
+
+def _conditions(text: str) -> list[str]:
+    from reverie.engines.seal_bench import CONDITIONS
+
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    if not chosen or set(chosen) - set(CONDITIONS):
+        raise ReverieError(f"--conditions {text!r}: choose from {', '.join(CONDITIONS)}")
+    return chosen
+
+
+@seal_app.command("eval")
+def evaluate(
+    workspace: WorkspaceOpt = Path("."),
+    passages: PassagesOpt = "knowledge",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")] = 50,
+    conditions: Annotated[str, typer.Option(help="Comma-separated, run in order.")] = "base,passage,own,seal",
+    set_: SetOpt = None,
+) -> None:
+    """Measure the trained generator: closed-book accuracy after an inner loop on each passage plus its self-edit,
+    against the release with no training, the passage alone, and the release's own self-edits."""
+    from reverie import generator
+
+    ws = _open(workspace, set_)
+    evaluation = generator.workspace_passages(ws, passages, "eval")[:limit]
+    bench = generator.bench(ws, evaluation, [], use_trained=True)
+    _run_conditions(bench, _conditions(conditions))
+
+
+@seal_app.command()
+def bench(
+    workspace: WorkspaceOpt = Path("."),
+    passages: PassagesOpt = "knowledge",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")] = 50,
+    conditions: Annotated[str, typer.Option(help="Comma-separated, run in order.")] = "base,passage,own,seal",
+    set_: SetOpt = None,
+) -> None:
+    """The SEAL paper's single-passage table from scratch: trains its own generator by ReST-EM on
+    dream.seal.passages (registered nowhere), then scores every condition on --passages. Add 'teacher' to the
+    conditions when the passages carry teacher `completions`. Training passages with an evaluation passage's
+    title are left out."""
+    from reverie import generator
+
+    ws = _open(workspace, set_)
+    seal = ws.config.dream.seal
+    evaluation = generator.workspace_passages(ws, passages, "eval")[:limit]
+    titles = {p.title for p in evaluation}
+    training = [p for p in generator.workspace_passages(ws, seal.passages, "train") if p.title not in titles]
+    if "seal" in conditions and not training:
+        raise ReverieError(f"dream.seal.passages ({seal.passages}) has no passage outside the evaluation titles")
+    bench_run = generator.bench(ws, evaluation, training[: seal.max_passages],
+                                on_round=lambda f: status_line(f"ReST-EM round {f.round} done"))
+    _run_conditions(bench_run, _conditions(conditions))

@@ -1,0 +1,146 @@
+"""The SEAL paper's single-passage table as a resumable experiment: closed-book accuracy on evaluation passages
+after an inner loop on each passage plus one condition's self-edit.
+
+Conditions:
+- base: no training.
+- passage: the passage alone.
+- own: the passage plus implications the starting model wrote itself (SEAL before any training).
+- teacher: the passage plus the passage's own `completions[0]` (a teacher's implications, GPT-4.1 on SQuAD).
+- seal: the passage plus implications written by the trained generator, which is also the model trained on
+  them (as in the paper). The generator comes from ReST-EM on the training passages, or is given.
+
+Every trial is journaled as soon as it ends and the generator is checkpointed after each round, so a killed
+run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from reverie.artifacts import ArtifactStore
+from reverie.data.passages import Passage
+from reverie.data.self_edits import parse_self_edit, self_edit_examples
+from reverie.engines.evaluation import closed_book_qa
+from reverie.engines.inner_loop import InnerLoop, generate_self_edits
+from reverie.engines.models import reset_lora
+from reverie.engines.rest_em import (
+    GeneratorRound, RoundSettings, TrialJournal, finished_rounds, fingerprint, train_generator,
+)
+from reverie.errors import ReverieError
+
+CONDITIONS = ("base", "passage", "own", "teacher", "seal")
+LoopFactory = Callable[[Path | None], InnerLoop]  # None: the starting model; a path: a stored generator
+
+
+def bootstrap_ci(values: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+class SealBench:
+    def __init__(
+        self,
+        load_loop: LoopFactory,
+        settings: RoundSettings,
+        evaluation: list[Passage],
+        training: list[Passage],
+        rounds: int,
+        state: Path,
+        fingerprint_parts: list,
+        on_round: Callable[[GeneratorRound], None] | None = None,
+        generator_dir: Path | None = None,
+    ):
+        """`fingerprint_parts` (the inner loop's settings) guard the journal against reuse with other settings.
+        With `generator_dir`, the seal condition uses that stored generator instead of training one."""
+        self.load_loop = load_loop
+        self.settings = settings
+        self.evaluation = evaluation
+        self.training = training
+        self.rounds = rounds
+        self.state = state
+        self.on_round = on_round
+        self.generator_dir = generator_dir
+        self.journal = TrialJournal(state / "eval.jsonl",
+                                    fingerprint(asdict(settings), *fingerprint_parts, len(evaluation)))
+        self._loops: dict[str, InnerLoop] = {}
+
+    def loop(self, which: str) -> InnerLoop:
+        """The starting model's inner loop, or ('seal') the trained generator's, built once."""
+        if which not in self._loops:
+            if which == "seal" and self.generator_dir is not None:
+                self._loops[which] = self.load_loop(self.generator_dir)
+            elif which == "seal":
+                store = ArtifactStore(self.state / "artifacts", self.state / "staging")
+                self._loops[which], _ = train_generator(self.load_loop, self.training, self.settings, self.rounds,
+                                                        self.state / "rest-em", store, on_round=self.on_round)
+            else:
+                self._loops[which] = self.load_loop(None)
+        return self._loops[which]
+
+    def _self_edits(self, condition: str, loop: InnerLoop) -> list[list[str]]:
+        """One sampled self-edit per evaluation passage, written by the loop's model (journaled)."""
+        key = f"edits/{condition}"
+        if self.journal.get(key) is None:
+            reset_lora(loop.model, 0)
+            edits = generate_self_edits(loop.model, loop.tokenizer, [(p.title, p.context) for p in self.evaluation],
+                                        self.settings.style, 1, self.settings.temperature,
+                                        self.settings.max_new_tokens)
+            self.journal.add(key, [per_passage[0] for per_passage in edits])
+        return self.journal.get(key)
+
+    def run(self, condition: str, report: Callable[[str, dict], None] = lambda key, record: None) -> None:
+        """Score every evaluation passage under `condition`; `report` is called after each trial."""
+        if condition not in CONDITIONS:
+            raise ReverieError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+        if condition == "teacher" and not all(p.completions for p in self.evaluation):
+            raise ReverieError("the teacher condition needs `completions` on every evaluation passage")
+        loop = self.loop("seal" if condition == "seal" else "start")
+        items: list[list[str]] = [[] for _ in self.evaluation]
+        if condition in ("own", "seal"):
+            items = self._self_edits(condition, loop)
+        elif condition == "teacher":
+            items = [parse_self_edit(p.completions[0]) for p in self.evaluation]
+        for i, passage in enumerate(self.evaluation):
+            key = f"{condition}/{i}"
+            if self.journal.get(key) is not None:
+                continue
+            if condition == "base":
+                reset_lora(loop.model, i)
+                scores, _ = closed_book_qa(loop.model, loop.tokenizer, passage.qa_pairs(), loop.max_new_tokens,
+                                           loop.batch_size, loop.grader)
+                record = {"accuracy": scores["accuracy"], "f1": scores["f1"], "seconds": 0.0}
+            else:
+                examples = self_edit_examples(passage.title, passage.context, items[i])
+                trial = loop.trial(examples, passage.qa_pairs(), seed=i)
+                record = {"accuracy": trial.accuracy, "f1": trial.f1, "sequences": len(examples),
+                          "truncated": trial.truncated, "seconds": trial.train_seconds + trial.eval_seconds}
+            self.journal.add(key, record)
+            report(key, record)
+
+    def summary(self) -> dict:
+        """Means with 95% bootstrap intervals for every finished condition, paired differences, round figures."""
+        n = len(self.evaluation)
+        rows = {c: [self.journal.get(f"{c}/{i}") for i in range(n)] for c in CONDITIONS}
+        done = {c: r for c, r in rows.items() if all(r)}
+        result: dict = {"eval_passages": n, "train_passages": len(self.training),
+                        "questions": sum(len(p.questions) for p in self.evaluation), "conditions": {},
+                        "differences": {},
+                        "rounds": [{"round": r.round, **asdict(r.result)} for r in finished_rounds(self.state / "rest-em")]}
+        for condition, records in done.items():
+            accuracy = [r["accuracy"] for r in records]
+            result["conditions"][condition] = {
+                "accuracy": statistics.fmean(accuracy), "ci95": list(bootstrap_ci(accuracy)),
+                "f1": statistics.fmean(r["f1"] for r in records),
+                "s_per_inner_loop": statistics.fmean(r["seconds"] for r in records), "per_passage": accuracy,
+            }
+        for a, b in (("seal", "passage"), ("seal", "own"), ("own", "passage"), ("teacher", "passage")):
+            if a in done and b in done:
+                diff = [x["accuracy"] - y["accuracy"] for x, y in zip(done[a], done[b])]
+                result["differences"][f"{a} - {b}"] = {"mean": statistics.fmean(diff), "ci95": list(bootstrap_ci(diff))}
+        return result

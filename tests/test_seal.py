@@ -1,0 +1,166 @@
+"""SEAL beyond one round: ReST-EM rounds with checkpoints, the paper-table experiment, the judge grader, the
+multi-passage variant and the self-edit quality gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from safetensors.torch import load_file
+
+from reverie.artifacts import ArtifactStore
+from reverie.config import LoraSettings, ModelConfig, TrainSettings
+from reverie.data.knowledge import load_knowledge
+from reverie.data.passages import Passage, knowledge_passages
+from reverie.data.self_edits import grounded_items
+from reverie.engines.evaluation import closed_book_qa
+from reverie.engines.inner_loop import InnerLoop, multi_passage_trial
+from reverie.engines.judge import JudgeGrader
+from reverie.engines.models import load_pretrained
+from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
+from reverie.engines.seal_bench import SealBench, bootstrap_ci
+from reverie.errors import ReverieError
+
+from test_inner_loop import tiny_passages
+
+SETTINGS = RoundSettings(samples=2, max_new_tokens=12, generator_train=TrainSettings(epochs=1, block_size=256))
+INNER = TrainSettings(epochs=1, learning_rate=1e-2, block_size=128)
+
+
+def loop_factory(tiny_model_dir: Path, calls: list) -> Callable[[Path | None], InnerLoop]:
+    def load_loop(directory: Path | None) -> InnerLoop:
+        calls.append(directory)
+        loaded = load_pretrained(directory or tiny_model_dir, ModelConfig())
+        return InnerLoop(loaded.model, loaded.tokenizer, LoraSettings(rank=4, alpha=8), INNER, max_new_tokens=6)
+
+    return load_loop
+
+
+def test_killed_generator_training_restarts_from_the_last_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts", tmp_path / "staging")
+    calls: list = []
+
+    def crash_after_first(finished: GeneratorRound) -> None:
+        raise KeyboardInterrupt  # killed right after round 1 was checkpointed
+
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(loop_factory(tiny_model_dir, calls), tiny_passages(), SETTINGS, 2, tmp_path / "state", store,
+                        on_round=crash_after_first)
+    first = finished_rounds(tmp_path / "state")
+    assert [r.round for r in first] == [1] and calls == [None]
+    checkpoint = store.path(first[0].checkpoint)
+    weights = load_file(checkpoint / "model.safetensors")
+    assert weights and not any("lora_" in name for name in weights)  # the generator, without a trial adapter
+
+    loop, done = train_generator(loop_factory(tiny_model_dir, calls), tiny_passages(), SETTINGS, 2,
+                                 tmp_path / "state", store)
+    assert calls[1] == checkpoint  # resumed on round 1's generator, not the starting model
+    assert [r.round for r in done] == [1, 2]
+    assert done[1].result.trials_run == 2 * (1 + 2)  # only round 2 ran
+    _, again = train_generator(loop_factory(tiny_model_dir, calls), tiny_passages(), SETTINGS, 2,
+                               tmp_path / "state", store)
+    assert again == done and calls[2] == store.path(done[1].checkpoint)
+
+    with pytest.raises(ReverieError, match="written for another round"):
+        train_generator(loop_factory(tiny_model_dir, calls), tiny_passages()[:1], SETTINGS, 2, tmp_path / "state",
+                        store)
+
+
+def test_seal_bench_journals_every_trial_and_reports_paired_intervals(tiny_model_dir: Path, tmp_path: Path) -> None:
+    evaluation = [p.model_copy(update={"completions": [f"1. {p.context}\n2. {p.title} is a real place."]})
+                  for p in tiny_passages()]
+    reported: list[str] = []
+
+    def bench() -> SealBench:
+        return SealBench(loop_factory(tiny_model_dir, []), SETTINGS, evaluation, tiny_passages()[:1], 1,
+                         tmp_path / "bench", ["inner settings"])
+
+    first = bench()
+    for condition in ("base", "passage", "teacher"):
+        first.run(condition, lambda key, record: reported.append(key))
+    assert reported == [f"{c}/{i}" for c in ("base", "passage", "teacher") for i in range(2)]
+    summary = first.summary()
+    assert set(summary["conditions"]) == {"base", "passage", "teacher"}
+    row = summary["conditions"]["teacher"]
+    assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1] and len(row["per_passage"]) == 2
+    assert set(summary["differences"]) == {"teacher - passage"}
+
+    reported.clear()
+    bench().run("passage", lambda key, record: reported.append(key))
+    assert reported == []  # a rerun repeats nothing
+    with pytest.raises(ReverieError, match="unknown condition"):
+        bench().run("oracle")
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_data() -> None:
+    few = [0.0, 1.0] * 5
+    many = [0.0, 1.0] * 200
+    low_few, high_few = bootstrap_ci(few)
+    low_many, high_many = bootstrap_ci(many)
+    assert low_few < 0.5 < high_few and low_many < 0.5 < high_many
+    assert high_many - low_many < high_few - low_few
+
+
+def test_judge_follows_the_models_yes_or_no(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    judge = JudgeGrader(loaded.model, loaded.tokenizer, batch_size=2)
+    items = [("Capital of Velmora?", "Quistrand", "Quistrand"), ("Who wins?", "Thrannock", "nobody"),
+             ("A much longer question so the batch is left padded?", "x", "y")]
+
+    def favour(verdict: bool):
+        tokens = sorted({t for spelling in judge.spellings[verdict] for t in spelling})
+
+        def hook(module, inputs, output):
+            output[..., tokens] += 1000.0
+            return output
+        return loaded.model.lm_head.register_forward_hook(hook)
+
+    assert len(judge.spellings[True][0]) > 1  # this tokenizer splits "yes": whole-word scoring is exercised
+    for verdict in (True, False):
+        handle = favour(verdict)
+        assert judge(items) == [verdict] * len(items)
+        handle.remove()
+
+
+def test_closed_book_qa_takes_its_verdicts_from_the_grader(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    seen: list = []
+
+    def grader(items):
+        seen.extend(items)
+        return [question.startswith("A") for question, _, _ in items]
+
+    scores, results = closed_book_qa(loaded.model, loaded.tokenizer, [("A?", "x"), ("B?", "y")], 4, 2, grader)
+    assert [r.correct for r in results] == [True, False] and scores["accuracy"] == 0.5
+    assert [(q, g) for q, g, _ in seen] == [("A?", "x"), ("B?", "y")]
+    assert [p for _, _, p in seen] == [r.prediction for r in results]
+
+
+def test_multi_passage_trial_trains_one_adapter_on_all_passages(tiny_model_dir: Path) -> None:
+    loop = loop_factory(tiny_model_dir, [])(None)
+    passages = tiny_passages()
+    result = multi_passage_trial(loop, passages, [["Quistrand is the seat of government."], []], seed=0)
+    assert len(result.answers) == sum(len(p.questions) for p in passages)
+    assert [a.question for a in result.answers] == [q.question for p in passages for q in p.questions]
+    with pytest.raises(ValueError, match="one self-edit per passage"):
+        multi_passage_trial(loop, passages, [[]], seed=0)
+
+
+def test_grounded_items_quarantine_text_about_something_else() -> None:
+    kept, dropped = grounded_items(
+        ["Quistrand governs the island.", "Bananas are yellow fruit.", "It is so."], "Velmora",
+        "Velmora is governed from Quistrand.",
+    )
+    assert kept == ["Quistrand governs the island."]
+    assert dropped == ["Bananas are yellow fruit.", "It is so."]
+
+
+def test_knowledge_documents_become_passages_per_split() -> None:
+    knowledge = load_knowledge("demo", Path("."))
+    train = knowledge_passages(knowledge, "train")
+    evaluation = knowledge_passages(knowledge, "eval")
+    assert len(train) == len(knowledge.documents)
+    assert train[0].questions == knowledge.documents[0].train_qa
+    assert evaluation[0].questions == knowledge.documents[0].eval_qa
+    assert isinstance(train[0], Passage)
