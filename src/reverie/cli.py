@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
@@ -176,5 +177,6 @@ def main() -> None:
     try:
         app()
     except (ReverieError, OSError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+        # soft_wrap: a long path in the message is never folded; Text: the message is not read as markup
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         sys.exit(2)

@@ -28,9 +28,13 @@ out = Console()
 
 
 def _open(workspace: Path, overrides: list[str] | None) -> Workspace:
+    """Open and validate the workspace; until a cycle has released, the base model is the release."""
+    from reverie.cycle import ensure_release
+
     quiet_libraries()
     ws = Workspace.open(workspace, overrides or [])
     ws.config  # validate before any work
+    ensure_release(ws)
     return ws
 
 
@@ -54,10 +58,10 @@ def train(
     table = Table(title="ReST-EM rounds")
     for column in ("round", "passage only", "sampled self-edits", "best of k", "kept", "generator"):
         table.add_column(column, no_wrap=True)
-    for finished in done:
+    for finished, record in done:
         r = finished.result
         table.add_row(str(finished.round), f"{r.baseline_accuracy:.3f}", f"{r.sampled_accuracy:.3f}",
-                      f"{r.best_accuracy:.3f}", str(r.kept), generator.generator_id(finished))
+                      f"{r.best_accuracy:.3f}", str(r.kept), record.id)
     out.print(table)
     out.print(f"generator: {generator.current_generator(ws).id} (the Dream phase uses it from the next cycle on)")
 

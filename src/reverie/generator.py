@@ -9,6 +9,7 @@ command resumes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -102,7 +103,8 @@ def _start_model(ws: Workspace, run_dir: Path) -> ModelRecord:
 
 
 def train(ws: Workspace, rounds: int | None = None,
-          on_round: Callable[[GeneratorRound, ModelRecord], None] | None = None) -> list[GeneratorRound]:
+          on_round: Callable[[GeneratorRound, ModelRecord], None] | None = None,
+          ) -> list[tuple[GeneratorRound, ModelRecord]]:
     """ReST-EM on the configured training passages; each round's generator is registered as it finishes.
 
     Rerunning resumes an interrupted run; a larger `rounds` extends a finished one.
@@ -125,19 +127,21 @@ def train(ws: Workspace, rounds: int | None = None,
             _register_round(ws, run_dir, finished, start)
         _, done = train_generator(_loop_factory(ws, start), passages, settings, rounds or seal.rounds, run_dir,
                                   ws.artifacts, on_round=register)
-    return done
+        return [(finished, _register_round(ws, run_dir, finished, start)) for finished in done]
 
 
-def generator_id(finished: GeneratorRound) -> str:
-    return f"g-{finished.checkpoint[:12]}"
+def generator_id(run_dir: Path, finished: GeneratorRound) -> str:
+    """Deterministic per run and round, so registering is idempotent (a round that kept nothing leaves the
+    weights, and so the checkpoint, unchanged, but is still its own version)."""
+    return "g-" + hashlib.sha256(f"{run_dir.name}/{finished.round}".encode()).hexdigest()[:12]
 
 
 def _register_round(ws: Workspace, run_dir: Path, finished: GeneratorRound, start: ModelRecord) -> ModelRecord:
-    """Idempotent: the record's id derives from the round's checkpoint."""
-    model_id = generator_id(finished)
+    model_id = generator_id(run_dir, finished)
     if (existing := ws.registry.find_model(model_id)) is not None:
         return existing
-    parent = start.id if finished.round == 1 else generator_id(finished_rounds(run_dir)[finished.round - 2])
+    previous = finished_rounds(run_dir)[finished.round - 2] if finished.round > 1 else None
+    parent = generator_id(run_dir, previous) if previous else start.id
     record = ModelRecord(id=model_id, status="generator", weights=finished.checkpoint, parent_id=parent,
                          phase=f"rest-em round {finished.round}", config_hash=ws.config.fingerprint(),
                          code_version=code_version(), created_at=time.time())
