@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from reverie.cycle import run_cycle
+from reverie.errors import ReverieError
 from reverie.registry import Cycle
 from reverie.workspace import Workspace
 
@@ -58,6 +60,23 @@ def test_cycle_releases_a_candidate_with_lineage_and_card(workspace_dir: Path) -
     assert_no_orphans(workspace)
 
 
+def test_seal_dream_trains_on_grounded_items_and_quarantines_the_rest(workspace_dir: Path) -> None:
+    workspace = Workspace.open(workspace_dir)
+    outcome = run_cycle(workspace)
+    dream = next(r for r in workspace.registry.phase_runs(outcome.cycle_id) if r.phase == "dream")
+    kept, quarantined = dream.metrics["dream_self_edit_items"], dream.metrics["dream_items_quarantined"]
+    assert kept + quarantined > 0 and dream.metrics["dream_generator_trained"] == 0.0  # the candidate wrote them
+    datasets = {}
+    for artifact in dream.outputs["artifacts"]:  # the model's artifact is not a dataset
+        with contextlib.suppress(ReverieError):
+            record = workspace.registry.get_dataset(artifact)
+            datasets[record.name.split("/")[-1]] = record
+    if quarantined:
+        assert datasets["dream-seal-quarantine"].rows == quarantined
+    if kept:  # each document with a kept item is trained on too
+        assert kept < datasets["dream-seal"].rows <= kept + 16
+
+
 def test_candidate_below_threshold_is_rejected_and_release_kept(tmp_path: Path, tiny_model_dir: Path) -> None:
     root = make_workspace(
         tmp_path / "ws", tiny_model_dir, gate={"knowledge_min_accuracy": 0.99}, dream={"enabled": False}
@@ -90,7 +109,8 @@ def test_cli_cycle_history_card_and_rollback(workspace_dir: Path) -> None:
 
 def test_killed_during_learn_resumes_to_one_verdict(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Enough epochs that Learn is still running when the kill lands.
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, learn={"train": {"epochs": 150}})
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, learn={"train": {"epochs": 150}},
+                          dream={"method": "self-consistency"})
     process = subprocess.Popen(
         [sys.executable, "-m", "reverie", "cycle", "-w", str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

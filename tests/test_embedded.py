@@ -50,7 +50,7 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
         tmp_path / "ws", smollm2_dir,
         data={"knowledge": str(knowledge)},
         learn={"lora": {"rank": 16, "alpha": 32}, "train": {"epochs": 12, "learning_rate": 2e-3, "rows_per_step": 1}},
-        dream={"samples": 2, "train": {"epochs": 1}},
+        dream={"train": {"epochs": 1}, "seal": {"max_new_tokens": 160}},
         eval={"general_limit": 20, "max_new_tokens": 16},
         gate={"knowledge_min_accuracy": 0.25, "general_min_accuracy": 0.5},
     )
@@ -59,7 +59,9 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
     assert outcome.reference_scores["knowledge_accuracy"] <= 0.125  # the base model cannot know these
     assert outcome.candidate_scores["knowledge_accuracy"] > outcome.reference_scores["knowledge_accuracy"]
     runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
-    assert runs["dream"].metrics["dream_kept"] >= 1  # the voted answers really were trained in
+    dream = runs["dream"].metrics
+    assert dream["dream_self_edit_items"] >= 4  # the model's own implications passed the gate and were trained in
+    assert dream["dream_items_quarantined"] < dream["dream_self_edit_items"]
     assert runs["dream"].outputs["model"] != runs["compress"].outputs["model"]
     card = (workspace.cards_dir / f"{outcome.model_id}.md").read_text()
     assert "model-index" in card and outcome.model_id in card

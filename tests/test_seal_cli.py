@@ -26,6 +26,8 @@ def test_train_registers_each_round_and_a_rerun_repeats_nothing(workspace_dir: P
     assert registry.get_metrics(generators[1].id, "rest-em")["trials_run"] == 3 * (1 + 2)
     assert [e.action for e in registry.release_events()] == ["bootstrap"]  # training a generator releases nothing
 
+    status = reverie("status", "-w", ws).stdout
+    assert f"generator: {generators[1].id} (rest-em round 2)" in status
     again = reverie("seal", "train", "-w", ws, "--rounds", "2")
     assert "round" not in again.stderr  # both rounds came from the journal
     assert len([m for m in Workspace.open(workspace_dir).registry.list_models() if m.status == "generator"]) == 2
@@ -71,3 +73,10 @@ def test_bench_trains_on_passages_disjoint_from_evaluation(tmp_path: Path, tiny_
 def test_judge_grader_without_a_judge_model_is_a_config_error(workspace_dir: Path) -> None:
     result = reverie("seal", "train", "-w", str(workspace_dir), "--set", "dream.seal.grader=judge", check=False)
     assert result.returncode == 2 and "judge_model is not set" in result.stderr
+
+
+def test_missing_passages_file_names_the_key(workspace_dir: Path) -> None:
+    result = reverie("seal", "train", "-w", str(workspace_dir), "--set", "dream.seal.passages=nope.json",
+                     check=False)
+    assert result.returncode == 2 and "dream.seal.passages:" in result.stderr and "nope.json" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ from rich.text import Text
 from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
 from reverie.progress import quiet_libraries
+from reverie.registry import GENERATOR_ALIAS
 from reverie.workspace import Workspace
 
 app = typer.Typer(help="Run a language model's version iteration as a sleep cycle.", no_args_is_help=True,
@@ -101,6 +102,9 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
     release = registry.get_alias()
     out.print(f"workspace: {ws.root.resolve()}")
     out.print(f"release:   {release or 'none yet (the base model becomes the first release)'}")
+    generator = registry.get_alias(GENERATOR_ALIAS)
+    trained = f"{generator} ({registry.get_model(generator).phase})" if generator else "none trained yet"
+    out.print(f"generator: {trained} (writes the Dream phase's self-edits; see `reverie seal train`)")
     running = registry.unfinished_cycle()
     alive = ws.cycle_process_alive()
     if running is None:

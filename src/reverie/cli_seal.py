@@ -24,6 +24,10 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 PassagesOpt = Annotated[
     str, typer.Option(help="'knowledge' (the workspace's documents with their eval_qa) or a SQuAD-format JSON file.")
 ]
+LimitOpt = Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")]
+ConditionsOpt = Annotated[
+    str, typer.Option(help="Comma-separated, run in order, from: base, passage, own, teacher, seal.")
+]
 out = Console()
 
 
@@ -95,7 +99,8 @@ def generate(
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=f"closed-book accuracy over {summary['eval_passages']} passages ({summary['questions']} questions)")
+    table = Table(title=f"closed-book accuracy over {summary['eval_passages']} passages "
+                        f"({summary['questions']} questions)")
     for column in ("condition", "accuracy", "95% CI", "s per inner loop"):
         table.add_column(column, no_wrap=True)
     for condition, row in summary["conditions"].items():
@@ -125,26 +130,26 @@ def _conditions(text: str) -> list[str]:
 def evaluate(
     workspace: WorkspaceOpt = Path("."),
     passages: PassagesOpt = "knowledge",
-    limit: Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")] = 50,
-    conditions: Annotated[str, typer.Option(help="Comma-separated, run in order.")] = "base,passage,own,seal",
+    limit: LimitOpt = 50,
+    conditions: ConditionsOpt = "base,passage,own,seal",
     set_: SetOpt = None,
 ) -> None:
     """Measure the trained generator: closed-book accuracy after an inner loop on each passage plus its self-edit,
     against the release with no training, the passage alone, and the release's own self-edits."""
     from reverie import generator
 
+    chosen = _conditions(conditions)
     ws = _open(workspace, set_)
-    evaluation = generator.workspace_passages(ws, passages, "eval")[:limit]
-    bench = generator.bench(ws, evaluation, [], use_trained=True)
-    _run_conditions(bench, _conditions(conditions))
+    evaluation = generator.workspace_passages(ws, passages, "eval", "--passages")[:limit]
+    _run_conditions(generator.bench(ws, evaluation, [], use_trained=True), chosen)
 
 
 @seal_app.command()
 def bench(
     workspace: WorkspaceOpt = Path("."),
     passages: PassagesOpt = "knowledge",
-    limit: Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")] = 50,
-    conditions: Annotated[str, typer.Option(help="Comma-separated, run in order.")] = "base,passage,own,seal",
+    limit: LimitOpt = 50,
+    conditions: ConditionsOpt = "base,passage,own,seal",
     set_: SetOpt = None,
 ) -> None:
     """The SEAL paper's single-passage table from scratch: trains its own generator by ReST-EM on
@@ -153,13 +158,15 @@ def bench(
     title are left out."""
     from reverie import generator
 
+    chosen = _conditions(conditions)
     ws = _open(workspace, set_)
     seal = ws.config.dream.seal
-    evaluation = generator.workspace_passages(ws, passages, "eval")[:limit]
+    evaluation = generator.workspace_passages(ws, passages, "eval", "--passages")[:limit]
     titles = {p.title for p in evaluation}
-    training = [p for p in generator.workspace_passages(ws, seal.passages, "train") if p.title not in titles]
-    if "seal" in conditions and not training:
+    pool = generator.workspace_passages(ws, seal.passages, "train", "dream.seal.passages")
+    training = [p for p in pool if p.title not in titles]
+    if "seal" in chosen and not training:
         raise ReverieError(f"dream.seal.passages ({seal.passages}) has no passage outside the evaluation titles")
     bench_run = generator.bench(ws, evaluation, training[: seal.max_passages],
                                 on_round=lambda f: status_line(f"ReST-EM round {f.round} done"))
-    _run_conditions(bench_run, _conditions(conditions))
+    _run_conditions(bench_run, chosen)

@@ -129,7 +129,8 @@ class DreamConfig(_Strict):
     )
     seal: SealConfig = Field(default_factory=SealConfig, description="SEAL self-edits and ReST-EM.")
     train: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3), description="Fine-tuning on the dream data."
+        default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3, block_size=256),
+        description="Fine-tuning on the dream data.",
     )
 
 

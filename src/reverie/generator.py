@@ -37,11 +37,15 @@ def round_settings(seal: SealConfig) -> RoundSettings:
                          max_new_tokens=seal.max_new_tokens, generator_train=seal.generator_train)
 
 
-def workspace_passages(ws: Workspace, spec: str, split: str) -> list[Passage]:
-    """'knowledge' (the workspace's documents with their train_qa or eval_qa) or a SQuAD-format file."""
+def workspace_passages(ws: Workspace, spec: str, split: str, key: str) -> list[Passage]:
+    """'knowledge' (the workspace's documents with their train_qa or eval_qa) or a SQuAD-format file; `key`
+    names where `spec` came from in error messages."""
     if spec == "knowledge":
         return knowledge_passages(load_knowledge(ws.config.data.knowledge, ws.root), split)
-    return load_passages(ws.root / Path(spec).expanduser())
+    try:
+        return load_passages(ws.root / Path(spec).expanduser())
+    except ReverieError as exc:
+        raise ReverieError(f"{key}: {exc} (use 'knowledge' or a SQuAD-format JSON file)") from None
 
 
 def current_release(ws: Workspace) -> ModelRecord:
@@ -110,7 +114,7 @@ def train(ws: Workspace, rounds: int | None = None,
     Rerunning resumes an interrupted run; a larger `rounds` extends a finished one.
     """
     seal = ws.config.dream.seal
-    passages = workspace_passages(ws, seal.passages, "train")[: seal.max_passages]
+    passages = workspace_passages(ws, seal.passages, "train", "dream.seal.passages")[: seal.max_passages]
     if not passages:
         raise ReverieError(f"dream.seal.passages ({seal.passages}): no passage has questions to train on")
     settings = round_settings(seal)

@@ -128,10 +128,10 @@ class SealBench:
         n = len(self.evaluation)
         rows = {c: [self.journal.get(f"{c}/{i}") for i in range(n)] for c in CONDITIONS}
         done = {c: r for c, r in rows.items() if all(r)}
+        rounds = [{"round": r.round, **asdict(r.result)} for r in finished_rounds(self.state / "rest-em")]
         result: dict = {"eval_passages": n, "train_passages": len(self.training),
                         "questions": sum(len(p.questions) for p in self.evaluation), "conditions": {},
-                        "differences": {},
-                        "rounds": [{"round": r.round, **asdict(r.result)} for r in finished_rounds(self.state / "rest-em")]}
+                        "differences": {}, "rounds": rounds}
         for condition, records in done.items():
             accuracy = [r["accuracy"] for r in records]
             result["conditions"][condition] = {

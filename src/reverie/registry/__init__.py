@@ -4,4 +4,7 @@ from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRu
 from reverie.registry.sqlite_store import SQLiteRegistry
 from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
-__all__ = ["GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetRecord", "ModelRecord", "PhaseRun", "RegistryStore", "ReleaseEvent", "SQLiteRegistry"]
+__all__ = [
+    "GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetRecord", "ModelRecord", "PhaseRun", "RegistryStore",
+    "ReleaseEvent", "SQLiteRegistry",
+]
