@@ -12,17 +12,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from reverie.cli_data import data_app
 from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
-from reverie.progress import quiet_libraries
+from reverie.progress import quiet_libraries, results
 from reverie.registry import GENERATOR_ALIAS
 from reverie.workspace import Workspace
 
 app = typer.Typer(help="Run a language model's version iteration as a sleep cycle.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-out = Console(width=None if sys.stdout.isatty() else 200)  # never fold ids and hashes in logs and pipes
+out = results
 
 app.add_typer(seal_app, name="seal")
+app.add_typer(data_app, name="data")
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from reverie.errors import ReverieError
-from reverie.progress import quiet_libraries, status_line
+from reverie.progress import quiet_libraries, results, status_line
 from reverie.workspace import Workspace
 
 seal_app = typer.Typer(help="SEAL self-edits: train the generator by ReST-EM, write self-edits, measure them.",
@@ -28,7 +27,7 @@ LimitOpt = Annotated[int, typer.Option(min=1, help="At most this many evaluation
 ConditionsOpt = Annotated[
     str, typer.Option(help="Comma-separated, run in order, from: base, passage, own, teacher, seal.")
 ]
-out = Console()
+out = results
 
 
 def _open(workspace: Path, overrides: list[str] | None) -> Workspace:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from reverie.errors import ConfigError
 
@@ -33,11 +33,29 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype; float32 is fastest on most CPUs.")
 
 
+class SourceConfig(_Strict):
+    tier: int = Field(..., ge=0, le=9, description="Trust tier, higher is more trusted; weights sampling.")
+    licence: str = Field(..., min_length=1, description="Licence of the source's content, recorded on every record.")
+
+
 class DataConfig(_Strict):
     knowledge: str = Field(
         "demo",
         description="The knowledge drop to consolidate: 'demo' (the built-in fictional knowledge) or a path to a "
         "knowledge JSON file with documents, train_qa and eval_qa.",
+    )
+    sources: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")], SourceConfig] = Field(
+        default_factory=dict,
+        description="Where ingested data comes from: name -> {tier, licence}. `reverie data ingest` accepts only "
+        "these names.",
+    )
+    min_tier: int = Field(1, ge=0, le=9, description="Data from a source below this tier is rejected at ingest.")
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Estimated Jaccard similarity of word 3-grams at which two texts are duplicates."
+    )
+    contamination_span: int = Field(
+        8, ge=4, le=64, description="A training text sharing this many consecutive words with an evaluation item "
+        "is removed as contamination.",
     )
 
 
@@ -277,6 +295,12 @@ model:
 
 data:
   knowledge: demo           # 'demo' (built-in fictional knowledge) or a path to a knowledge JSON file
+  sources:                  # where `reverie data ingest` may take data from: trust tier (higher = more trusted), licence
+    team: {tier: 3, licence: internal}
+    web: {tier: 1, licence: unknown}
+  min_tier: 1               # data from a source below this tier is rejected
+  near_duplicate_threshold: 0.8   # estimated Jaccard of word 3-grams at which two texts are near duplicates
+  contamination_span: 8     # words shared in a row with an evaluation item that make a training text a leak
 
 learn:                      # LoRA SFT on the documents and their training questions
   lora: {rank: 16, alpha: 32, dropout: 0.0}

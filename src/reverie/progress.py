@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+results = Console(width=None if sys.stdout.isatty() else 200)  # tables and answers, on stdout; never folded in pipes
 
 
 class Bar:

@@ -114,6 +114,14 @@ class SQLiteRegistry(RegistryStore):
             raise ReverieError(f"no dataset {dataset_hash!r} in the registry")
         return DatasetRecord(**dict(row))
 
+    def add_dataset(self, dataset: DatasetRecord) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", tuple(asdict(dataset).values()))
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        rows = self._conn.execute("SELECT * FROM datasets ORDER BY created_at").fetchall()
+        return [DatasetRecord(**dict(r)) for r in rows]
+
     # metrics ------------------------------------------------------------------------------------------
     def log_metrics(self, model_id: str, suite: str, values: dict[str, float]) -> None:
         now = time.time()

@@ -43,6 +43,13 @@ class RegistryStore(ABC):
     @abstractmethod
     def get_dataset(self, dataset_hash: str) -> DatasetRecord: ...
 
+    @abstractmethod
+    def add_dataset(self, dataset: DatasetRecord) -> None:
+        """Register a dataset outside a phase (ingest); an already registered hash is left as it is."""
+
+    @abstractmethod
+    def list_datasets(self) -> list[DatasetRecord]: ...
+
     # metrics
     @abstractmethod
     def log_metrics(self, model_id: str, suite: str, values: dict[str, float]) -> None: ...

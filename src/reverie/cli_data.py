@@ -1,0 +1,67 @@
+"""`reverie data ...`: ingest files into the workspace's data pool and inspect it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from reverie.progress import results
+from reverie.workspace import Workspace
+
+data_app = typer.Typer(help="The data pool: ingest with provenance, dedup and contamination checks; statistics.",
+                       no_args_is_help=True)
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
+out = results
+
+
+@data_app.command("ingest")
+def ingest_command(
+    path: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file, or a folder of .txt / .md files.")],
+    source: Annotated[str, typer.Option(help="The source it comes from: a name under data.sources.")],
+    workspace: WorkspaceOpt = Path("."),
+    bucket: Annotated[str, typer.Option(help="Task bucket for rows that do not name one.")] = "general",
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the file name).")] = None,
+) -> None:
+    """Ingest a file or folder: schema, trust, contamination, exact and near-duplicate checks against the pool.
+    Every row that is not kept is stored with its reason; the counts of every step are printed."""
+    from reverie.data.pool import ingest_path
+
+    ws = Workspace.open(workspace)
+    dataset, result = ingest_path(ws, path, source, bucket, name)
+    table = Table(title=f"ingest {path} -> {dataset.name} ({dataset.hash[:12]})")
+    for column in ("step", "rows in", "kept", "removed", "quarantined"):
+        table.add_column(column, justify="right" if column != "step" else "left")
+    for step in result.steps:
+        table.add_row(step.step, str(step.rows_in), str(step.kept), str(step.removed), str(step.quarantined))
+    out.print(table)
+    for rejected in result.rejected[:10]:
+        out.print(f"  {rejected.origin}: {rejected.step}: {rejected.reason}", highlight=False)
+    if len(result.rejected) > 10:
+        out.print(f"  ... {len(result.rejected) - 10} more in {ws.artifacts.path(dataset.hash) / 'rejected.jsonl'}")
+
+
+@data_app.command()
+def stats(workspace: WorkspaceOpt = Path(".")) -> None:
+    """The pool's datasets with their step counts, and kept records per bucket, source and tier."""
+    from reverie.data.pool import manifest, pool_datasets, pool_stats
+
+    ws = Workspace.open(workspace)
+    datasets = Table(title="datasets in the pool")
+    for column in ("dataset", "hash", "kept", "removed", "quarantined", "source"):
+        datasets.add_column(column, no_wrap=True)
+    for dataset in pool_datasets(ws):
+        steps = manifest(ws, dataset)["steps"]
+        datasets.add_row(dataset.name, dataset.hash[:12], str(dataset.rows),
+                         str(sum(s["removed"] for s in steps)), str(sum(s["quarantined"] for s in steps)),
+                         dataset.source)
+    out.print(datasets)
+    for key, counts in pool_stats(ws).items():
+        table = Table(title=f"kept records per {key}")
+        table.add_column(key)
+        table.add_column("records", justify="right")
+        for value, count in sorted(counts.items()):
+            table.add_row(value, str(count))
+        out.print(table)

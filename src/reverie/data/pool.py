@@ -1,0 +1,101 @@
+"""The workspace's data pool: every ingested dataset, stored as a content-addressed artifact and registered.
+
+An ingested dataset's artifact holds `records.jsonl` (kept records with provenance), `rejected.jsonl` (every
+row not kept, with its step and reason) and `manifest.json` (the input, its source, and each step's counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from reverie.data.dedup import ContaminationIndex
+from reverie.data.ingest import IngestResult, PoolIndex, SourceSpec, ingest
+from reverie.data.knowledge import load_knowledge
+from reverie.data.multiple_choice import load_choice_items
+from reverie.data.readers import read_rows
+from reverie.data.records import Record
+from reverie.errors import ReverieError
+from reverie.registry import DatasetRecord
+from reverie.workspace import Workspace
+
+POOL_PREFIX = "pool/"
+NAME_PATTERN = "letters, digits, '_', '.', '-'"
+
+
+def pool_datasets(ws: Workspace) -> list[DatasetRecord]:
+    return [d for d in ws.registry.list_datasets() if d.name.startswith(POOL_PREFIX)]
+
+
+def load_records(ws: Workspace, dataset: DatasetRecord) -> list[Record]:
+    path = ws.artifacts.path(dataset.hash) / "records.jsonl"
+    return [Record.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def manifest(ws: Workspace, dataset: DatasetRecord) -> dict:
+    return json.loads((ws.artifacts.path(dataset.hash) / "manifest.json").read_text())
+
+
+def evaluation_items(ws: Workspace) -> dict[str, str]:
+    """Everything the Gate scores, keyed for reports: held-out questions with answers, general-suite goals."""
+    config = ws.config
+    knowledge = load_knowledge(config.data.knowledge, ws.root)
+    items = {f"{doc.id}/eval_qa/{i}": f"{qa.question} {qa.answer}"
+             for doc in knowledge.documents for i, qa in enumerate(doc.eval_qa)}
+    general = load_choice_items(config.eval.general_suite, ws.root, config.eval.general_limit)
+    items |= {f"general/{i}": item.goal for i, item in enumerate(general)}
+    return items
+
+
+def source_spec(ws: Workspace, name: str) -> SourceSpec:
+    sources = ws.config.data.sources
+    if name not in sources:
+        known = ", ".join(sources) or "none: declare them under data.sources in reverie.yaml"
+        raise ReverieError(f"--source {name!r} is not in data.sources (known: {known})")
+    return SourceSpec(name, sources[name].tier, sources[name].licence)
+
+
+def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str | None = None,
+                ) -> tuple[DatasetRecord, IngestResult]:
+    """Ingest one file or folder into the pool, deduplicated against everything already there."""
+    name = name or path.stem
+    if not name or any(not (c.isalnum() or c in "_.-") for c in name):
+        raise ReverieError(f"dataset name {name!r}: use {NAME_PATTERN}")
+    spec = source_spec(ws, source)
+    data = ws.config.data
+    pool = PoolIndex.build((r for d in pool_datasets(ws) for r in load_records(ws, d)), data.near_duplicate_threshold)
+    contamination = ContaminationIndex(evaluation_items(ws), data.contamination_span)
+    result = ingest(read_rows(path), spec, bucket, pool, data.min_tier, contamination)
+    with ws.artifacts.stage() as staged:
+        (staged.path / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.records))
+        (staged.path / "rejected.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.rejected))
+        (staged.path / "manifest.json").write_text(json.dumps({
+            "input": str(path.resolve()), "input_sha256": _input_hash(path), "source": spec.__dict__,
+            "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
+        }, indent=2) + "\n")
+    dataset = DatasetRecord(staged.hash, POOL_PREFIX + name, len(result.records),
+                            f"ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})", time.time())
+    ws.registry.add_dataset(dataset)
+    return dataset, result
+
+
+def _input_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def pool_stats(ws: Workspace) -> dict[str, Counter]:
+    """Kept records per bucket, source and tier, over the whole pool."""
+    stats = {"bucket": Counter(), "source": Counter(), "tier": Counter()}
+    for dataset in pool_datasets(ws):
+        for record in load_records(ws, dataset):
+            stats["bucket"][record.bucket] += 1
+            stats["source"][record.provenance.source] += 1
+            stats["tier"][str(record.provenance.tier)] += 1
+    return stats

@@ -1,0 +1,62 @@
+"""Training records with provenance, and the rows that were not kept, each with its reason.
+
+A record is either plain text (continued pretraining) or a prompt with its completion (SFT). Its id is the
+hash of its normalised content, so the same text from two files is the same record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reverie.data.text import normalize
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str  # a name from data.sources
+    tier: int  # the source's trust tier (higher is more trusted)
+    licence: str
+    origin: str  # file and line (or row, or file name) the record came from
+    ingested_at: float
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = ""
+    text: str | None = None
+    prompt: str | None = None
+    completion: str | None = None
+    bucket: str = "general"
+    provenance: Provenance
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _content(self) -> Record:
+        has_text = bool(self.text and self.text.strip())
+        has_pair = bool(self.prompt and self.prompt.strip() and self.completion and self.completion.strip())
+        if has_text == has_pair:
+            raise ValueError("a record needs either a non-empty 'text' or a non-empty 'prompt' and 'completion'")
+        if not self.id:
+            self.id = content_id(self.content())
+        return self
+
+    def content(self) -> str:
+        """The text dedup and contamination checks compare."""
+        return self.text if self.text is not None else f"{self.prompt}\n{self.completion}"
+
+
+def content_id(text: str) -> str:
+    return hashlib.sha256(normalize(text).encode()).hexdigest()[:16]
+
+
+class Rejected(BaseModel):
+    """A row that was not kept: quarantined (it is bad) or removed (it duplicates or leaks something)."""
+
+    model_config = ConfigDict(extra="forbid")
+    origin: str
+    step: str  # the ingest step that rejected it
+    reason: str
+    row: Any = None  # the raw row, as read

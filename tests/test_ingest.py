@@ -1,0 +1,166 @@
+"""The data pool: ingest from every format with provenance, quarantine with reasons, dedup, contamination,
+trust tiers; the counts of every step add up."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
+from reverie.data.ingest import PoolIndex, SourceSpec, ingest
+from reverie.data.pool import ingest_path, load_records, pool_datasets
+from reverie.data.readers import read_rows
+from reverie.data.records import Record, Rejected
+from reverie.errors import ReverieError
+from reverie.workspace import Workspace
+
+from test_cycle import reverie
+
+TEAM = SourceSpec("team", 3, "internal")
+FACTS = [
+    "Velmora is an island nation governed from the city of Quistrand since the year 1874.",
+    "The Thrannock rowing club has won the Gildermoor Cup eleven times in its long history.",
+    "Owls in the northern forests nest in hollow oak trees during the coldest winter months.",
+]
+
+
+def run(path: Path, pool: PoolIndex | None = None, source: SourceSpec = TEAM, min_tier: int = 1,
+        evaluation: dict[str, str] | None = None):
+    pool = pool or PoolIndex.build([], 0.7)
+    return ingest(read_rows(path), source, "general", pool, min_tier, ContaminationIndex(evaluation or {}))
+
+
+def assert_counts_add_up(result, rows: int) -> None:
+    steps = result.steps
+    assert steps[0].rows_in == rows
+    for before, after in zip(steps, steps[1:]):
+        assert after.rows_in == before.kept
+    for step in steps:
+        assert step.rows_in == step.kept + step.removed + step.quarantined
+    assert len(result.records) + len(result.rejected) == rows
+
+
+def test_malformed_jsonl_rows_are_quarantined_with_line_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"text": FACTS[0]}), "{not json", json.dumps({"prompt": "Capital of Velmora?"}),
+             json.dumps(["a", "list"]), json.dumps({"prompt": "Who rows?", "completion": "Thrannock", "lang": "en"}),
+             "", json.dumps({"text": FACTS[2], "bucket": "reasoning"})]
+    path.write_text("\n".join(lines) + "\n")
+    result = run(path)
+    assert_counts_add_up(result, rows=6)  # the blank line is not a row
+    assert [r.provenance.origin for r in result.records] == [f"{path}:1", f"{path}:5", f"{path}:7"]
+    assert result.records[1].meta == {"lang": "en"} and result.records[2].bucket == "reasoning"
+    reasons = {r.origin: r.reason for r in result.rejected}
+    assert "not valid JSON" in reasons[f"{path}:2"]
+    assert "'prompt' and 'completion'" in reasons[f"{path}:3"]
+    assert "expected a JSON object" in reasons[f"{path}:4"]
+    assert all(r.step == "schema" and r.row is not None for r in result.rejected)
+    provenance = result.records[0].provenance
+    assert (provenance.source, provenance.tier, provenance.licence) == ("team", 3, "internal")
+    assert provenance.ingested_at > 0 and len(result.records[0].id) == 16
+
+
+def test_csv_parquet_and_text_folders_are_read_with_their_origins(tmp_path: Path) -> None:
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text(f'text,bucket\n"{FACTS[0]}",reasoning\n"a","b","c"\n"{FACTS[1]}",\n')
+    result = run(csv_path)
+    assert_counts_add_up(result, rows=3)
+    assert result.rejected[0].origin == f"{csv_path}:3" and "more than the header" in result.rejected[0].reason
+    assert [r.bucket for r in result.records] == ["reasoning", "general"]
+
+    parquet = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"prompt": ["Q1?", None], "completion": ["A1", "A2"]}), parquet)
+    result = run(parquet)
+    assert [r.origin for r in result.rejected] == [f"{parquet}#row1"] and len(result.records) == 1
+
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text(FACTS[0])
+    (folder / "sub" / "b.txt").write_text(FACTS[1])
+    (folder / "c.txt").write_bytes(b"\xff\xfe not utf-8")
+    (folder / "ignored.bin").write_bytes(b"x")
+    result = run(folder)
+    assert_counts_add_up(result, rows=3)
+    assert {r.meta["file"] for r in result.records} == {"a.md", "sub/b.txt"}
+    assert result.rejected[0].reason == "not UTF-8 text"
+
+    (tmp_path / "x.xlsx").write_text("")
+    with pytest.raises(ReverieError, match="unsupported format .xlsx"):
+        next(read_rows(tmp_path / "x.xlsx"))
+
+
+def test_duplicates_reposts_and_leaks_are_removed_with_what_they_repeat(tmp_path: Path) -> None:
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({"text": FACTS[0]}) + "\n")
+    pool = PoolIndex.build([], 0.7)
+    original = run(first, pool).records[0]
+
+    second = tmp_path / "second.jsonl"
+    near = FACTS[1].replace("long history", "long past")  # two of thirteen word 3-grams differ
+    rows = [FACTS[0].upper(), FACTS[1], near, FACTS[1] + "!", f"Trivia: {FACTS[2]}"]
+    second.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    evaluation = {"doc-7/eval_qa/0": "owls in the northern forests nest in hollow oak trees"}
+    result = run(second, pool, SourceSpec("web", 1, "unknown"), evaluation=evaluation)
+    assert_counts_add_up(result, rows=5)
+    assert [r.text for r in result.records] == [FACTS[1]]
+    reasons = {r.origin.rsplit(":", 1)[1]: (r.step, r.reason) for r in result.rejected}
+    assert reasons["1"] == ("exact dedup", f"repost: exact duplicate of {original.id} from source 'team'")
+    assert reasons["3"][0] == "near dedup" and reasons["3"][1] == f"near duplicate of {result.records[0].id}"
+    assert reasons["4"][0] == "exact dedup"
+    assert reasons["5"] == ("contamination", "overlaps evaluation item doc-7/eval_qa/0 (8-word span or whole item)")
+
+
+def test_a_source_below_the_minimum_tier_is_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "low.jsonl"
+    path.write_text(json.dumps({"text": FACTS[0]}) + "\n")
+    result = run(path, source=SourceSpec("forum", 0, "unknown"), min_tier=1)
+    assert not result.records and result.steps[1].quarantined == 1
+    assert "tier 0, below data.min_tier 1" in result.rejected[0].reason
+
+
+def test_near_duplicate_index_finds_planted_copies_and_ignores_strangers() -> None:
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(3000)]
+    originals = [" ".join(rng.choices(words, k=40)) for _ in range(300)]
+
+    def perturb(text: str) -> str:  # drop or replace two of forty words
+        tokens = text.split()
+        for _ in range(2):
+            tokens[rng.randrange(len(tokens))] = rng.choice(words)
+        return " ".join(tokens)
+
+    index = NearDuplicateIndex(threshold=0.6)
+    for i, signature in enumerate(index.signatures(originals)):
+        index.add(str(i), signature)
+    copies = index.signatures([perturb(t) for t in originals[:100]])
+    strangers = index.signatures([" ".join(rng.choices(words, k=40)) for _ in range(100)])
+    found = sum(index.match(s) == str(i) for i, s in enumerate(copies))
+    false = sum(index.match(s) is not None for s in strangers)
+    assert found >= 95 and false == 0
+
+
+def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> None:
+    Workspace.init(tmp_path / "ws")
+    data = tmp_path / "facts.jsonl"
+    data.write_text(json.dumps({"text": FACTS[0]}) + "\n{oops\n")
+    result = reverie("data", "ingest", str(data), "--source", "team", "-w", str(tmp_path / "ws"))
+    assert "facts.jsonl:2: schema: not valid JSON" in result.stdout
+    ws = Workspace.open(tmp_path / "ws")
+    [dataset] = pool_datasets(ws)
+    assert dataset.name == "pool/facts" and dataset.rows == 1 and "team (tier 3, internal)" in dataset.source
+    assert [r.text for r in load_records(ws, dataset)] == [FACTS[0]]
+    folder = ws.artifacts.path(dataset.hash)
+    [rejected] = [Rejected.model_validate_json(line) for line in (folder / "rejected.jsonl").read_text().splitlines()]
+    assert rejected.row == "{oops"
+    stats = reverie("data", "stats", "-w", str(tmp_path / "ws")).stdout
+    assert "pool/facts" in stats and "general" in stats
+    unknown = reverie("data", "ingest", str(data), "--source", "forum", "-w", str(tmp_path / "ws"), check=False)
+    assert unknown.returncode == 2 and "not in data.sources (known: team, web)" in unknown.stderr
+    with pytest.raises(ReverieError, match="dataset name"):
+        ingest_path(ws, data, "team", "general", name="../escape")
+    assert isinstance(load_records(ws, dataset)[0], Record)
