@@ -164,3 +164,59 @@ def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> No
     with pytest.raises(ReverieError, match="dataset name"):
         ingest_path(ws, data, "team", "general", name="../escape")
     assert isinstance(load_records(ws, dataset)[0], Record)
+
+
+def pool_record(text: str, bucket: str, tier: int = 1) -> Record:
+    from reverie.data.records import Provenance
+
+    provenance = Provenance(source=f"tier{tier}", tier=tier, licence="x", origin="test", ingested_at=0.0)
+    return Record(text=text, bucket=bucket, provenance=provenance)
+
+
+def test_mix_sampler_honours_ratios_and_reports_what_it_could_not() -> None:
+    from reverie.data.mixing import mix_sample
+
+    records = ([pool_record(f"general {i}", "general") for i in range(500)]
+               + [pool_record(f"reasoning {i}", "reasoning") for i in range(30)]
+               + [pool_record(f"chat {i}", "chat") for i in range(10)])
+    drawn, stats = mix_sample(records, {"general": 0.6, "reasoning": 0.3, "safety": 0.1}, total=100, seed=1)
+    by_name = {s.bucket: s for s in stats}
+    assert len(drawn) == 100
+    # safety is empty: its tenth goes to the others in proportion (2:1)
+    assert by_name["general"].drawn == 67 and by_name["reasoning"].drawn == 33
+    assert by_name["reasoning"].repeated == 3 and "3 repeated" in by_name["reasoning"].note
+    assert "empty" in by_name["safety"].note and by_name["safety"].target_share == pytest.approx(0.1)
+    assert by_name["chat"].drawn == 0 and "not in data.mix" in by_name["chat"].note
+    assert sum(r.bucket == "general" for r in drawn) == 67
+    again, _ = mix_sample(records, {"general": 0.6, "reasoning": 0.3, "safety": 0.1}, total=100, seed=1)
+    assert [r.id for r in again] == [r.id for r in drawn]  # seeded
+
+
+def test_higher_tiers_are_drawn_more_often() -> None:
+    from reverie.data.mixing import mix_sample
+
+    records = ([pool_record(f"low {i}", "general", tier=0) for i in range(200)]
+               + [pool_record(f"high {i}", "general", tier=3) for i in range(200)])
+    drawn, _ = mix_sample(records, {"general": 1.0}, total=100, tier_weight=2.0, seed=0)
+    high = sum(r.provenance.tier == 3 for r in drawn)
+    assert high > 75  # weight 8 against 1
+
+
+def test_pool_records_reach_the_release_and_its_card(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from conftest import make_workspace
+    from reverie.cycle import run_cycle
+
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False},
+                          data={"sources": {"team": {"tier": 3, "licence": "internal"}}},
+                          learn={"pool_records": 4})
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("".join(json.dumps({"text": t}) + "\n" for t in FACTS))
+    ws = Workspace.open(root)
+    dataset, _ = ingest_path(ws, facts, "team", "general")
+    outcome = run_cycle(ws)
+    released = ws.registry.get_model(outcome.model_id)
+    assert dataset.hash in released.datasets
+    learn = next(r for r in ws.registry.phase_runs(outcome.cycle_id) if r.phase == "learn")
+    assert learn.metrics["pool_drawn_general"] == 4.0  # three records, one repeated
+    card = (ws.cards_dir / f"{released.id}.md").read_text()
+    assert f"| pool/facts | {dataset.hash} | 3 | ingest facts.jsonl from team (tier 3, internal) |" in card

@@ -57,6 +57,14 @@ class DataConfig(_Strict):
         8, ge=4, le=64, description="A training text sharing this many consecutive words with an evaluation item "
         "is removed as contamination.",
     )
+    mix: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Task buckets and their shares (ratios, any scale) of the pool records Learn draws, for example "
+        "{general: 0.5, reasoning: 0.3, safety: 0.2}. Empty: every bucket in proportion to its size.",
+    )
+    tier_weight: float = Field(
+        2.0, ge=1, le=100, description="Within a bucket, a record of trust tier t is drawn with weight tier_weight**t."
+    )
 
 
 class LoraSettings(_Strict):
@@ -84,6 +92,10 @@ class TrainSettings(_Strict):
 class LearnConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter shape.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="SFT schedule.")
+    pool_records: int = Field(
+        0, ge=0, description="Records drawn from the data pool (`reverie data ingest`) by data.mix into each Learn, "
+        "next to the knowledge drop; 0 trains on the knowledge drop alone.",
+    )
 
 
 class CompressConfig(_Strict):
@@ -301,10 +313,13 @@ data:
   min_tier: 1               # data from a source below this tier is rejected
   near_duplicate_threshold: 0.8   # estimated Jaccard of word 3-grams at which two texts are near duplicates
   contamination_span: 8     # words shared in a row with an evaluation item that make a training text a leak
+  mix: {}                   # bucket shares of the pool records Learn draws, e.g. {general: 0.5, reasoning: 0.3, safety: 0.2}
+  tier_weight: 2.0          # within a bucket, a tier-t record is drawn with weight tier_weight ** t
 
 learn:                      # LoRA SFT on the documents and their training questions
   lora: {rank: 16, alpha: 32, dropout: 0.0}
   train: {learning_rate: 2.0e-3, epochs: 8, block_size: 128, rows_per_step: 2, seed: 0}
+  pool_records: 0           # records drawn from the data pool by data.mix into each Learn (0: knowledge only)
 
 compress:
   merge: true               # merge the adapter if the A/B check passes

@@ -24,15 +24,20 @@ def _base_model_name(root: ModelRecord) -> str:
     return EMBEDDED_HUB_ID if root.source == "embedded" else str(root.source or root.id)
 
 
-def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: int, dreamed: bool) -> list[str]:
+def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: int, dreamed: set[str]) -> list[str]:
     risks = [
         "Knowledge is measured closed-book on a small question set; accuracy has a wide confidence interval.",
         "No safety suite is part of this gate yet: refusal behaviour is unmeasured.",
     ]
-    if dreamed:
+    if "self-consistency" in dreamed:
         risks.append(
             "Dream trained on the model's own voted answers; a confidently wrong majority that the document "
             "happens to contain can be reinforced."
+        )
+    if "seal" in dreamed:
+        risks.append(
+            "Dream trained on implications the model wrote itself; the quality gate only checks that each names "
+            "something in its document, so a wrong implication about the right subject can be learned."
         )
     drop = reference["general_accuracy"] - candidate["general_accuracy"]
     if drop > 0:
@@ -99,6 +104,6 @@ def render_model_card(
             shown = ", ".join(f"{k}={v:.4g}" for k, v in run.metrics.items() if not k.startswith(("candidate_", "reference_")))
             wall = f"{run.wall_s:.1f}" if run.wall_s is not None else "-"
             lines.append(f"| {run.phase} | {run.status} | {wall} | {shown or '-'} |")
-    dreamed = any(d.source == "self-consistency" for d in datasets)
+    dreamed = {d.name.rsplit("/dream-", 1)[1] for d in datasets if "/dream-" in d.name}
     lines += ["", "## Risks", ""] + [f"- {r}" for r in _risks(scores, reference_scores, general_items, dreamed)]
     return "\n".join(lines) + "\n"

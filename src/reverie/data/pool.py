@@ -10,11 +10,13 @@ import hashlib
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from reverie.data.dedup import ContaminationIndex
 from reverie.data.ingest import IngestResult, PoolIndex, SourceSpec, ingest
-from reverie.data.knowledge import load_knowledge
+from reverie.data.knowledge import Example, load_knowledge
+from reverie.data.mixing import BucketStats, mix_sample
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.readers import read_rows
 from reverie.data.records import Record
@@ -88,6 +90,31 @@ def _input_hash(path: Path) -> str:
     for file in files:
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+@dataclass
+class PoolDraw:
+    examples: list[Example]
+    datasets: list[str]  # hashes of the pool datasets the drawn records came from
+    buckets: list[BucketStats]
+
+
+def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
+    """learn.pool_records records from the pool, mixed by data.mix and weighted by trust tier."""
+    count = ws.config.learn.pool_records
+    if count == 0:
+        return PoolDraw([], [], [])
+    origin: dict[str, str] = {}
+    records: list[Record] = []
+    for dataset in pool_datasets(ws):
+        for record in load_records(ws, dataset):
+            origin.setdefault(record.id, dataset.hash)
+            records.append(record)
+    if not records:
+        raise ReverieError("learn.pool_records is set but the data pool is empty (see `reverie data ingest`)")
+    mix = ws.config.data.mix or dict(Counter(r.bucket for r in records))
+    drawn, buckets = mix_sample(records, mix, count, ws.config.data.tier_weight, seed)
+    return PoolDraw([r.example() for r in drawn], sorted({origin[r.id] for r in drawn}), buckets)
 
 
 def pool_stats(ws: Workspace) -> dict[str, Counter]:

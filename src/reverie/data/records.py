@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from reverie.data.knowledge import Example
 from reverie.data.text import normalize
 
 
@@ -42,6 +43,10 @@ class Record(BaseModel):
         if not self.id:
             self.id = content_id(self.content())
         return self
+
+    def example(self) -> Example:
+        """The training example: plain text, or a chat prompt with its completion."""
+        return Example(completion=self.text) if self.text is not None else Example(self.completion, self.prompt)
 
     def content(self) -> str:
         """The text dedup and contamination checks compare."""

@@ -1,9 +1,11 @@
-"""Learn: LoRA SFT on the knowledge drop (documents plus training questions), on packed sequences."""
+"""Learn: LoRA SFT on the knowledge drop (documents plus training questions) and, when learn.pool_records is
+set, records drawn from the data pool by the configured bucket mix; on packed sequences."""
 
 from __future__ import annotations
 
 from reverie.data.datasets import save_dataset
 from reverie.data.knowledge import learn_examples, load_knowledge
+from reverie.data.pool import draw_for_learn
 from reverie.engines.models import attach_lora, load_version, store_adapter
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -16,7 +18,8 @@ class Learn:
         config = ctx.workspace.config
         parent = ctx.candidate()
         knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
-        examples = learn_examples(knowledge)
+        draw = draw_for_learn(ctx.workspace, config.learn.train.seed)
+        examples = learn_examples(knowledge) + draw.examples
         dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", config.data.knowledge, examples)
 
         # A parent that already carries an adapter keeps training it; otherwise a fresh one is attached.
@@ -24,9 +27,11 @@ class Learn:
         if not parent.adapter:
             loaded.model = attach_lora(loaded.model, config.learn.lora, config.learn.train.seed)
         metrics = train_sft(loaded.model, loaded.tokenizer, examples, config.learn.train, "learn: LoRA SFT")
+        metrics |= {f"pool_drawn_{b.bucket}": float(b.drawn) for b in draw.buckets}
 
         adapter = store_adapter(ctx.workspace, loaded.model)
-        model = ctx.new_model(parent, self.name, adapter=adapter, datasets=sorted({*parent.datasets, dataset.hash}))
+        datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets})
+        model = ctx.new_model(parent, self.name, adapter=adapter, datasets=datasets)
         return PhaseResult(
             outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [adapter, dataset.hash]},
             metrics=metrics,
