@@ -220,3 +220,6 @@ def test_pool_records_reach_the_release_and_its_card(tmp_path: Path, tiny_model_
     assert learn.metrics["pool_drawn_general"] == 4.0  # three records, one repeated
     card = (ws.cards_dir / f"{released.id}.md").read_text()
     assert f"| pool/facts | {dataset.hash} | 3 | ingest facts.jsonl from team (tier 3, internal) |" in card
+    tree = reverie("lineage", "-w", str(root)).stdout
+    assert f"dataset pool/facts {dataset.hash[:12]}: 3 rows, ingest facts.jsonl from team" in tree
+    assert released.id in tree and "base weights:" in tree

@@ -179,6 +179,33 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
     typer.echo(path.read_text(), nl=False)  # verbatim: the card is a file to copy, not console output
 
 
+@app.command("lineage")
+def lineage_command(
+    model: Annotated[str, typer.Argument(help="Model id, or 'release'.")] = "release", workspace: WorkspaceOpt = Path(".")
+) -> None:
+    """The tree from a model back to its base: each version, the datasets it added, and where they came from."""
+    from rich.tree import Tree
+
+    from reverie.model_card import lineage
+
+    ws = Workspace.open(workspace)
+    model_id = ws.registry.get_alias() if model == "release" else model
+    if model_id is None:
+        raise ReverieError("there is no release yet (run `reverie cycle`)")
+    chain = lineage(ws, ws.registry.get_model(model_id))
+    root = Tree(f"{chain[0].id} ({chain[0].status})")
+    node = root
+    for record, parent in zip(chain, chain[1:] + [None]):
+        added = sorted(set(record.datasets) - set(parent.datasets if parent else []))
+        for dataset in (ws.registry.get_dataset(h) for h in added):
+            node.add(f"dataset {dataset.name} {dataset.hash[:12]}: {dataset.rows} rows, {dataset.source}")
+        if parent is not None:
+            node = node.add(f"{parent.id} ({parent.status}{', ' + parent.phase if parent.phase else ''})")
+        elif record.source:
+            node.add(f"base weights: {record.source}")
+    out.print(root)
+
+
 def main() -> None:
     try:
         app()
