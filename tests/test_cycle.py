@@ -60,7 +60,7 @@ def test_cycle_releases_a_candidate_with_lineage_and_card(workspace_dir: Path) -
     assert_no_orphans(workspace)
 
 
-def test_seal_dream_trains_on_grounded_items_and_quarantines_the_rest(workspace_dir: Path) -> None:
+def test_seal_dream_trains_on_gated_items_and_quarantines_the_rest(workspace_dir: Path) -> None:
     workspace = Workspace.open(workspace_dir)
     outcome = run_cycle(workspace)
     dream = next(r for r in workspace.registry.phase_runs(outcome.cycle_id) if r.phase == "dream")

@@ -13,7 +13,7 @@ from reverie.artifacts import ArtifactStore
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.knowledge import load_knowledge
 from reverie.data.passages import Passage, knowledge_passages
-from reverie.data.self_edits import grounded_items
+from reverie.data.self_edits import gate_items
 from reverie.engines.evaluation import closed_book_qa
 from reverie.engines.inner_loop import InnerLoop, multi_passage_trial
 from reverie.engines.judge import JudgeGrader
@@ -147,13 +147,28 @@ def test_multi_passage_trial_trains_one_adapter_on_all_passages(tiny_model_dir: 
         multi_passage_trial(loop, passages, [[]], seed=0)
 
 
-def test_grounded_items_quarantine_text_about_something_else() -> None:
-    kept, dropped = grounded_items(
-        ["Quistrand governs the island.", "Bananas are yellow fruit.", "It is so."], "Velmora",
+def test_self_edit_items_must_pass_the_rules_and_stay_on_topic() -> None:
+    kept, dropped = gate_items(
+        ["Quistrand governs the island of Velmora.", "Bananas are yellow fruit.", "It is so.",
+         "Velmora Velmora Velmora Velmora Velmora Velmora Velmora"], "Velmora",
         "Velmora is governed from Quistrand.",
     )
-    assert kept == ["Quistrand governs the island."]
-    assert dropped == ["Bananas are yellow fruit.", "It is so."]
+    assert kept == ["Quistrand governs the island of Velmora."]
+    reasons = dict(dropped)
+    assert reasons["Bananas are yellow fruit."].startswith("off topic")
+    assert reasons["It is so."].startswith("off topic")  # three words pass the length rule, but name nothing
+    assert reasons["Velmora Velmora Velmora Velmora Velmora Velmora Velmora"].startswith("repetitive")
+
+
+def test_quality_rules_name_what_failed() -> None:
+    from reverie.data.quality import check_text
+
+    assert check_text("Too short") == "too short: 2 words (at least 3)"
+    assert check_text("x " * 250).startswith("too long: 250 words")
+    assert check_text("Velmora adopted its flag in 1874 after the long war.") is None
+    assert check_text("Flagge Velmoras wurde nach langem Krieg eingeführt und seitdem behalten").startswith("not English")
+    assert check_text('{"answer": "Quistrand", "year": 1874}', expects_json=True) is None
+    assert check_text("answer: Quistrand year 1874", expects_json=True).startswith("not valid JSON")
 
 
 def test_knowledge_documents_become_passages_per_split() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from reverie.data.knowledge import Example
+from reverie.data.quality import QualityRules, check_text
 from reverie.data.text import normalize
 
 PROMPT_STYLES: dict[str, str] = {
@@ -50,14 +51,20 @@ def parse_self_edit(text: str) -> list[str]:
     return items
 
 
-def grounded_items(items: list[str], title: str, passage: str) -> tuple[list[str], list[str]]:
-    """Split items into (kept, dropped): an item is kept when it names something the passage does, that is,
-    shares a word of four or more letters with the title or passage. Off-topic text never reaches training."""
+def gate_items(items: list[str], title: str, passage: str,
+               rules: QualityRules = QualityRules()) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split self-edit items into (kept, [(dropped item, reason)]): an item must pass the quality rules and
+    name something the passage does (share a word of four or more letters with its title or text)."""
     source = set(normalize(f"{title} {passage}").split())
     kept, dropped = [], []
     for item in items:
-        words = {w for w in normalize(item).split() if len(w) >= 4}
-        (kept if words & source else dropped).append(item)
+        reason = check_text(item, rules)
+        if reason is None and not {w for w in normalize(item).split() if len(w) >= 4} & source:
+            reason = "off topic: shares no word of four or more letters with its document"
+        if reason is None:
+            kept.append(item)
+        else:
+            dropped.append((item, reason))
     return kept, dropped
 
 

@@ -1,8 +1,9 @@
 """Dream: the candidate trains on data written by a model, after that data passes a quality gate.
 
 - seal (default): the self-edit generator (trained by `reverie seal train`, or the candidate itself until
-  then) writes implications of every document; items that share no word with their document are quarantined;
-  the candidate trains on the documents plus the kept implications (SEAL's continued-pretraining variant).
+  then) writes implications of every document; items that fail the data layer's quality rules or share no
+  word with their document are quarantined with the reason; the candidate trains on the documents plus the
+  kept implications (SEAL's continued-pretraining variant).
 - self-consistency: the candidate answers each training question several times with its document in view;
   the majority answer is kept when enough votes agree and the document supports it, and the candidate learns
   to give it closed-book.
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reverie.data.datasets import save_dataset
+from reverie.data.datasets import save_dataset, save_rejected
 from reverie.data.knowledge import Example, Knowledge, load_knowledge
-from reverie.data.self_edits import grounded_items, self_edit_examples
+from reverie.data.records import Rejected
+from reverie.data.self_edits import gate_items, self_edit_examples
 from reverie.data.synthetic import majority_vote, supported_by
 from reverie.data.text import contains_phrase
 from reverie.engines.generation import generate
@@ -30,15 +32,12 @@ from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
-QUARANTINE_REASON = "quarantine: self-edit items that share no word with their document"
-
-
 @dataclass
 class DreamData:
     source: str  # what wrote the data, for the dataset record
     examples: list[Example]
     metrics: dict[str, float]
-    quarantined: list[Example] = field(default_factory=list)
+    quarantined: list[Rejected] = field(default_factory=list)
 
 
 def self_consistency_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
@@ -72,11 +71,12 @@ def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> 
                                 1, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size,
                                 seed=ws.config.dream.train.seed)
     examples: list[Example] = []
-    quarantined: list[Example] = []
+    quarantined: list[Rejected] = []
     kept_items = 0
     for document, per_document in zip(documents, edits):
-        kept, dropped = grounded_items(per_document[0], document.title, document.text)
-        quarantined += [Example(completion=f"{document.title}\n{item}") for item in dropped]
+        kept, dropped = gate_items(per_document[0], document.title, document.text)
+        quarantined += [Rejected(origin=f"document {document.id}", step="dream quality gate", reason=reason,
+                                 row=item) for item, reason in dropped]
         kept_items += len(kept)
         if kept:
             examples += self_edit_examples(document.title, document.text, kept)
@@ -102,8 +102,8 @@ class Dream:
         kept, metrics = data.examples, data.metrics
         new_datasets: list[DatasetRecord] = []
         if data.quarantined:
-            new_datasets.append(save_dataset(ctx.workspace, f"{knowledge.name}/dream-{settings.method}-quarantine",
-                                             QUARANTINE_REASON, data.quarantined))
+            new_datasets.append(save_rejected(ctx.workspace, f"{knowledge.name}/dream-{settings.method}-quarantine",
+                                              data.quarantined))
         outputs = {"model": candidate.id, "artifacts": [d.hash for d in new_datasets]}
         if not kept:
             return PhaseResult(outputs=outputs | {"reason": "no synthetic example passed the quality gate"},
