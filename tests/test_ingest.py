@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
+from reverie.data.knowledge import load_knowledge
 from reverie.data.ingest import PoolIndex, SourceSpec, ingest
 from reverie.data.pool import ingest_path, load_records, pool_datasets
 from reverie.data.readers import read_rows
@@ -223,3 +224,38 @@ def test_pool_records_reach_the_release_and_its_card(tmp_path: Path, tiny_model_
     tree = reverie("lineage", "-w", str(root)).stdout
     assert f"dataset pool/facts {dataset.hash[:12]}: 3 rows, ingest facts.jsonl from team" in tree
     assert released.id in tree and "base weights:" in tree
+
+
+def test_replay_count_never_exceeds_its_share() -> None:
+    from reverie.data.replay import replay_count
+
+    for base in range(0, 60):
+        for share in (0.0, 0.1, 0.2, 0.5, 0.9):
+            for available in (0, 3, 1000):
+                count = replay_count(base, share, available)
+                assert count <= available
+                if base + count:
+                    assert count / (base + count) <= share + 1e-12
+    assert replay_count(80, 0.2, 1000) == 20  # exactly at the cap when there is enough
+
+
+def test_gate_failures_are_replayed_in_the_next_learn_within_the_cap(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from conftest import make_workspace
+    from reverie.cycle import run_cycle
+
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False},
+                          learn={"replay_share": 0.1, "train": {"epochs": 1}})
+    ws = Workspace.open(root)
+    first = run_cycle(ws)
+    gate = next(r for r in ws.registry.phase_runs(first.cycle_id) if r.phase == "gate")
+    assert gate.metrics["failed_questions"] > 0  # a tiny random model fails held-out questions
+    [replay] = [d for d in ws.registry.list_datasets() if d.name == f"replay/{first.cycle_id}"]
+    assert replay.rows == gate.metrics["replay_examples"] and replay.source.startswith("gate failures of")
+    lines = (ws.artifacts.path(replay.hash) / "examples.jsonl").read_text()
+    held_out = [qa.question for _, qa in load_knowledge("demo", root).eval_items()]
+    assert not any(question in lines for question in held_out)  # the test questions themselves never train
+
+    second = run_cycle(ws)
+    learn = next(r for r in ws.registry.phase_runs(second.cycle_id) if r.phase == "learn")
+    assert 0 < learn.metrics["replay_examples"] and learn.metrics["replay_share"] <= 0.1
+    assert replay.hash in ws.registry.get_model(learn.outputs["model"]).datasets

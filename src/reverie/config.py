@@ -96,6 +96,12 @@ class LearnConfig(_Strict):
         0, ge=0, description="Records drawn from the data pool (`reverie data ingest`) by data.mix into each Learn, "
         "next to the knowledge drop; 0 trains on the knowledge drop alone.",
     )
+    replay_share: float = Field(
+        0.2, ge=0, lt=1, description="Cap on the share of Learn's examples that replay earlier Gate failures (0: off)."
+    )
+    replay_decay: float = Field(
+        0.5, gt=0, le=1, description="Replay weight per Gate since the failure: a failure n Gates old weighs decay**n."
+    )
 
 
 class CompressConfig(_Strict):
@@ -320,6 +326,8 @@ learn:                      # LoRA SFT on the documents and their training quest
   lora: {rank: 16, alpha: 32, dropout: 0.0}
   train: {learning_rate: 2.0e-3, epochs: 8, block_size: 128, rows_per_step: 2, seed: 0}
   pool_records: 0           # records drawn from the data pool by data.mix into each Learn (0: knowledge only)
+  replay_share: 0.2         # cap on the share of Learn's examples that replay earlier Gate failures
+  replay_decay: 0.5         # a failure n Gates old is drawn with weight decay ** n
 
 compress:
   merge: true               # merge the adapter if the A/B check passes

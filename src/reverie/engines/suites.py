@@ -13,6 +13,9 @@ from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
 
+CORRECT_PREFIX = "correct/"  # per-question results, kept so that the Gate's failures can be replayed
+
+
 def _fingerprint(payload: object) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -41,10 +44,11 @@ class Suites:
             config = self.workspace.config.eval
             loaded = load_version(self.workspace, record)
             if not knowledge:
-                knowledge, _ = closed_book_qa(
+                knowledge, answers = closed_book_qa(
                     loaded.model, loaded.tokenizer, self.qa_items, config.max_new_tokens, config.batch_size
                 )
-                registry.log_metrics(record.id, self.knowledge_key, knowledge)
+                per_question = {f"{CORRECT_PREFIX}{i}": float(a.correct) for i, a in enumerate(answers)}
+                registry.log_metrics(record.id, self.knowledge_key, knowledge | per_question)
             if not general:
                 general = choice_accuracy(loaded.model, loaded.tokenizer, self.general)
                 registry.log_metrics(record.id, self.general_key, general)
@@ -53,3 +57,9 @@ class Suites:
             "knowledge_f1": knowledge["f1"],
             "general_accuracy": general["accuracy"],
         }
+
+    def failed_questions(self, record: ModelRecord) -> list[int]:
+        """Indices into the held-out questions that `record` answered wrongly (after `scores`)."""
+        knowledge = self.workspace.registry.get_metrics(record.id, self.knowledge_key)
+        return sorted(int(k.removeprefix(CORRECT_PREFIX)) for k, v in knowledge.items()
+                      if k.startswith(CORRECT_PREFIX) and v == 0.0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reverie.config import GateConfig
+from reverie.data.datasets import save_dataset
+from reverie.data.replay import REPLAY_PREFIX, replay_examples
 from reverie.engines.suites import Suites
 from reverie.model_card import render_model_card
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -51,6 +53,12 @@ class Gate:
             suites.knowledge.name, len(suites.general),
         )
         ctx.workspace.write_text_atomic(ctx.workspace.cards_dir / f"{candidate.id}.md", card)
+        failed = suites.failed_questions(candidate)
+        replay = replay_examples(suites.knowledge, failed)
+        new_datasets = []
+        if replay:  # next cycles' Learn replays the material behind what this candidate got wrong
+            new_datasets.append(save_dataset(ctx.workspace, f"{REPLAY_PREFIX}{ctx.cycle.id}",
+                                             f"gate failures of {candidate.id}", replay))
         return PhaseResult(
             outputs={
                 "model": candidate.id,
@@ -59,7 +67,10 @@ class Gate:
                 "reference": reference.id,
                 "candidate_scores": candidate_scores,
                 "reference_scores": reference_scores,
+                "artifacts": [d.hash for d in new_datasets],
             },
             metrics={f"candidate_{k}": v for k, v in candidate_scores.items()}
-            | {f"reference_{k}": v for k, v in reference_scores.items()},
+            | {f"reference_{k}": v for k, v in reference_scores.items()}
+            | {"failed_questions": float(len(failed)), "replay_examples": float(len(replay))},
+            new_datasets=new_datasets,
         )

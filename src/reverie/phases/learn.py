@@ -1,11 +1,13 @@
 """Learn: LoRA SFT on the knowledge drop (documents plus training questions) and, when learn.pool_records is
-set, records drawn from the data pool by the configured bucket mix; on packed sequences."""
+set, records drawn from the data pool by the configured bucket mix, plus replay of earlier Gate failures
+(capped at learn.replay_share); on packed sequences."""
 
 from __future__ import annotations
 
 from reverie.data.datasets import save_dataset
 from reverie.data.knowledge import learn_examples, load_knowledge
 from reverie.data.pool import draw_for_learn
+from reverie.data.replay import draw_replay
 from reverie.engines.models import attach_lora, load_version, store_adapter
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -20,6 +22,8 @@ class Learn:
         knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
         draw = draw_for_learn(ctx.workspace, config.learn.train.seed)
         examples = learn_examples(knowledge) + draw.examples
+        replay, replayed_from = draw_replay(ctx.workspace, len(examples), config.learn.train.seed)
+        examples += replay
         dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", config.data.knowledge, examples)
 
         # A parent that already carries an adapter keeps training it; otherwise a fresh one is attached.
@@ -28,9 +32,10 @@ class Learn:
             loaded.model = attach_lora(loaded.model, config.learn.lora, config.learn.train.seed)
         metrics = train_sft(loaded.model, loaded.tokenizer, examples, config.learn.train, "learn: LoRA SFT")
         metrics |= {f"pool_drawn_{b.bucket}": float(b.drawn) for b in draw.buckets}
+        metrics |= {"replay_examples": float(len(replay)), "replay_share": len(replay) / len(examples)}
 
         adapter = store_adapter(ctx.workspace, loaded.model)
-        datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets})
+        datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets, *replayed_from})
         model = ctx.new_model(parent, self.name, adapter=adapter, datasets=datasets)
         return PhaseResult(
             outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [adapter, dataset.hash]},

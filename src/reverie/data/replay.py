@@ -1,0 +1,54 @@
+"""Hard-example replay: what the Gate saw the model fail comes back in later Learn phases, in measured doses.
+
+A failed held-out question is never trained on itself (that would teach the test); its document's training
+material is replayed instead. Each Gate's failures are a dataset named `replay/<cycle>`; Learn draws from all
+of them with weight `decay ** age` (age in Gates since, newest 0), and never more than its share of the mix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+from reverie.data.knowledge import Example, Knowledge
+from reverie.registry import DatasetRecord
+from reverie.workspace import Workspace
+
+REPLAY_PREFIX = "replay/"
+
+
+def replay_examples(knowledge: Knowledge, failed: list[int]) -> list[Example]:
+    """The training material of the documents behind the failed held-out questions (indices into eval_items)."""
+    items = knowledge.eval_items()
+    documents = {items[i][0].id: items[i][0] for i in failed}
+    examples = []
+    for document in documents.values():
+        examples.append(Example(completion=f"{document.title}\n{document.text}"))
+        examples += [Example(prompt=qa.question, completion=qa.answer) for qa in document.train_qa]
+    return examples
+
+
+def replay_count(base: int, share: float, available: int) -> int:
+    """How many replay examples a mix of `base` others may take: replay / (base + replay) <= share."""
+    if share <= 0 or available == 0:
+        return 0
+    if share >= 1:
+        return available
+    return min(available, math.floor(share * base / (1 - share) + 1e-9))
+
+
+def draw_replay(ws: Workspace, base: int, seed: int) -> tuple[list[Example], list[str]]:
+    """Replay examples for a Learn of `base` other examples, and the replay datasets they came from."""
+    settings = ws.config.learn
+    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
+    pool: list[tuple[float, Example, DatasetRecord]] = []
+    for age, dataset in enumerate(reversed(datasets)):
+        lines = (ws.artifacts.path(dataset.hash) / "examples.jsonl").read_text().splitlines()
+        pool += [(settings.replay_decay ** age, Example(**json.loads(line)), dataset) for line in lines]
+    count = replay_count(base, settings.replay_share, len(pool))
+    rng = random.Random(seed)
+    # Weighted sampling without replacement (Efraimidis-Spirakis keys): older failures fade.
+    ranked = sorted(pool, key=lambda entry: rng.random() ** (1.0 / entry[0]) if entry[0] > 0 else -1.0,
+                    reverse=True)[:count]
+    return [example for _, example, _ in ranked], sorted({dataset.hash for _, _, dataset in ranked})
