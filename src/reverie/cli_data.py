@@ -65,3 +65,32 @@ def stats(workspace: WorkspaceOpt = Path(".")) -> None:
         for value, count in sorted(counts.items()):
             table.add_row(value, str(count))
         out.print(table)
+
+
+@data_app.command()
+def review(
+    dataset: Annotated[str, typer.Argument(help="Dataset name or hash prefix (see `reverie lineage`).")],
+    workspace: WorkspaceOpt = Path("."),
+    sample: Annotated[int, typer.Option(min=1, help="Rows to review.")] = 20,
+    seed: Annotated[int, typer.Option(help="Which rows: the sample is seeded.")] = 0,
+) -> None:
+    """Spot-check a seeded sample of a dataset's rows: accept (a) or reject (r) each; q stops without saving."""
+    from reverie.data.review import Decision, dataset_rows, find_dataset, sample_rows, save_review
+
+    ws = Workspace.open(workspace)
+    record = find_dataset(ws, dataset)
+    rows = dataset_rows(ws, record)
+    picked = sample_rows(len(rows), sample, seed)
+    decisions = []
+    for number, index in enumerate(picked, start=1):
+        out.rule(f"{record.name}: row {index} ({number} of {len(picked)})")
+        out.print(rows[index], highlight=False, markup=False)
+        answer = typer.prompt("accept, reject or quit? [a/r/q]", default="a").strip().lower()
+        while answer not in ("a", "r", "q"):
+            answer = typer.prompt("please answer a, r or q").strip().lower()
+        if answer == "q":
+            raise typer.Exit(1)
+        decisions.append(Decision(row=index, accepted=answer == "a"))
+    saved = save_review(ws, record, decisions)
+    out.print(f"review of {record.name} ({record.hash[:12]}) saved: {saved.acceptance:.0%} of {len(decisions)} "
+              "rows accepted")

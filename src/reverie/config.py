@@ -192,6 +192,13 @@ class GateConfig(_Strict):
     max_knowledge_regression: float = Field(
         ..., ge=0, le=1, description="Largest allowed drop in knowledge accuracy against the current release."
     )
+    require_review: bool = Field(
+        False, description="Release nothing trained on Dream data until a person has spot-checked it with "
+        "`reverie data review`; the cycle waits at the Gate until then (resume it after the review).",
+    )
+    min_review_acceptance: float = Field(
+        0.9, ge=0, le=1, description="With require_review: the share of reviewed rows that must be accepted."
+    )
 
 
 class ReverieConfig(_Strict):
@@ -363,4 +370,6 @@ gate:                       # release thresholds: no defaults, state them here
   general_min_accuracy: 0.55     # general-capability check
   max_general_regression: 0.05   # largest drop in general accuracy against the current release
   max_knowledge_regression: 0.05 # largest drop in knowledge accuracy against the current release
+  require_review: false          # true: the Gate waits until a person has reviewed Dream's data (reverie data review)
+  min_review_acceptance: 0.9     # share of reviewed rows that must be accepted
 """

@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from reverie.config import GateConfig
 from reverie.data.datasets import save_dataset
 from reverie.data.replay import REPLAY_PREFIX, replay_examples
+from reverie.data.review import load_review
 from reverie.engines.suites import Suites
 from reverie.model_card import render_model_card
+from reverie.errors import ReverieError
 from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.registry import ModelRecord
+from reverie.workspace import Workspace
 
 
 @dataclass
@@ -37,17 +41,41 @@ def decide(candidate: dict[str, float], reference: dict[str, float], gate: GateC
     return Verdict(release=not reasons, reasons=reasons)
 
 
+def review_reasons(ws: Workspace, candidate: ModelRecord, gate: GateConfig) -> list[str]:
+    """With gate.require_review, every Dream dataset the candidate trained on must be reviewed and accepted.
+    An unreviewed one stops the Gate (the cycle resumes after the review) rather than rejecting the candidate."""
+    if not gate.require_review:
+        return []
+    reasons = []
+    for dataset in (ws.registry.get_dataset(h) for h in candidate.datasets):
+        if "/dream-" not in dataset.name:
+            continue
+        review = load_review(ws, dataset)
+        if review is None:
+            raise ReverieError(
+                f"gate.require_review: {dataset.name} ({dataset.hash[:12]}) has not been reviewed; run "
+                f"`reverie data review {dataset.hash[:12]}`, then `reverie cycle --resume`"
+            )
+        if review.acceptance < gate.min_review_acceptance:
+            reasons.append(f"review of {dataset.name} accepted {review.acceptance:.0%} of {len(review.decisions)} "
+                           f"rows (at least {gate.min_review_acceptance:.0%} required)")
+    return reasons
+
+
 class Gate:
     name = "gate"
 
     def run(self, ctx: PhaseContext) -> PhaseResult:
         registry = ctx.workspace.registry
         candidate = ctx.candidate()
+        reviewed = review_reasons(ctx.workspace, candidate, ctx.workspace.config.gate)
         reference = registry.get_model(registry.get_alias() or ctx.cycle.base_model_id)
         suites = Suites(ctx.workspace)
         reference_scores = suites.scores(reference)
         candidate_scores = suites.scores(candidate)
         verdict = decide(candidate_scores, reference_scores, ctx.workspace.config.gate)
+        if reviewed:
+            verdict = Verdict(release=False, reasons=verdict.reasons + reviewed)
         card = render_model_card(
             ctx.workspace, candidate, verdict.release, verdict.reasons, candidate_scores, reference_scores,
             suites.knowledge.name, len(suites.general),
