@@ -160,6 +160,12 @@ def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> No
     assert rejected.row == "{oops"
     stats = reverie("data", "stats", "-w", str(tmp_path / "ws")).stdout
     assert "pool/facts" in stats and "general" in stats
+    near = tmp_path / "near.jsonl"
+    near.write_text(json.dumps({"text": FACTS[0].replace("since the year", "from the year")}) + "\n")
+    reverie("data", "ingest", str(near), "--source", "web", "-w", str(tmp_path / "ws"))  # kept at 0.8
+    report = reverie("data", "dedup", "-w", str(tmp_path / "ws"), "--threshold", "0.5").stdout
+    assert "2 records in the pool; 1 near duplicate(s) at threshold 0.5" in report
+    assert f"{near}:1 ~ {data}:1" in report
     unknown = reverie("data", "ingest", str(data), "--source", "forum", "-w", str(tmp_path / "ws"), check=False)
     assert unknown.returncode == 2 and "not in data.sources (known: team, web)" in unknown.stderr
     with pytest.raises(ReverieError, match="dataset name"):
@@ -254,6 +260,9 @@ def test_gate_failures_are_replayed_in_the_next_learn_within_the_cap(tmp_path: P
     lines = (ws.artifacts.path(replay.hash) / "examples.jsonl").read_text()
     held_out = [qa.question for _, qa in load_knowledge("demo", root).eval_items()]
     assert not any(question in lines for question in held_out)  # the test questions themselves never train
+
+    listing = reverie("data", "replay", "-w", str(root)).stdout
+    assert f"replay/{first.cycle_id}" in listing and replay.hash[:12] in listing
 
     second = run_cycle(ws)
     learn = next(r for r in ws.registry.phase_runs(second.cycle_id) if r.phase == "learn")

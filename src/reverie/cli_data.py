@@ -94,3 +94,47 @@ def review(
     saved = save_review(ws, record, decisions)
     out.print(f"review of {record.name} ({record.hash[:12]}) saved: {saved.acceptance:.0%} of {len(decisions)} "
               "rows accepted")
+
+
+@data_app.command()
+def dedup(
+    workspace: WorkspaceOpt = Path("."),
+    threshold: Annotated[
+        float | None, typer.Option(min=0.01, max=1.0, help="Jaccard threshold (default data.near_duplicate_threshold).")
+    ] = None,
+) -> None:
+    """Re-check the whole pool for near duplicates (for example at a new threshold); changes nothing."""
+    from reverie.data.dedup import NearDuplicateIndex
+    from reverie.data.pool import load_records, pool_datasets
+
+    ws = Workspace.open(workspace)
+    index = NearDuplicateIndex(threshold or ws.config.data.near_duplicate_threshold)
+    records = [r for d in pool_datasets(ws) for r in load_records(ws, d)]
+    texts = {r.id: r for r in records}
+    pairs = []
+    for record, signature in zip(records, index.signatures([r.content() for r in records])):
+        match = index.match(signature)
+        if match is None:
+            index.add(record.id, signature)
+        else:
+            pairs.append((record, texts[match]))
+    out.print(f"{len(records)} records in the pool; {len(pairs)} near duplicate(s) at threshold {index.threshold}")
+    for record, original in pairs[:20]:
+        out.print(f"  {record.provenance.origin} ~ {original.provenance.origin}", highlight=False)
+
+
+@data_app.command()
+def replay(workspace: WorkspaceOpt = Path(".")) -> None:
+    """The hard examples waiting to be replayed: each Gate's failures, with their age and current weight."""
+    from reverie.data.replay import REPLAY_PREFIX
+
+    ws = Workspace.open(workspace)
+    decay = ws.config.learn.replay_decay
+    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
+    table = Table(title=f"replay (at most {ws.config.learn.replay_share:.0%} of each Learn, decay {decay})")
+    for column in ("dataset", "hash", "examples", "age (gates)", "weight", "source"):
+        table.add_column(column, no_wrap=True)
+    for age, dataset in enumerate(reversed(datasets)):
+        table.add_row(dataset.name, dataset.hash[:12], str(dataset.rows), str(age), f"{decay ** age:.3g}",
+                      dataset.source)
+    out.print(table)
