@@ -13,6 +13,9 @@ from reverie.workspace import Workspace
 
 data_app = typer.Typer(help="The data pool: ingest with provenance, dedup and contamination checks; statistics.",
                        no_args_is_help=True)
+redteam_app = typer.Typer(help="The red-team library: versioned must-refuse and must-answer prompts.",
+                          no_args_is_help=True)
+data_app.add_typer(redteam_app, name="redteam")
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 out = results
 
@@ -112,7 +115,7 @@ def dedup(
     records = [r for d in pool_datasets(ws) for r in load_records(ws, d)]
     texts = {r.id: r for r in records}
     pairs = []
-    for record, signature in zip(records, index.signatures([r.content() for r in records])):
+    for record, signature in zip(records, index.signatures([r.near_dedup_text() for r in records])):
         match = index.match(signature)
         if match is None:
             index.add(record.id, signature)
@@ -138,3 +141,56 @@ def replay(workspace: WorkspaceOpt = Path(".")) -> None:
         table.add_row(dataset.name, dataset.hash[:12], str(dataset.rows), str(age), f"{decay ** age:.3g}",
                       dataset.source)
     out.print(table)
+
+
+@redteam_app.command("import")
+def redteam_import(
+    path: Annotated[Path, typer.Argument(help="The file to import.")],
+    format_: Annotated[str, typer.Option("--format", help="advbench (CSV goal,target), xstest (CSV prompt,type,"
+                                         "label) or jsonl ({prompt, must_refuse, category?}).")],
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Add a file's items to the library as a new version (the weekly refresh); known prompts are not repeated."""
+    from reverie.data.redteam import import_items, read_items
+
+    ws = Workspace.open(workspace)
+    dataset, new = import_items(ws, read_items(path, format_))
+    if dataset is None:
+        out.print(f"nothing new in {path.name}: the library stays as it is")
+    else:
+        out.print(f"{dataset.name} ({dataset.hash[:12]}): {dataset.rows} items, {new} new from {path.name}")
+
+
+@redteam_app.command("stats")
+def redteam_stats(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Coverage of the newest library version per category."""
+    from reverie.data.redteam import coverage, library_versions, load_library
+
+    ws = Workspace.open(workspace)
+    versions = library_versions(ws)
+    table = Table(title=f"red-team library {versions[-1].name if versions else '(empty)'}: coverage per category")
+    for column in ("category", "must refuse", "must answer"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for category, (refuse, answer) in coverage(load_library(ws)).items():
+        table.add_row(category, str(refuse), str(answer))
+    out.print(table)
+
+
+@redteam_app.command("pairs")
+def redteam_pairs(
+    output: Annotated[Path, typer.Argument(help="JSONL to write: {prompt, completion} refusal pairs.")],
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write refusal training pairs for every must-refuse item; ingest them with
+    `reverie data ingest FILE --source team --bucket safety`."""
+    import json
+
+    from reverie.data.redteam import load_library, refusal_pairs
+    from reverie.errors import ReverieError
+
+    ws = Workspace.open(workspace)
+    if not output.parent.is_dir():
+        raise ReverieError(f"{output}: the folder {output.parent} does not exist")
+    pairs = refusal_pairs(load_library(ws))
+    ws.write_text_atomic(output, "".join(json.dumps(p.to_json()) + "\n" for p in pairs))
+    out.print(f"wrote {len(pairs)} refusal pairs to {output}")

@@ -52,7 +52,7 @@ class PoolIndex:
     def build(cls, records: Iterable[Record], threshold: float) -> PoolIndex:
         records = list(records)
         index = cls(NearDuplicateIndex(threshold))
-        for record, signature in zip(records, index.near.signatures([r.content() for r in records])):
+        for record, signature in zip(records, index.near.signatures([r.near_dedup_text() for r in records])):
             index.add(record, signature)
         return index
 
@@ -137,7 +137,7 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
         return None
 
     records = step("exact dedup", records, duplicate, quarantine=False)
-    signatures = dict(zip((r.id for r in records), pool.near.signatures([r.content() for r in records])))
+    signatures = dict(zip((r.id for r in records), pool.near.signatures([r.near_dedup_text() for r in records])))
 
     def near_duplicate(record: Record) -> str | None:
         match = pool.near.match(signatures[record.id])

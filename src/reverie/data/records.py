@@ -49,8 +49,13 @@ class Record(BaseModel):
         return Example(completion=self.text) if self.text is not None else Example(self.completion, self.prompt)
 
     def content(self) -> str:
-        """The text dedup and contamination checks compare."""
+        """The text exact dedup and contamination checks compare."""
         return self.text if self.text is not None else f"{self.prompt}\n{self.completion}"
+
+    def near_dedup_text(self) -> str:
+        """The text near-duplicate checks compare: for a pair, its prompt, since many pairs share one templated
+        completion (a refusal, say) that would make different requests look alike."""
+        return self.text if self.text is not None else str(self.prompt)
 
 
 def content_id(text: str) -> str:
