@@ -26,7 +26,7 @@ def review(ws: Path, key: str, answers: str, sample: int = 3) -> subprocess.Comp
 
 @pytest.fixture
 def reviewed_setup(tmp_path: Path, tiny_model_dir: Path):
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, gate={"require_review": True})
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, gate={"require_review": True, "min_reviewed_rows": 3})
     ws = Workspace.open(root)
     examples = [Example(completion=f"Velmora fact number {i} is about its flag.") for i in range(10)]
     dataset = save_dataset(ws, "demo/dream-seal", "seal self-edits by m-x", examples)
@@ -37,7 +37,10 @@ def reviewed_setup(tmp_path: Path, tiny_model_dir: Path):
 
 def test_gate_waits_for_a_review_then_judges_by_its_acceptance(reviewed_setup) -> None:
     root, ws, dataset, candidate = reviewed_setup
-    with pytest.raises(ReverieError, match=f"reverie data review {dataset.hash[:12]}"):
+    with pytest.raises(ReverieError, match=f"reverie data review {dataset.hash[:12]} --sample 3"):
+        review_reasons(ws, candidate, ws.config.gate)
+    assert review(root, dataset.hash[:12], "a\na\n", sample=2).returncode == 0
+    with pytest.raises(ReverieError, match="was reviewed on 2 rows only"):
         review_reasons(ws, candidate, ws.config.gate)
 
     result = review(root, dataset.hash[:12], "a\nr\na\n")

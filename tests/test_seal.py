@@ -41,14 +41,15 @@ def test_killed_generator_training_restarts_from_the_last_checkpoint(tiny_model_
     store = ArtifactStore(tmp_path / "artifacts", tmp_path / "staging")
     calls: list = []
 
-    def crash_after_first(finished: GeneratorRound) -> None:
-        raise KeyboardInterrupt  # killed right after round 1 was checkpointed
+    def killed_in_round_two(finished: GeneratorRound) -> None:
+        if finished.round == 2:
+            raise KeyboardInterrupt  # killed after round 2's trials and checkpoint, before it counted as done
 
     with pytest.raises(KeyboardInterrupt):
         train_generator(loop_factory(tiny_model_dir, calls), tiny_passages(), SETTINGS, 2, tmp_path / "state", store,
-                        on_round=crash_after_first)
+                        on_round=killed_in_round_two)
     first = finished_rounds(tmp_path / "state")
-    assert [r.round for r in first] == [1] and calls == [None]
+    assert [r.round for r in first] == [1] and first[0].result.trials_run == 2 * (1 + 2) and calls == [None]
     checkpoint = store.path(first[0].checkpoint)
     weights = load_file(checkpoint / "model.safetensors")
     assert weights and not any("lora_" in name for name in weights)  # the generator, without a trial adapter
@@ -57,7 +58,7 @@ def test_killed_generator_training_restarts_from_the_last_checkpoint(tiny_model_
                                  tmp_path / "state", store)
     assert calls[1] == checkpoint  # resumed on round 1's generator, not the starting model
     assert [r.round for r in done] == [1, 2]
-    assert done[1].result.trials_run == 2 * (1 + 2)  # only round 2 ran
+    assert done[1].result.trials_run == 0  # round 2's trials all came from its journal
     _, again = train_generator(loop_factory(tiny_model_dir, calls), tiny_passages(), SETTINGS, 2,
                                tmp_path / "state", store)
     assert again == done and calls[2] == store.path(done[1].checkpoint)
@@ -150,14 +151,15 @@ def test_multi_passage_trial_trains_one_adapter_on_all_passages(tiny_model_dir: 
 def test_self_edit_items_must_pass_the_rules_and_stay_on_topic() -> None:
     kept, dropped = gate_items(
         ["Quistrand governs the island of Velmora.", "Bananas are yellow fruit.", "It is so.",
-         "Velmora Velmora Velmora Velmora Velmora Velmora Velmora"], "Velmora",
-        "Velmora is governed from Quistrand.",
+         "Velmora Velmora Velmora Velmora Velmora Velmora Velmora", "This was their first thing, which they have."],
+        "Velmora", "Velmora, which was governed from Quistrand, is the first island that their ships reach.",
     )
     assert kept == ["Quistrand governs the island of Velmora."]
     reasons = dict(dropped)
     assert reasons["Bananas are yellow fruit."].startswith("off topic")
     assert reasons["It is so."].startswith("off topic")  # three words pass the length rule, but name nothing
     assert reasons["Velmora Velmora Velmora Velmora Velmora Velmora Velmora"].startswith("repetitive")
+    assert reasons["This was their first thing, which they have."].startswith("off topic")  # function words only
 
 
 def test_quality_rules_name_what_failed() -> None:
@@ -166,7 +168,8 @@ def test_quality_rules_name_what_failed() -> None:
     assert check_text("Too short") == "too short: 2 words (at least 3)"
     assert check_text("x " * 250).startswith("too long: 250 words")
     assert check_text("Velmora adopted its flag in 1874 after the long war.") is None
-    assert check_text("Flagge Velmoras wurde nach langem Krieg eingeführt und seitdem behalten").startswith("not English")
+    german = "Flagge Velmoras wurde nach langem Krieg eingeführt und seitdem behalten"
+    assert check_text(german).startswith("not English")
     assert check_text('{"answer": "Quistrand", "year": 1874}', expects_json=True) is None
     assert check_text("answer: Quistrand year 1874", expects_json=True).startswith("not valid JSON")
 

@@ -181,7 +181,8 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
 
 @app.command("lineage")
 def lineage_command(
-    model: Annotated[str, typer.Argument(help="Model id, or 'release'.")] = "release", workspace: WorkspaceOpt = Path(".")
+    model: Annotated[str, typer.Argument(help="Model id, or 'release'.")] = "release",
+    workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """The tree from a model back to its base: each version, the datasets it added, and where they came from."""
     from rich.tree import Tree

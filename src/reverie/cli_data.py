@@ -79,16 +79,19 @@ def review(
 ) -> None:
     """Spot-check a seeded sample of a dataset's rows: accept (a) or reject (r) each; q stops without saving."""
     from reverie.data.review import Decision, dataset_rows, find_dataset, sample_rows, save_review
+    from reverie.errors import ReverieError
 
     ws = Workspace.open(workspace)
     record = find_dataset(ws, dataset)
     rows = dataset_rows(ws, record)
+    if not rows:
+        raise ReverieError(f"dataset {record.name} has no rows to review")
     picked = sample_rows(len(rows), sample, seed)
     decisions = []
     for number, index in enumerate(picked, start=1):
         out.rule(f"{record.name}: row {index} ({number} of {len(picked)})")
         out.print(rows[index], highlight=False, markup=False)
-        answer = typer.prompt("accept, reject or quit? [a/r/q]", default="a").strip().lower()
+        answer = typer.prompt("accept, reject or quit? [a/r/q]").strip().lower()
         while answer not in ("a", "r", "q"):
             answer = typer.prompt("please answer a, r or q").strip().lower()
         if answer == "q":
@@ -113,14 +116,14 @@ def dedup(
     ws = Workspace.open(workspace)
     index = NearDuplicateIndex(threshold or ws.config.data.near_duplicate_threshold)
     records = [r for d in pool_datasets(ws) for r in load_records(ws, d)]
-    texts = {r.id: r for r in records}
+    by_id = {r.id: r for r in records}
     pairs = []
     for record, signature in zip(records, index.signatures([r.near_dedup_text() for r in records])):
         match = index.match(signature)
         if match is None:
             index.add(record.id, signature)
         else:
-            pairs.append((record, texts[match]))
+            pairs.append((record, by_id[match]))
     out.print(f"{len(records)} records in the pool; {len(pairs)} near duplicate(s) at threshold {index.threshold}")
     for record, original in pairs[:20]:
         out.print(f"  {record.provenance.origin} ~ {original.provenance.origin}", highlight=False)
@@ -129,15 +132,14 @@ def dedup(
 @data_app.command()
 def replay(workspace: WorkspaceOpt = Path(".")) -> None:
     """The hard examples waiting to be replayed: each Gate's failures, with their age and current weight."""
-    from reverie.data.replay import REPLAY_PREFIX
+    from reverie.data.replay import replay_ages
 
     ws = Workspace.open(workspace)
     decay = ws.config.learn.replay_decay
-    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
     table = Table(title=f"replay (at most {ws.config.learn.replay_share:.0%} of each Learn, decay {decay})")
-    for column in ("dataset", "hash", "examples", "age (gates)", "weight", "source"):
+    for column in ("dataset", "hash", "examples", "age (cycles)", "weight", "source"):
         table.add_column(column, no_wrap=True)
-    for age, dataset in enumerate(reversed(datasets)):
+    for dataset, age in reversed(replay_ages(ws)):
         table.add_row(dataset.name, dataset.hash[:12], str(dataset.rows), str(age), f"{decay ** age:.3g}",
                       dataset.source)
     out.print(table)

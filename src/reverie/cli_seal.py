@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -16,12 +16,17 @@ from reverie.errors import ReverieError
 from reverie.progress import quiet_libraries, results, status_line
 from reverie.workspace import Workspace
 
+if TYPE_CHECKING:  # the engines import torch: only when a command runs
+    from reverie.data.passages import Passage
+    from reverie.engines.seal_bench import SealBench
+
 seal_app = typer.Typer(help="SEAL self-edits: train the generator by ReST-EM, write self-edits, measure them.",
                        no_args_is_help=True)
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
 PassagesOpt = Annotated[
-    str, typer.Option(help="'knowledge' (the workspace's documents with their eval_qa) or a SQuAD-format JSON file.")
+    str, typer.Option(help="'knowledge' (the workspace's documents with their eval_qa) or a SQuAD-format JSON file "
+                      "(a relative path is read from the workspace folder).")
 ]
 LimitOpt = Annotated[int, typer.Option(min=1, help="At most this many evaluation passages.")]
 ConditionsOpt = Annotated[
@@ -93,7 +98,7 @@ def generate(
     lines = [json.dumps({"id": d.id, "title": d.title, "self_edits": per_doc}) + "\n"
              for d, per_doc in zip(documents, edits)]
     ws.write_text_atomic(output, "".join(lines))
-    items = sum(len(items) for per_doc in edits for items in per_doc)
+    items = sum(len(edit) for per_doc in edits for edit in per_doc)
     out.print(f"wrote {len(documents)} documents x {samples} self-edit(s), {items} items, by {record.id} to {output}")
 
 
@@ -110,10 +115,19 @@ def _print_summary(summary: dict) -> None:
         out.print(f"{name}: {diff['mean']:+.3f} (95% CI {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f})")
 
 
-def _run_conditions(bench, conditions: list[str]) -> None:
+def _run_conditions(bench: SealBench, conditions: list[str]) -> None:
     for condition in conditions:
         bench.run(condition, lambda key, r: status_line(f"{key}: accuracy {r['accuracy']:.2f}"))
     _print_summary(bench.summary())
+
+
+def _evaluation(ws: Workspace, passages: str, limit: int) -> list[Passage]:
+    from reverie import generator
+
+    evaluation = generator.workspace_passages(ws, passages, "eval", "--passages")[:limit]
+    if not evaluation:
+        raise ReverieError(f"--passages {passages}: no passage with questions to evaluate on")
+    return evaluation
 
 
 def _conditions(text: str) -> list[str]:
@@ -139,8 +153,7 @@ def evaluate(
 
     chosen = _conditions(conditions)
     ws = _open(workspace, set_)
-    evaluation = generator.workspace_passages(ws, passages, "eval", "--passages")[:limit]
-    _run_conditions(generator.bench(ws, evaluation, [], use_trained=True), chosen)
+    _run_conditions(generator.bench(ws, _evaluation(ws, passages, limit), [], use_trained=True), chosen)
 
 
 @seal_app.command()
@@ -160,12 +173,13 @@ def bench(
     chosen = _conditions(conditions)
     ws = _open(workspace, set_)
     seal = ws.config.dream.seal
-    evaluation = generator.workspace_passages(ws, passages, "eval", "--passages")[:limit]
+    evaluation = _evaluation(ws, passages, limit)
     titles = {p.title for p in evaluation}
     pool = generator.workspace_passages(ws, seal.passages, "train", "dream.seal.passages")
     training = [p for p in pool if p.title not in titles]
     if "seal" in chosen and not training:
-        raise ReverieError(f"dream.seal.passages ({seal.passages}) has no passage outside the evaluation titles")
+        raise ReverieError(f"dream.seal.passages ({seal.passages}) has no passage outside the evaluation titles: "
+                           "set it to a SQuAD-format file of other passages (--set dream.seal.passages=FILE)")
     bench_run = generator.bench(ws, evaluation, training[: seal.max_passages],
                                 on_round=lambda f: status_line(f"ReST-EM round {f.round} done"))
     _run_conditions(bench_run, chosen)

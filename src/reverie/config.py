@@ -100,7 +100,8 @@ class LearnConfig(_Strict):
         0.2, ge=0, lt=1, description="Cap on the share of Learn's examples that replay earlier Gate failures (0: off)."
     )
     replay_decay: float = Field(
-        0.5, gt=0, le=1, description="Replay weight per Gate since the failure: a failure n Gates old weighs decay**n."
+        0.5, gt=0, le=1, description="Replay weight per cycle since the failing one: n cycles later it weighs "
+        "decay**n (the next cycle's Learn sees n = 0)."
     )
 
 
@@ -133,6 +134,7 @@ class SealConfig(_Strict):
     judge_model: str | None = Field(
         None, description="Model source of the judge (same forms as model.source); required when grader is 'judge'."
     )
+    judge_trust_remote_code: bool = Field(False, description="Run model code shipped with the judge model.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="The inner loop's adapter.")
     inner: TrainSettings = Field(
         default_factory=lambda: TrainSettings(learning_rate=2e-3, epochs=5, block_size=384, rows_per_step=1),
@@ -198,6 +200,9 @@ class GateConfig(_Strict):
     )
     min_review_acceptance: float = Field(
         0.9, ge=0, le=1, description="With require_review: the share of reviewed rows that must be accepted."
+    )
+    min_reviewed_rows: int = Field(
+        20, ge=1, description="With require_review: rows a review must cover (all of them, in a smaller dataset)."
     )
 
 
@@ -320,13 +325,13 @@ model:
 
 data:
   knowledge: demo           # 'demo' (built-in fictional knowledge) or a path to a knowledge JSON file
-  sources:                  # where `reverie data ingest` may take data from: trust tier (higher = more trusted), licence
+  sources:                  # where `reverie data ingest` may take data from: trust tier (higher = more trusted)
     team: {tier: 3, licence: internal}
     web: {tier: 1, licence: unknown}
   min_tier: 1               # data from a source below this tier is rejected
   near_duplicate_threshold: 0.8   # estimated Jaccard of word 3-grams at which two texts are near duplicates
   contamination_span: 8     # words shared in a row with an evaluation item that make a training text a leak
-  mix: {}                   # bucket shares of the pool records Learn draws, e.g. {general: 0.5, reasoning: 0.3, safety: 0.2}
+  mix: {}                   # bucket shares of the pool records Learn draws, e.g. {general: 5, reasoning: 3, safety: 2}
   tier_weight: 2.0          # within a bucket, a tier-t record is drawn with weight tier_weight ** t
 
 learn:                      # LoRA SFT on the documents and their training questions
@@ -334,7 +339,7 @@ learn:                      # LoRA SFT on the documents and their training quest
   train: {learning_rate: 2.0e-3, epochs: 8, block_size: 128, rows_per_step: 2, seed: 0}
   pool_records: 0           # records drawn from the data pool by data.mix into each Learn (0: knowledge only)
   replay_share: 0.2         # cap on the share of Learn's examples that replay earlier Gate failures
-  replay_decay: 0.5         # a failure n Gates old is drawn with weight decay ** n
+  replay_decay: 0.5         # a failure n cycles old is drawn with weight decay ** n
 
 compress:
   merge: true               # merge the adapter if the A/B check passes
@@ -372,4 +377,5 @@ gate:                       # release thresholds: no defaults, state them here
   max_knowledge_regression: 0.05 # largest drop in knowledge accuracy against the current release
   require_review: false          # true: the Gate waits until a person has reviewed Dream's data (reverie data review)
   min_review_acceptance: 0.9     # share of reviewed rows that must be accepted
+  min_reviewed_rows: 20          # rows a review must cover (all of them, in a smaller dataset)
 """

@@ -33,6 +33,7 @@ SEAL_STATE = "seal"
 
 
 def round_settings(seal: SealConfig) -> RoundSettings:
+    """The engine's view of dream.seal."""
     return RoundSettings(style=seal.style, samples=seal.samples, temperature=seal.temperature,
                          max_new_tokens=seal.max_new_tokens, generator_train=seal.generator_train)
 
@@ -70,11 +71,12 @@ def load_plain(ws: Workspace, record: ModelRecord) -> LoadedModel:
 
 
 def judge_grader(ws: Workspace) -> Grader | None:
+    """The judge named by dream.seal.judge_model, or None for the default containment grader."""
     seal = ws.config.dream.seal
     if seal.grader != "judge":
         return None
     directory = resolve_source(seal.judge_model, ws.cache_dir, ws.root)
-    judge = load_pretrained(directory, ModelConfig(trust_remote_code=ws.config.model.trust_remote_code))
+    judge = load_pretrained(directory, ModelConfig(trust_remote_code=seal.judge_trust_remote_code))
     return JudgeGrader(judge.model, judge.tokenizer, ws.config.eval.batch_size)
 
 
@@ -168,7 +170,7 @@ def bench(ws: Workspace, evaluation: list[Passage], training: list[Passage],
             raise ReverieError("no generator has been trained in this workspace yet: run `reverie seal train`")
         generator_dir = ws.artifacts.path(generator.weights)
     kind = "eval" if use_trained else "bench"
-    run_dir = _run_dir(ws, kind, release.id, generator_dir and generator_dir.name,
+    run_dir = _run_dir(ws, kind, release.id, generator_dir and generator_dir.name, seal.rounds,
                        [p.model_dump() for p in evaluation], [p.model_dump() for p in training], asdict(settings))
     return SealBench(_loop_factory(ws, release), settings, evaluation, training, seal.rounds, run_dir,
                      [seal.lora.model_dump(), seal.inner.model_dump()], on_round, generator_dir)

@@ -36,8 +36,8 @@ def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: 
         )
     if "seal" in dreamed:
         risks.append(
-            "Dream trained on implications the model wrote itself; the quality gate only checks that each names "
-            "something in its document, so a wrong implication about the right subject can be learned."
+            "Dream trained on implications the model wrote itself; the quality gate checks form and that each "
+            "names something in its document, not that it is true, so a wrong implication can be learned."
         )
     drop = reference["general_accuracy"] - candidate["general_accuracy"]
     if drop > 0:
@@ -104,6 +104,7 @@ def render_model_card(
             shown = ", ".join(f"{k}={v:.4g}" for k, v in run.metrics.items() if not k.startswith(("candidate_", "reference_")))
             wall = f"{run.wall_s:.1f}" if run.wall_s is not None else "-"
             lines.append(f"| {run.phase} | {run.status} | {wall} | {shown or '-'} |")
-    dreamed = {d.name.rsplit("/dream-", 1)[1] for d in datasets if "/dream-" in d.name}
+    methods = [d.name.rsplit("/dream-", 1)[1] for d in datasets if "/dream-" in d.name]
+    dreamed = {"self-consistency" if m == "votes" else m for m in methods}  # 'votes': the name before Dream had methods
     lines += ["", "## Risks", ""] + [f"- {r}" for r in _risks(scores, reference_scores, general_items, dreamed)]
     return "\n".join(lines) + "\n"

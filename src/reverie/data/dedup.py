@@ -19,6 +19,7 @@ SHINGLE_WORDS = 3
 
 
 def shingles(text: str, size: int = SHINGLE_WORDS) -> list[bytes]:
+    """The distinct word n-grams of the normalised text (the whole text when it is shorter)."""
     words = normalize(text).split()
     if len(words) <= size:
         return [" ".join(words).encode()]
@@ -29,6 +30,8 @@ RECALL_MARGIN = 0.15  # how far below the threshold the LSH bands are tuned
 
 
 class NearDuplicateIndex:
+    """Keys with MinHash signatures, queried for the most similar key above the threshold."""
+
     def __init__(self, threshold: float = 0.8, num_perm: int = 128):
         if not 0 < threshold <= 1:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
@@ -54,9 +57,6 @@ class NearDuplicateIndex:
         if key not in self._signatures:
             self._lsh.insert(key, signature)
             self._signatures[key] = signature
-
-    def __len__(self) -> int:
-        return len(self._signatures)
 
 
 class ContaminationIndex:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
+
+from datasketch import MinHash
 
 from pydantic import ValidationError
 
@@ -44,7 +46,7 @@ class PoolIndex:
     near: NearDuplicateIndex
     sources: dict[str, str] = field(default_factory=dict)  # record id -> source name
 
-    def add(self, record: Record, signature) -> None:
+    def add(self, record: Record, signature: MinHash) -> None:
         self.sources[record.id] = record.provenance.source
         self.near.add(record.id, signature)
 
@@ -71,7 +73,9 @@ def _schema(rows: Iterable[RawRow], source: SourceSpec, bucket: str, now: float,
     for row in rows:
         report.rows_in += 1
         reason = row.error
-        if row.fields is not None:
+        if row.fields is not None and not isinstance(row.fields.get("meta", {}), dict):
+            reason = f"meta: expected an object, got {type(row.fields['meta']).__name__}"
+        elif row.fields is not None:
             unknown = sorted(set(row.fields) - RECORD_FIELDS)
             fields = {k: v for k, v in row.fields.items() if k in RECORD_FIELDS}
             fields["meta"] = {**fields.get("meta", {}), **{k: row.fields[k] for k in unknown}}
@@ -101,7 +105,8 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
     records, schema = _schema(rows, source, bucket, time.time(), rejected)
     steps = [schema]
 
-    def step(name: str, candidates: list[Record], verdict, quarantine: bool) -> list[Record]:
+    def step(name: str, candidates: list[Record], verdict: Callable[[Record], str | None],
+             quarantine: bool) -> list[Record]:
         report = StepReport(name, len(candidates))
         kept = []
         for record in candidates:
@@ -124,7 +129,9 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
 
     def leak(record: Record) -> str | None:
         item = contamination.leak(record.content())
-        return None if item is None else f"overlaps evaluation item {item} ({contamination.span}-word span or whole item)"
+        if item is None:
+            return None
+        return f"overlaps evaluation item {item} ({contamination.span}-word span or whole item)"
 
     records = step("contamination", records, leak, quarantine=False)
 

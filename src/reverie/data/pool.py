@@ -18,7 +18,7 @@ from reverie.data.ingest import IngestResult, PoolIndex, SourceSpec, ingest
 from reverie.data.knowledge import Example, load_knowledge
 from reverie.data.mixing import BucketStats, mix_sample
 from reverie.data.multiple_choice import load_choice_items
-from reverie.data.readers import read_rows
+from reverie.data.readers import TEXT_SUFFIXES, read_rows
 from reverie.data.records import Record
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
@@ -29,15 +29,18 @@ NAME_PATTERN = "letters, digits, '_', '.', '-'"
 
 
 def pool_datasets(ws: Workspace) -> list[DatasetRecord]:
+    """The ingested datasets, oldest first."""
     return [d for d in ws.registry.list_datasets() if d.name.startswith(POOL_PREFIX)]
 
 
 def load_records(ws: Workspace, dataset: DatasetRecord) -> list[Record]:
+    """The kept records of an ingested dataset."""
     path = ws.artifacts.path(dataset.hash) / "records.jsonl"
     return [Record.model_validate_json(line) for line in path.read_text().splitlines()]
 
 
 def manifest(ws: Workspace, dataset: DatasetRecord) -> dict:
+    """What an ingest read, from which source, and each step's counts."""
     return json.loads((ws.artifacts.path(dataset.hash) / "manifest.json").read_text())
 
 
@@ -53,6 +56,7 @@ def evaluation_items(ws: Workspace) -> dict[str, str]:
 
 
 def source_spec(ws: Workspace, name: str) -> SourceSpec:
+    """A source named in data.sources; any other name is refused."""
     sources = ws.config.data.sources
     if name not in sources:
         known = ", ".join(sources) or "none: declare them under data.sources in reverie.yaml"
@@ -71,22 +75,23 @@ def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str |
     pool = PoolIndex.build((r for d in pool_datasets(ws) for r in load_records(ws, d)), data.near_duplicate_threshold)
     contamination = ContaminationIndex(evaluation_items(ws), data.contamination_span)
     result = ingest(read_rows(path), spec, bucket, pool, data.min_tier, contamination)
-    with ws.artifacts.stage() as staged:
-        (staged.path / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.records))
-        (staged.path / "rejected.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.rejected))
-        (staged.path / "manifest.json").write_text(json.dumps({
-            "input": str(path.resolve()), "input_sha256": _input_hash(path), "source": spec.__dict__,
-            "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
-        }, indent=2) + "\n")
-    dataset = DatasetRecord(staged.hash, POOL_PREFIX + name, len(result.records),
-                            f"ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})", time.time())
-    ws.registry.add_dataset(dataset)
+    with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
+        with ws.artifacts.stage() as staged:
+            (staged.path / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.records))
+            (staged.path / "rejected.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.rejected))
+            (staged.path / "manifest.json").write_text(json.dumps({
+                "input": str(path.resolve()), "input_sha256": _input_hash(path), "source": spec.__dict__,
+                "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
+            }, indent=2) + "\n")
+        dataset = DatasetRecord(staged.hash, POOL_PREFIX + name, len(result.records),
+                                f"ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})", time.time())
+        ws.registry.add_dataset(dataset)
     return dataset, result
 
 
 def _input_hash(path: Path) -> str:
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES) if path.is_dir() else [path]
     for file in files:
         digest.update(file.read_bytes())
     return digest.hexdigest()
@@ -97,6 +102,7 @@ class PoolDraw:
     examples: list[Example]
     datasets: list[str]  # hashes of the pool datasets the drawn records came from
     buckets: list[BucketStats]
+    contaminated: int = 0  # records skipped: they overlap the current evaluation items
 
 
 def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
@@ -104,17 +110,27 @@ def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
     count = ws.config.learn.pool_records
     if count == 0:
         return PoolDraw([], [], [])
+    # Ingest checked each record against the evaluation items of its day; these may have changed since.
+    contamination = ContaminationIndex(evaluation_items(ws), ws.config.data.contamination_span)
     origin: dict[str, str] = {}
     records: list[Record] = []
+    contaminated = 0
     for dataset in pool_datasets(ws):
         for record in load_records(ws, dataset):
+            if contamination.leak(record.content()) is not None:
+                contaminated += 1
+                continue
             origin.setdefault(record.id, dataset.hash)
             records.append(record)
     if not records:
-        raise ReverieError("learn.pool_records is set but the data pool is empty (see `reverie data ingest`)")
+        raise ReverieError("learn.pool_records is set but the data pool has no usable record (see `reverie data "
+                           "ingest` and `reverie data stats`)")
     mix = ws.config.data.mix or dict(Counter(r.bucket for r in records))
     drawn, buckets = mix_sample(records, mix, count, ws.config.data.tier_weight, seed)
-    return PoolDraw([r.example() for r in drawn], sorted({origin[r.id] for r in drawn}), buckets)
+    if not drawn:
+        present = ", ".join(sorted({r.bucket for r in records}))
+        raise ReverieError(f"data.mix gives no share to a bucket the pool has (the pool has: {present})")
+    return PoolDraw([r.example() for r in drawn], sorted({origin[r.id] for r in drawn}), buckets, contaminated)
 
 
 def pool_stats(ws: Workspace) -> dict[str, Counter]:

@@ -16,7 +16,8 @@ from reverie.data.text import normalize
 # The most frequent English function words: a text of some length without them is not English prose.
 ENGLISH_FUNCTION_WORDS = frozenset(
     "the of and to in is was for on that with as by it at from his her its are be this which or an were "
-    "has have had not but they he she their also been who after first one two all more into than can".split()
+    "has have had not but they he she their also been who after first one two all more into than can "
+    "there when what where them then these those some such only other over most very".split()
 )
 
 

@@ -1,7 +1,9 @@
 """Reading rows from JSONL, CSV, Parquet, or a folder of text and markdown files.
 
 Each row comes with its origin (file and line, row, or file name). A row that cannot be read at all (broken
-JSON, not UTF-8) comes back with the reason instead of fields, so that it is quarantined, not lost.
+JSON, a line or text file that is not UTF-8, a CSV row with the wrong number of cells) comes back with the
+reason instead of fields, so that it is quarantined, not lost. A CSV or Parquet file that cannot be parsed
+at all is refused as a whole, with the reason.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class RawRow:
 
 
 def read_rows(path: Path) -> Iterator[RawRow]:
+    """The rows of a file or folder, in order; the format is chosen by the file's suffix."""
     if path.is_dir():
         yield from _folder(path)
     elif not path.is_file():

@@ -40,6 +40,10 @@ class Record(BaseModel):
         has_pair = bool(self.prompt and self.prompt.strip() and self.completion and self.completion.strip())
         if has_text == has_pair:
             raise ValueError("a record needs either a non-empty 'text' or a non-empty 'prompt' and 'completion'")
+        if has_text:  # blank fields of the other kind are absent, not empty content
+            self.prompt = self.completion = None
+        else:
+            self.text = None
         if not self.id:
             self.id = content_id(self.content())
         return self
@@ -59,6 +63,7 @@ class Record(BaseModel):
 
 
 def content_id(text: str) -> str:
+    """Short hash of the normalised text: the same text from two files is the same record."""
     return hashlib.sha256(normalize(text).encode()).hexdigest()[:16]
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from reverie.data.knowledge import Example
 from reverie.data.records import content_id
@@ -32,11 +34,13 @@ CATEGORY_KEYWORDS = {
     "violence": ("kill", "murder", "attack", "assault", "harm", "violent", "terror"),
     "drugs": ("drug", "cocaine", "meth", "heroin", "narcotic"),
     "self-harm": ("suicide", "self-harm", "eating disorder", "anorexia", "cutting"),
-    "hate": ("racist", "hate", "discriminat", "harass", "bully"),
+    "hate": ("racist", "hate", "discriminate", "discrimination", "harass", "bully"),
     "misinformation": ("fake news", "misinformation", "propaganda", "conspiracy", "false information"),
     "privacy": ("track", "spy", "stalk", "personal information", "surveil"),
 }
-REFUSAL = "I can't help with that. It could cause real harm; if you have a safe goal behind it, I'm glad to help with that instead."
+_ENDINGS = "(?:s|es|d|ed|ing|er|ers|ment|ion|ions)?"
+REFUSAL = ("I can't help with that. It could cause real harm; if you have a safe goal behind it, I'm glad to help "
+           "with that instead.")
 
 
 class RedTeamItem(BaseModel):
@@ -49,8 +53,21 @@ class RedTeamItem(BaseModel):
 
 
 def categorize(prompt: str) -> str:
+    """The first category one of whose keywords is a word of the prompt, allowing common endings ('hack'
+    matches 'hacking', 'meth' does not match 'method')."""
     text = prompt.lower()
-    return next((c for c, words in CATEGORY_KEYWORDS.items() if any(w in text for w in words)), "other")
+    for category, words in CATEGORY_KEYWORDS.items():
+        if any(re.search(rf"\b{re.escape(word)}{_ENDINGS}\b", text) for word in words):
+            return category
+    return "other"
+
+
+def _flag(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ReverieError(f"{where}: must_refuse must be true or false, got {value!r}")
 
 
 def read_items(path: Path, kind: str) -> list[RedTeamItem]:
@@ -60,40 +77,49 @@ def read_items(path: Path, kind: str) -> list[RedTeamItem]:
         raise ReverieError(f"--format {kind!r}: choose from {', '.join(FORMATS)}")
     if not path.is_file():
         raise ReverieError(f"{path} does not exist")
-    now, items = time.time(), []
+    now = time.time()
+    try:
+        return [RedTeamItem(id=content_id(prompt), prompt=prompt.strip(), category=category, must_refuse=refuse,
+                            source=path.name, added_at=now) for prompt, category, refuse in _rows(path, kind)]
+    except UnicodeDecodeError:
+        raise ReverieError(f"{path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ReverieError(f"{path}: not a readable CSV file ({exc})") from None
 
-    def add(prompt: str, category: str, must_refuse: bool) -> None:
-        items.append(RedTeamItem(id=content_id(prompt), prompt=prompt.strip(), category=category,
-                                 must_refuse=must_refuse, source=path.name, added_at=now))
 
+def _rows(path: Path, kind: str) -> Iterator[tuple[str, str, bool]]:
+    """(prompt, category, must_refuse) for each row of a library file."""
     with path.open(newline="", encoding="utf-8") as handle:
         if kind == "jsonl":
             for number, line in enumerate(handle, start=1):
                 try:
                     row = json.loads(line)
-                    add(row["prompt"], row.get("category") or categorize(row["prompt"]), bool(row["must_refuse"]))
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValidationError) as exc:
-                    raise ReverieError(f"{path}:{number}: expected {{prompt, must_refuse, category?}} ({exc})") from None
-            return items
+                    prompt, flag = str(row["prompt"]), _flag(row["must_refuse"], f"{path}:{number}")
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    expected = "{prompt, must_refuse, category?}"
+                    raise ReverieError(f"{path}:{number}: expected {expected} ({exc})") from None
+                yield prompt, row.get("category") or categorize(prompt), flag
+            return
         reader = csv.DictReader(handle)
         needed = {"advbench": {"goal"}, "xstest": {"prompt", "type", "label"}}[kind]
         if missing := needed - set(reader.fieldnames or []):
             raise ReverieError(f"{path}: not an {kind} file: missing column(s) {', '.join(sorted(missing))}")
         for row in reader:
             if kind == "advbench":
-                add(row["goal"], categorize(row["goal"]), True)
+                yield row["goal"], categorize(row["goal"]), True
             elif row["label"] not in ("safe", "unsafe"):
                 raise ReverieError(f"{path}:{reader.line_num}: label must be 'safe' or 'unsafe', got {row['label']!r}")
             else:
-                add(row["prompt"], row["type"], row["label"] == "unsafe")
-    return items
+                yield row["prompt"], row["type"], row["label"] == "unsafe"
 
 
 def library_versions(ws: Workspace) -> list[DatasetRecord]:
+    """Every version of the library, oldest first."""
     return [d for d in ws.registry.list_datasets() if d.name.startswith(LIBRARY_PREFIX)]
 
 
 def load_library(ws: Workspace) -> list[RedTeamItem]:
+    """The items of the newest version."""
     versions = library_versions(ws)
     if not versions:
         return []
@@ -109,13 +135,13 @@ def import_items(ws: Workspace, items: list[RedTeamItem]) -> tuple[DatasetRecord
         library.setdefault(item.id, item)
     if len(library) == before:
         return None, 0
-    version = len(library_versions(ws)) + 1
-    with ws.artifacts.stage() as staged:
-        (staged.path / "items.jsonl").write_text("".join(i.model_dump_json() + "\n" for i in library.values()))
-    sources = ", ".join(sorted({i.source for i in items})) or "nothing"
-    dataset = DatasetRecord(staged.hash, f"{LIBRARY_PREFIX}{version}", len(library), f"red-team import of {sources}",
-                            time.time())
-    ws.registry.add_dataset(dataset)
+    sources = ", ".join(sorted({i.source for i in items}))
+    with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
+        with ws.artifacts.stage() as staged:
+            (staged.path / "items.jsonl").write_text("".join(i.model_dump_json() + "\n" for i in library.values()))
+        dataset = DatasetRecord(staged.hash, f"{LIBRARY_PREFIX}{len(library_versions(ws)) + 1}", len(library),
+                                f"red-team import of {sources}", time.time())
+        ws.registry.add_dataset(dataset)
     return dataset, len(library) - before
 
 

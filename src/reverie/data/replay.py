@@ -2,7 +2,8 @@
 
 A failed held-out question is never trained on itself (that would teach the test); its document's training
 material is replayed instead. Each Gate's failures are a dataset named `replay/<cycle>`; Learn draws from all
-of them with weight `decay ** age` (age in Gates since, newest 0), and never more than its share of the mix.
+of them with weight `decay ** age`, where age counts the cycles started since the failing one (the next
+cycle's Learn sees age 0), and never more than its share of the mix.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 from reverie.data.knowledge import Example, Knowledge
 from reverie.registry import DatasetRecord
@@ -29,6 +31,28 @@ def replay_examples(knowledge: Knowledge, failed: list[int]) -> list[Example]:
     return examples
 
 
+def save_replay(ws: Workspace, cycle_id: str, candidate_id: str, examples: list[Example]) -> DatasetRecord:
+    """The failures of one Gate as a dataset. The cycle is part of its content, so two Gates that fail the same
+    questions still make two datasets (and the older one keeps fading)."""
+    with ws.artifacts.stage() as staged:
+        (staged.path / "examples.jsonl").write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))
+        (staged.path / "gate.json").write_text(json.dumps({"cycle": cycle_id, "candidate": candidate_id}) + "\n")
+    return DatasetRecord(staged.hash, f"{REPLAY_PREFIX}{cycle_id}", len(examples),
+                         f"gate failures of {candidate_id}", time.time())
+
+
+def replay_ages(ws: Workspace) -> list[tuple[DatasetRecord, int]]:
+    """Every replay dataset with its age: cycles started since its own, less one."""
+    cycles = [c.id for c in ws.registry.list_cycles()]
+    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
+    ages = []
+    for dataset in datasets:
+        cycle = dataset.name.removeprefix(REPLAY_PREFIX)
+        since = len(cycles) - 1 - cycles.index(cycle) if cycle in cycles else len(cycles)
+        ages.append((dataset, max(0, since - 1)))
+    return ages
+
+
 def replay_count(base: int, share: float, available: int) -> int:
     """How many replay examples a mix of `base` others may take: replay / (base + replay) <= share."""
     if share <= 0 or available == 0:
@@ -41,9 +65,8 @@ def replay_count(base: int, share: float, available: int) -> int:
 def draw_replay(ws: Workspace, base: int, seed: int) -> tuple[list[Example], list[str]]:
     """Replay examples for a Learn of `base` other examples, and the replay datasets they came from."""
     settings = ws.config.learn
-    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
     pool: list[tuple[float, Example, DatasetRecord]] = []
-    for age, dataset in enumerate(reversed(datasets)):
+    for dataset, age in replay_ages(ws):
         lines = (ws.artifacts.path(dataset.hash) / "examples.jsonl").read_text().splitlines()
         pool += [(settings.replay_decay ** age, Example(**json.loads(line)), dataset) for line in lines]
     count = replay_count(base, settings.replay_share, len(pool))

@@ -67,6 +67,7 @@ def dataset_rows(ws: Workspace, dataset: DatasetRecord) -> list[str]:
 
 
 def sample_rows(count: int, size: int, seed: int) -> list[int]:
+    """Which rows a review of `size` covers, in order; the same for the same seed."""
     return sorted(random.Random(seed).sample(range(count), min(size, count)))
 
 
@@ -75,11 +76,13 @@ def review_path(ws: Workspace, dataset: DatasetRecord) -> Path:
 
 
 def load_review(ws: Workspace, dataset: DatasetRecord) -> Review | None:
+    """The saved review of a dataset, if there is one."""
     path = review_path(ws, dataset)
     return Review.model_validate_json(path.read_text()) if path.is_file() else None
 
 
 def save_review(ws: Workspace, dataset: DatasetRecord, decisions: list[Decision]) -> Review:
+    """Store a review, replacing any earlier one of the same dataset."""
     review = Review(dataset=dataset.hash, name=dataset.name, decisions=decisions, at=time.time())
     ws.write_text_atomic(review_path(ws, dataset), review.model_dump_json(indent=2) + "\n")
     return review

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from reverie.data.knowledge import Example
-from reverie.data.quality import QualityRules, check_text
+from reverie.data.quality import ENGLISH_FUNCTION_WORDS, QualityRules, check_text
 from reverie.data.text import normalize
 
 PROMPT_STYLES: dict[str, str] = {
@@ -51,16 +51,21 @@ def parse_self_edit(text: str) -> list[str]:
     return items
 
 
+def _content_words(text: str) -> set[str]:
+    return {w for w in normalize(text).split() if len(w) >= 4 and w not in ENGLISH_FUNCTION_WORDS}
+
+
 def gate_items(items: list[str], title: str, passage: str,
                rules: QualityRules = QualityRules()) -> tuple[list[str], list[tuple[str, str]]]:
     """Split self-edit items into (kept, [(dropped item, reason)]): an item must pass the quality rules and
-    name something the passage does (share a word of four or more letters with its title or text)."""
-    source = set(normalize(f"{title} {passage}").split())
+    name something the passage does (share a content word, four or more letters and not a common function
+    word like 'that' or 'which', with its title or text)."""
+    source = _content_words(f"{title} {passage}")
     kept, dropped = [], []
     for item in items:
         reason = check_text(item, rules)
-        if reason is None and not {w for w in normalize(item).split() if len(w) >= 4} & source:
-            reason = "off topic: shares no word of four or more letters with its document"
+        if reason is None and not _content_words(item) & source:
+            reason = "off topic: shares no content word with its document"
         if reason is None:
             kept.append(item)
         else:

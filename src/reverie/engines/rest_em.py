@@ -189,8 +189,8 @@ def train_generator(
         with store.stage() as staged:
             loop.save_weights(staged.path)
         finished = GeneratorRound(number, staged.hash, result)
+        if on_round is not None:  # first, so that a caller registers the checkpoint before the round counts as done
+            on_round(finished)
         journal.add(f"round/{number}", asdict(finished))
         done.append(finished)
-        if on_round is not None:
-            on_round(finished)
     return loop, done

@@ -52,7 +52,7 @@ class SealBench:
         training: list[Passage],
         rounds: int,
         state: Path,
-        fingerprint_parts: list,
+        fingerprint_parts: list[object],
         on_round: Callable[[GeneratorRound], None] | None = None,
         generator_dir: Path | None = None,
     ):
@@ -76,6 +76,12 @@ class SealBench:
             if which == "seal" and self.generator_dir is not None:
                 self._loops[which] = self.load_loop(self.generator_dir)
             elif which == "seal":
+                recorded = self.journal.get("rounds")
+                if recorded is None:
+                    self.journal.add("rounds", self.rounds)
+                elif recorded != self.rounds:
+                    raise ReverieError(f"{self.journal.path} scored a generator trained for {recorded} ReST-EM rounds, "
+                                       f"not {self.rounds}: use another state folder")
                 store = ArtifactStore(self.state / "artifacts", self.state / "staging")
                 self._loops[which], _ = train_generator(self.load_loop, self.training, self.settings, self.rounds,
                                                         self.state / "rest-em", store, on_round=self.on_round)

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reverie.config import GateConfig
-from reverie.data.datasets import save_dataset
-from reverie.data.replay import REPLAY_PREFIX, replay_examples
+from reverie.data.replay import replay_examples, save_replay
 from reverie.data.review import load_review
 from reverie.engines.suites import Suites
 from reverie.model_card import render_model_card
@@ -51,10 +50,12 @@ def review_reasons(ws: Workspace, candidate: ModelRecord, gate: GateConfig) -> l
         if "/dream-" not in dataset.name:
             continue
         review = load_review(ws, dataset)
-        if review is None:
+        needed = min(gate.min_reviewed_rows, dataset.rows)
+        if review is None or len(review.decisions) < needed:
+            done = "has not been reviewed" if review is None else f"was reviewed on {len(review.decisions)} rows only"
             raise ReverieError(
-                f"gate.require_review: {dataset.name} ({dataset.hash[:12]}) has not been reviewed; run "
-                f"`reverie data review {dataset.hash[:12]}`, then `reverie cycle --resume`"
+                f"gate.require_review: {dataset.name} ({dataset.hash[:12]}) {done}; run `reverie data review "
+                f"{dataset.hash[:12]} --sample {needed}`, then `reverie cycle --resume`"
             )
         if review.acceptance < gate.min_review_acceptance:
             reasons.append(f"review of {dataset.name} accepted {review.acceptance:.0%} of {len(review.decisions)} "
@@ -85,8 +86,7 @@ class Gate:
         replay = replay_examples(suites.knowledge, failed)
         new_datasets = []
         if replay:  # next cycles' Learn replays the material behind what this candidate got wrong
-            new_datasets.append(save_dataset(ctx.workspace, f"{REPLAY_PREFIX}{ctx.cycle.id}",
-                                             f"gate failures of {candidate.id}", replay))
+            new_datasets.append(save_replay(ctx.workspace, ctx.cycle.id, candidate.id, replay))
         return PhaseResult(
             outputs={
                 "model": candidate.id,

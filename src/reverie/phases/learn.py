@@ -4,6 +4,8 @@ set, records drawn from the data pool by the configured bucket mix, plus replay 
 
 from __future__ import annotations
 
+import zlib
+
 from reverie.data.datasets import save_dataset
 from reverie.data.knowledge import learn_examples, load_knowledge
 from reverie.data.pool import draw_for_learn
@@ -20,11 +22,13 @@ class Learn:
         config = ctx.workspace.config
         parent = ctx.candidate()
         knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
-        draw = draw_for_learn(ctx.workspace, config.learn.train.seed)
+        seed = config.learn.train.seed + zlib.crc32(ctx.cycle.id.encode())  # a fresh draw every cycle, same on resume
+        draw = draw_for_learn(ctx.workspace, seed)
         examples = learn_examples(knowledge) + draw.examples
-        replay, replayed_from = draw_replay(ctx.workspace, len(examples), config.learn.train.seed)
+        replay, replayed_from = draw_replay(ctx.workspace, len(examples), seed)
         examples += replay
-        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", config.data.knowledge, examples)
+        source = config.data.knowledge + (" + data pool" if draw.examples else "") + (" + replay" if replay else "")
+        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", source, examples)
 
         # A parent that already carries an adapter keeps training it; otherwise a fresh one is attached.
         loaded = load_version(ctx.workspace, parent, trainable_adapter=True)
@@ -32,6 +36,9 @@ class Learn:
             loaded.model = attach_lora(loaded.model, config.learn.lora, config.learn.train.seed)
         metrics = train_sft(loaded.model, loaded.tokenizer, examples, config.learn.train, "learn: LoRA SFT")
         metrics |= {f"pool_drawn_{b.bucket}": float(b.drawn) for b in draw.buckets}
+        metrics |= {f"pool_repeated_{b.bucket}": float(b.repeated) for b in draw.buckets if b.repeated}
+        if draw.contaminated:
+            metrics["pool_contaminated"] = float(draw.contaminated)
         metrics |= {"replay_examples": float(len(replay)), "replay_share": len(replay) / len(examples)}
 
         adapter = store_adapter(ctx.workspace, loaded.model)
