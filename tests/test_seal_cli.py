@@ -50,6 +50,8 @@ def test_eval_needs_a_trained_generator_then_scores_it(workspace_dir: Path) -> N
     reverie("seal", "train", "-w", ws, "--rounds", "1")
     result = reverie("seal", "eval", "-w", ws, "--limit", "2", "--conditions", "passage,seal")
     assert "seal - passage" in result.stdout and "closed-book accuracy over 2 passages" in result.stdout
+    multi = reverie("seal", "eval", "-w", ws, "--limit", "3", "--conditions", "passage,seal", "--multi-passage", "2")
+    assert "cpt2-seal (one adapter per group of passages)" in multi.stdout and "in 2 groups" in multi.stdout
     bad = reverie("seal", "eval", "-w", ws, "--conditions", "passage,oracle", check=False)
     assert bad.returncode == 2 and "choose from" in bad.stderr
 

@@ -113,11 +113,20 @@ def _print_summary(summary: dict) -> None:
     out.print(table)
     for name, diff in summary["differences"].items():
         out.print(f"{name}: {diff['mean']:+.3f} (95% CI {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f})")
+    for name, total in summary["multi_passage"].items():
+        out.print(f"{name} (one adapter per group of passages): {total['accuracy']:.3f} over {total['questions']} "
+                  f"questions in {total['groups']} groups")
 
 
-def _run_conditions(bench: SealBench, conditions: list[str]) -> None:
+def _run_conditions(bench: SealBench, conditions: list[str], multi_passage: int = 0) -> None:
+    def report(key: str, record: dict) -> None:
+        status_line(f"{key}: accuracy {record['accuracy']:.2f}")
+
     for condition in conditions:
-        bench.run(condition, lambda key, r: status_line(f"{key}: accuracy {r['accuracy']:.2f}"))
+        if multi_passage:
+            bench.run_multi_passage(condition, multi_passage, report)
+        else:
+            bench.run(condition, report)
     _print_summary(bench.summary())
 
 
@@ -145,6 +154,8 @@ def evaluate(
     passages: PassagesOpt = "knowledge",
     limit: LimitOpt = 50,
     conditions: ConditionsOpt = "base,passage,own,seal",
+    multi_passage: Annotated[int, typer.Option(min=0, help="Train one adapter per this many passages at once "
+                                               "(SEAL's continued-pretraining variant); 0: one per passage.")] = 0,
     set_: SetOpt = None,
 ) -> None:
     """Measure the trained generator: closed-book accuracy after an inner loop on each passage plus its self-edit,
@@ -152,8 +163,11 @@ def evaluate(
     from reverie import generator
 
     chosen = _conditions(conditions)
+    if multi_passage and "base" in chosen:
+        chosen.remove("base")  # nothing to train: its per-passage score is the same
     ws = _open(workspace, set_)
-    _run_conditions(generator.bench(ws, _evaluation(ws, passages, limit), [], use_trained=True), chosen)
+    bench_run = generator.bench(ws, _evaluation(ws, passages, limit), [], use_trained=True)
+    _run_conditions(bench_run, chosen, multi_passage)
 
 
 @seal_app.command()

@@ -220,10 +220,17 @@ class ReverieConfig(_Strict):
         problems = []
         if self.gate.knowledge_min_accuracy == 0 and self.gate.general_min_accuracy == 0:
             problems.append("gate: both accuracy floors are 0, so the gate would release anything")
-        for section in ("learn", "dream"):
-            block = getattr(self, section).train.block_size
-            if block < self.eval.max_new_tokens:
-                problems.append(f"{section}.train.block_size ({block}) is shorter than eval.max_new_tokens")
+        blocks = {"learn.train": self.learn.train, "dream.train": self.dream.train,
+                  "dream.seal.inner": self.dream.seal.inner}
+        for key, settings in blocks.items():
+            if settings.block_size < self.eval.max_new_tokens:
+                problems.append(f"{key}.block_size ({settings.block_size}) is shorter than eval.max_new_tokens")
+        tiers = [source.tier for source in self.data.sources.values()]
+        if tiers and self.data.min_tier > max(tiers):
+            problems.append(f"data.min_tier ({self.data.min_tier}) is above every source's tier: nothing could be "
+                            "ingested")
+        if self.learn.pool_records and self.data.mix and not any(self.data.mix.values()):
+            problems.append("learn.pool_records is set but every share in data.mix is 0")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -25,7 +25,7 @@ from reverie.artifacts import ArtifactStore
 from reverie.data.passages import Passage
 from reverie.data.self_edits import parse_self_edit, self_edit_examples
 from reverie.engines.evaluation import closed_book_qa
-from reverie.engines.inner_loop import InnerLoop, generate_self_edits
+from reverie.engines.inner_loop import InnerLoop, generate_self_edits, multi_passage_trial
 from reverie.engines.models import reset_lora
 from reverie.engines.rest_em import (
     GeneratorRound, RoundSettings, TrialJournal, finished_rounds, fingerprint, train_generator,
@@ -33,6 +33,7 @@ from reverie.engines.rest_em import (
 from reverie.errors import ReverieError
 
 CONDITIONS = ("base", "passage", "own", "teacher", "seal")
+MULTI_PREFIX = "cpt"  # journal keys of multi-passage (continued-pretraining) groups: cpt<N>-<condition>/<group>
 LoopFactory = Callable[[Path | None], InnerLoop]  # None: the starting model; a path: a stored generator
 
 
@@ -100,18 +101,22 @@ class SealBench:
             self.journal.add(key, [per_passage[0] for per_passage in edits])
         return self.journal.get(key)
 
-    def run(self, condition: str, report: Callable[[str, dict], None] = lambda key, record: None) -> None:
-        """Score every evaluation passage under `condition`; `report` is called after each trial."""
+    def _condition(self, condition: str) -> tuple[InnerLoop, list[list[str]]]:
+        """The inner loop a condition runs on, and its self-edit items per evaluation passage."""
         if condition not in CONDITIONS:
             raise ReverieError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
         if condition == "teacher" and not all(p.completions for p in self.evaluation):
             raise ReverieError("the teacher condition needs `completions` on every evaluation passage")
         loop = self.loop("seal" if condition == "seal" else "start")
-        items: list[list[str]] = [[] for _ in self.evaluation]
         if condition in ("own", "seal"):
-            items = self._self_edits(condition, loop)
-        elif condition == "teacher":
-            items = [parse_self_edit(p.completions[0]) for p in self.evaluation]
+            return loop, self._self_edits(condition, loop)
+        if condition == "teacher":
+            return loop, [parse_self_edit(p.completions[0]) for p in self.evaluation]
+        return loop, [[] for _ in self.evaluation]
+
+    def run(self, condition: str, report: Callable[[str, dict], None] = lambda key, record: None) -> None:
+        """Score every evaluation passage under `condition`; `report` is called after each trial."""
+        loop, items = self._condition(condition)
         for i, passage in enumerate(self.evaluation):
             key = f"{condition}/{i}"
             if self.journal.get(key) is not None:
@@ -129,6 +134,24 @@ class SealBench:
             self.journal.add(key, record)
             report(key, record)
 
+    def run_multi_passage(self, condition: str, group: int,
+                          report: Callable[[str, dict], None] = lambda key, record: None) -> None:
+        """SEAL's continued-pretraining variant: one adapter per `group` evaluation passages, trained on all of
+        them with the condition's self-edits and graded on all their questions."""
+        if condition == "base":
+            raise ReverieError("the multi-passage variant trains: choose passage, own, teacher or seal")
+        loop, items = self._condition(condition)
+        for start in range(0, len(self.evaluation), group):
+            key = f"{MULTI_PREFIX}{group}-{condition}/{start // group}"
+            if self.journal.get(key) is not None:
+                continue
+            trial = multi_passage_trial(loop, self.evaluation[start : start + group], items[start : start + group],
+                                        seed=start)
+            record = {"accuracy": trial.accuracy, "questions": len(trial.answers),
+                      "seconds": trial.train_seconds + trial.eval_seconds}
+            self.journal.add(key, record)
+            report(key, record)
+
     def summary(self) -> dict:
         """Means with 95% bootstrap intervals for every finished condition, paired differences, round figures."""
         n = len(self.evaluation)
@@ -137,7 +160,7 @@ class SealBench:
         rounds = [{"round": r.round, **asdict(r.result)} for r in finished_rounds(self.state / "rest-em")]
         result: dict = {"eval_passages": n, "train_passages": len(self.training),
                         "questions": sum(len(p.questions) for p in self.evaluation), "conditions": {},
-                        "differences": {}, "rounds": rounds}
+                        "differences": {}, "rounds": rounds, "multi_passage": {}}
         for condition, records in done.items():
             accuracy = [r["accuracy"] for r in records]
             result["conditions"][condition] = {
@@ -145,6 +168,15 @@ class SealBench:
                 "f1": statistics.fmean(r["f1"] for r in records),
                 "s_per_inner_loop": statistics.fmean(r["seconds"] for r in records), "per_passage": accuracy,
             }
+        for key, record in self.journal.records.items():  # multi-passage groups: accuracy over all their questions
+            if key.startswith(MULTI_PREFIX):
+                name = key.split("/")[0]
+                total = result["multi_passage"].setdefault(name, {"correct": 0.0, "questions": 0, "groups": 0})
+                total["correct"] += record["accuracy"] * record["questions"]
+                total["questions"] += record["questions"]
+                total["groups"] += 1
+        for total in result["multi_passage"].values():
+            total["accuracy"] = total["correct"] / max(1, total["questions"])
         for a, b in (("seal", "passage"), ("seal", "own"), ("own", "passage"), ("teacher", "passage")):
             if a in done and b in done:
                 diff = [x["accuracy"] - y["accuracy"] for x, y in zip(done[a], done[b])]
