@@ -13,11 +13,16 @@ from reverie.artifacts import ArtifactStore
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.knowledge import load_knowledge
 from reverie.data.passages import Passage, knowledge_passages
+from reverie.data.quality import check_text
 from reverie.data.self_edits import gate_items
 from reverie.engines.evaluation import closed_book_qa
 from reverie.engines.inner_loop import InnerLoop, multi_passage_trial
 from reverie.engines.judge import JudgeGrader
-from reverie.engines.models import load_pretrained
+from reverie.data.knowledge import Example
+from reverie.engines.models import LoadedModel, attach_lora, load_pretrained
+from reverie.engines.scoring import perplexities
+from reverie.engines.training import train_sft
+from reverie.phases.dream import plausible_items
 from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
 from reverie.engines.seal_bench import SealBench, bootstrap_ci
 from reverie.errors import ReverieError
@@ -163,8 +168,6 @@ def test_self_edit_items_must_pass_the_rules_and_stay_on_topic() -> None:
 
 
 def test_quality_rules_name_what_failed() -> None:
-    from reverie.data.quality import check_text
-
     assert check_text("Too short") == "too short: 2 words (at least 3)"
     assert check_text("x " * 250).startswith("too long: 250 words")
     assert check_text("Velmora adopted its flag in 1874 after the long war.") is None
@@ -182,3 +185,18 @@ def test_knowledge_documents_become_passages_per_split() -> None:
     assert train[0].questions == knowledge.documents[0].train_qa
     assert evaluation[0].questions == knowledge.documents[0].eval_qa
     assert isinstance(train[0], Passage)
+
+
+def test_perplexity_ranks_what_the_model_was_trained_on_above_noise(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    model = attach_lora(loaded.model, LoraSettings(rank=8, alpha=16), 0)
+    seen = "Velmora is governed from Quistrand."
+    train_sft(model, loaded.tokenizer, [Example(completion=seen)], TrainSettings(epochs=30, learning_rate=1e-2))
+    model.eval()
+    noise = "Gildermoor Thrannock from is Quistrand governed."
+    low, high = perplexities(model, loaded.tokenizer, [seen, noise], batch_size=2)
+    assert low < high
+    alone = perplexities(model, loaded.tokenizer, [noise], batch_size=1)[0]
+    assert abs(alone - high) < 1e-3 * high  # padding in a batch does not change a score
+    kept, dropped = plausible_items([seen, noise], LoadedModel(model, loaded.tokenizer), (low + high) / 2, 2)
+    assert kept == [seen] and dropped[0][0] == noise and "above dream.seal.max_perplexity" in dropped[0][1]

@@ -135,6 +135,10 @@ class SealConfig(_Strict):
         None, description="Model source of the judge (same forms as model.source); required when grader is 'judge'."
     )
     judge_trust_remote_code: bool = Field(False, description="Run model code shipped with the judge model.")
+    max_perplexity: float | None = Field(
+        None, gt=1, description="Quality gate for Dream's self-edit items: quarantine an item whose perplexity under "
+        "the candidate is above this (off when unset).",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="The inner loop's adapter.")
     inner: TrainSettings = Field(
         default_factory=lambda: TrainSettings(learning_rate=2e-3, epochs=5, block_size=384, rows_per_step=1),
@@ -368,6 +372,7 @@ dream:
     passages: knowledge     # 'knowledge' (these documents with their train_qa) or a SQuAD-format JSON file
     max_passages: 30
     grader: containment     # containment | judge (then set judge_model to a model source)
+    max_perplexity: null    # quarantine self-edit items whose perplexity under the candidate is above this
     inner: {learning_rate: 2.0e-3, epochs: 5, block_size: 384, rows_per_step: 1, seed: 0}
   train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, seed: 0}
 

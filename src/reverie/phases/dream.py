@@ -1,8 +1,9 @@
 """Dream: the candidate trains on data written by a model, after that data passes a quality gate.
 
 - seal (default): the self-edit generator (trained by `reverie seal train`, or the candidate itself until
-  then) writes implications of every document; items that fail the data layer's quality rules or share no
-  word with their document are quarantined with the reason; the candidate trains on the documents plus the
+  then) writes implications of every document; items that fail the data layer's quality rules, share no
+  content word with their document, or (when dream.seal.max_perplexity is set) read as implausible to the
+  candidate are quarantined with the reason; the candidate trains on the documents plus the
   kept implications (SEAL's continued-pretraining variant).
 - self-consistency: the candidate answers each training question several times with its document in view;
   the majority answer is kept when enough votes agree and the document supports it, and the candidate learns
@@ -26,6 +27,7 @@ from reverie.engines.inner_loop import generate_self_edits
 from reverie.engines.merging import merge_with_ab_check
 from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
 from reverie.engines.prompts import open_book_question, user_prompt_ids
+from reverie.engines.scoring import perplexities
 from reverie.engines.training import train_sft
 from reverie.generator import current_generator, load_plain
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -60,6 +62,19 @@ def self_consistency_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedMod
                                                 "dream_kept_containing_gold": float(agreeing_with_gold)})
 
 
+def plausible_items(items: list[str], scorer: LoadedModel, limit: float,
+                    batch_size: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split items into (kept, [(dropped, reason)]) by their perplexity under `scorer`."""
+    kept, dropped = [], []
+    for item, score in zip(items, perplexities(scorer.model, scorer.tokenizer, items, batch_size)):
+        if score <= limit:
+            kept.append(item)
+        else:
+            dropped.append((item, f"perplexity {score:.1f} under the candidate is above dream.seal.max_perplexity "
+                                  f"{limit:g}"))
+    return kept, dropped
+
+
 def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
     """Documents plus their grounded self-edit items (one self-edit per document), and the quarantined rest."""
     seal = ws.config.dream.seal
@@ -75,6 +90,9 @@ def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> 
     kept_items = 0
     for document, per_document in zip(documents, edits):
         kept, dropped = gate_items(per_document[0], document.title, document.text)
+        if kept and seal.max_perplexity is not None:  # the model-based check, on what passed the rules
+            kept, implausible = plausible_items(kept, loaded, seal.max_perplexity, ws.config.eval.batch_size)
+            dropped += implausible
         quarantined += [Rejected(origin=f"document {document.id}", step="dream quality gate", reason=reason,
                                  row=item) for item, reason in dropped]
         kept_items += len(kept)
