@@ -18,7 +18,9 @@ from reverie.workspace import Workspace
 
 if TYPE_CHECKING:  # the engines import torch: only when a command runs
     from reverie.data.passages import Passage
+    from reverie.engines.rest_em import GeneratorRound
     from reverie.engines.seal_bench import SealBench
+    from reverie.registry import ModelRecord
 
 seal_app = typer.Typer(help="SEAL self-edits: train the generator by ReST-EM, write self-edits, measure them.",
                        no_args_is_help=True)
@@ -57,7 +59,7 @@ def train(
 
     ws = _open(workspace, set_)
 
-    def announce(finished, record) -> None:
+    def announce(finished: GeneratorRound, record: ModelRecord) -> None:
         r = finished.result
         status_line(f"round {finished.round}: best-of-k {r.best_accuracy:.3f} vs passage-only {r.baseline_accuracy:.3f}"
                     f", {r.kept} self-edits kept, {r.seconds / 60:.1f} min -> generator {record.id}")
