@@ -65,6 +65,10 @@ def main() -> None:
     lines += [f"| {label} | {outcome.reference_scores[k]:.3f} | {outcome.candidate_scores[k]:.3f} |" for label, k in rows]
     if after_learn is not None:
         lines += ["", f"Closed-book accuracy after Learn alone (before Dream): {after_learn:.3f}."]
+    if "dream_self_edit_items" in dream:
+        trained = "trained" if dream["dream_generator_trained"] else "untrained: the candidate"
+        lines += ["", f"Dream (SEAL, generator {trained}): {dream['dream_self_edit_items']:.0f} self-edit items "
+                  f"trained on, {dream['dream_items_quarantined']:.0f} quarantined by the quality gate."]
     lines += ["", f"Verdict: {result['verdict']}. Cycle wall time {total:.0f} s "
               f"({', '.join(f'{p} {s:.0f} s' for p, s in phases.items())})."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
