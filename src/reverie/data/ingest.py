@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
 from reverie.data.readers import RawRow
 from reverie.data.records import Provenance, Record, Rejected
+from reverie.progress import progress_bar
 
 RECORD_FIELDS = {"text", "prompt", "completion", "bucket", "meta"}
 
@@ -109,17 +110,19 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
              quarantine: bool) -> list[Record]:
         report = StepReport(name, len(candidates))
         kept = []
-        for record in candidates:
-            reason = verdict(record)
-            if reason is None:
-                kept.append(record)
-                continue
-            rejected.append(Rejected(origin=record.provenance.origin, step=name, reason=reason,
-                                     row=record.model_dump(exclude={"provenance"})))
-            if quarantine:
-                report.quarantined += 1
-            else:
-                report.removed += 1
+        with progress_bar(f"ingest: {name}", len(candidates)) as bar:
+            for record in candidates:
+                bar.advance()
+                reason = verdict(record)
+                if reason is None:
+                    kept.append(record)
+                    continue
+                rejected.append(Rejected(origin=record.provenance.origin, step=name, reason=reason,
+                                         row=record.model_dump(exclude={"provenance"})))
+                if quarantine:
+                    report.quarantined += 1
+                else:
+                    report.removed += 1
         report.kept = len(kept)
         steps.append(report)
         return kept
