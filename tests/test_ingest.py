@@ -158,8 +158,9 @@ def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> No
     folder = ws.artifacts.path(dataset.hash)
     [rejected] = [Rejected.model_validate_json(line) for line in (folder / "rejected.jsonl").read_text().splitlines()]
     assert rejected.row == "{oops"
-    stats = reverie("data", "stats", "-w", str(tmp_path / "ws")).stdout
-    assert "pool/facts" in stats and "general" in stats
+    stats = reverie("data", "stats", "-w", str(tmp_path / "ws"), "--set", "data.mix={general: 3, safety: 1}")
+    assert "pool/facts" in stats.stdout and "general" in stats.stdout
+    assert "empty: its share goes to the others" in stats.stdout  # nothing in the safety bucket yet
     near = tmp_path / "near.jsonl"
     near.write_text(json.dumps({"text": FACTS[0].replace("since the year", "from the year")}) + "\n")
     reverie("data", "ingest", str(near), "--source", "web", "-w", str(tmp_path / "ws"))  # kept at 0.8

@@ -47,11 +47,14 @@ def ingest_command(
 
 
 @data_app.command()
-def stats(workspace: WorkspaceOpt = Path(".")) -> None:
-    """The pool's datasets with their step counts, and kept records per bucket, source and tier."""
+def stats(
+    workspace: WorkspaceOpt = Path("."),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
+) -> None:
+    """The pool's datasets with their step counts, kept records per bucket, source and tier, and data.mix."""
     from reverie.data.pool import manifest, pool_datasets, pool_stats
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, set_ or [])
     datasets = Table(title="datasets in the pool")
     for column in ("dataset", "hash", "kept", "removed", "quarantined", "source"):
         datasets.add_column(column, no_wrap=True)
@@ -61,12 +64,26 @@ def stats(workspace: WorkspaceOpt = Path(".")) -> None:
                          str(sum(s["removed"] for s in steps)), str(sum(s["quarantined"] for s in steps)),
                          dataset.source)
     out.print(datasets)
-    for key, counts in pool_stats(ws).items():
+    stats = pool_stats(ws)
+    for key, counts in stats.items():
         table = Table(title=f"kept records per {key}")
         table.add_column(key)
         table.add_column("records", justify="right")
         for value, count in sorted(counts.items()):
             table.add_row(value, str(count))
+        out.print(table)
+    mix = ws.config.data.mix
+    if mix:
+        total = sum(mix.values()) or 1.0
+        table = Table(title=f"data.mix: each Learn draws {ws.config.learn.pool_records} records (learn.pool_records)")
+        for column in ("bucket", "share", "records available", "note"):
+            table.add_column(column)
+        for bucket in sorted(mix.keys() | stats["bucket"].keys()):
+            available = stats["bucket"].get(bucket, 0)
+            share = mix.get(bucket, 0.0) / total
+            note = "empty: its share goes to the others" if share and not available else (
+                "" if share else "not in data.mix: never drawn")
+            table.add_row(bucket, f"{share:.0%}", str(available), note)
         out.print(table)
 
 
