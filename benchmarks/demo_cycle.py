@@ -66,7 +66,7 @@ def main() -> None:
     if after_learn is not None:
         lines += ["", f"Closed-book accuracy after Learn alone (before Dream): {after_learn:.3f}."]
     if "dream_self_edit_items" in dream:
-        trained = "trained" if dream["dream_generator_trained"] else "untrained: the candidate"
+        trained = "trained" if dream["dream_generator_trained"] else "untrained: the release"
         lines += ["", f"Dream (SEAL, generator {trained}): {dream['dream_self_edit_items']:.0f} self-edit items "
                   f"trained on, {dream['dream_items_quarantined']:.0f} quarantined by the quality gate."]
     lines += ["", f"Verdict: {result['verdict']}. Cycle wall time {total:.0f} s "

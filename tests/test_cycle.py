@@ -66,7 +66,7 @@ def test_seal_dream_quarantines_what_fails_the_quality_gate_with_reasons(workspa
     outcome = run_cycle(workspace)
     dream = next(r for r in workspace.registry.phase_runs(outcome.cycle_id) if r.phase == "dream")
     assert dream.metrics["dream_self_edit_items"] == 0 and dream.metrics["dream_items_quarantined"] > 0
-    assert dream.metrics["dream_generator_trained"] == 0.0  # no generator trained yet: the candidate wrote them
+    assert dream.metrics["dream_generator_trained"] == 0.0  # no generator trained yet: the release wrote them
     assert dream.outputs["reason"] == "no synthetic example passed the quality gate"
     [quarantine] = [workspace.registry.get_dataset(h) for h in dream.outputs["artifacts"]]
     assert quarantine.name == "demo-knowledge/dream-seal-quarantine"

@@ -160,7 +160,7 @@ class DreamConfig(_Strict):
     enabled: bool = Field(True, description="Run the Dream phase (otherwise it passes the candidate through).")
     method: Literal["seal", "self-consistency"] = Field(
         "seal",
-        description="'seal': the trained self-edit generator (see `reverie seal train`; the candidate itself until "
+        description="'seal': the trained self-edit generator (see `reverie seal train`; the current release until "
         "one is trained) writes implications of each document to train on; 'self-consistency': vote over sampled "
         "open-book answers to the training questions and train closed-book on the winners.",
     )

@@ -1,6 +1,6 @@
 """Dream: the candidate trains on data written by a model, after that data passes a quality gate.
 
-- seal (default): the self-edit generator (trained by `reverie seal train`, or the candidate itself until
+- seal (default): the self-edit generator (trained by `reverie seal train`, or the current release until
   then) writes implications of every document; items that fail the data layer's quality rules, share no
   content word with their document, or (when dream.seal.max_perplexity is set) read as implausible to the
   candidate are quarantined with the reason; the candidate trains on the documents plus the
@@ -78,9 +78,9 @@ def plausible_items(items: list[str], scorer: LoadedModel, limit: float,
 def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
     """Documents plus their grounded self-edit items (one self-edit per document), and the quarantined rest."""
     seal = ws.config.dream.seal
-    generator = current_generator(ws)
-    trained = generator.status == "generator"
-    writer = load_plain(ws, generator) if trained else loaded
+    generator = current_generator(ws)  # the release until a generator is trained: the model before Learn, whose
+    trained = generator.status == "generator"  # writing Learn's short answers have not narrowed
+    writer = load_plain(ws, generator)
     documents = knowledge.documents
     edits = generate_self_edits(writer.model, writer.tokenizer, [(d.title, d.text) for d in documents], seal.style,
                                 1, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size,
