@@ -116,11 +116,28 @@ def test_duplicates_reposts_and_leaks_are_removed_with_what_they_repeat(tmp_path
     assert reasons["5"] == ("contamination", "overlaps evaluation item doc-7/eval_qa/0 (8-word span or whole item)")
 
 
+def test_model_written_rows_must_pass_the_quality_rules(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.jsonl"
+    rows = [{"text": FACTS[0]}, {"text": "again " * 12},
+            {"prompt": "Capital and year as JSON?", "completion": '{"capital": "Quistrand", "year": 1874}',
+             "bucket": "structured-output"},
+            {"prompt": "Where is Velmora governed from, and since when? Answer in JSON.",
+             "completion": "The capital is Quistrand, since 1874.",
+             "bucket": "structured-output"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run(path, source=SourceSpec("teacher", 2, "cc-by", synthetic=True))
+    assert_counts_add_up(result, rows=4)
+    quality = {r.origin.rsplit(":", 1)[1]: r.reason for r in result.rejected if r.step == "quality"}
+    assert quality["2"].startswith("repetitive") and quality["4"].startswith("not valid JSON")
+    assert len(result.records) == 2
+    assert len(run(path, source=SourceSpec("team", 2, "internal")).records) == 4  # people's data: no such rules
+
+
 def test_a_source_below_the_minimum_tier_is_quarantined(tmp_path: Path) -> None:
     path = tmp_path / "low.jsonl"
     path.write_text(json.dumps({"text": FACTS[0]}) + "\n")
     result = run(path, source=SourceSpec("forum", 0, "unknown"), min_tier=1)
-    assert not result.records and result.steps[1].quarantined == 1
+    assert not result.records and result.steps[1].step == "trust" and result.steps[1].quarantined == 1
     assert "tier 0, below data.min_tier 1" in result.rejected[0].reason
 
 

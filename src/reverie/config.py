@@ -36,6 +36,10 @@ class ModelConfig(_Strict):
 class SourceConfig(_Strict):
     tier: int = Field(..., ge=0, le=9, description="Trust tier, higher is more trusted; weights sampling.")
     licence: str = Field(..., min_length=1, description="Licence of the source's content, recorded on every record.")
+    synthetic: bool = Field(
+        False, description="Model-written data (a teacher model, a generator): its rows must pass the quality rules "
+        "(length, repetition, English; valid JSON in the structured-output bucket) at ingest.",
+    )
 
 
 class DataConfig(_Strict):
@@ -339,6 +343,7 @@ data:
   sources:                  # where `reverie data ingest` may take data from: trust tier (higher = more trusted)
     team: {tier: 3, licence: internal}
     web: {tier: 1, licence: unknown}
+    teacher: {tier: 2, licence: unknown, synthetic: true}   # model-written: must pass the quality rules
   min_tier: 1               # data from a source below this tier is rejected
   near_duplicate_threshold: 0.8   # estimated Jaccard of word 3-grams at which two texts are near duplicates
   contamination_span: 8     # words shared in a row with an evaluation item that make a training text a leak

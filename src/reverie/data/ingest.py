@@ -1,8 +1,9 @@
-"""The ingest pipeline: rows -> schema -> trust -> contamination -> exact dedup -> near dedup.
+"""The ingest pipeline: rows -> schema -> trust -> quality -> contamination -> exact dedup -> near dedup.
 
 Every step reports rows in, kept, removed and quarantined, and every row that is not kept comes out as a
 `Rejected` with its origin and reason: quarantined when the row itself is bad (schema, untrusted source),
 removed when it is fine but must not be trained on (a leak of an evaluation item, a duplicate, a repost).
+The quality step applies to model-written sources only (`synthetic: true`).
 Duplicates are checked against the existing pool and earlier rows of the same input.
 """
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
 from reverie.data.readers import RawRow
+from reverie.data.quality import check_text
 from reverie.data.records import Provenance, Record, Rejected
 from reverie.progress import progress_bar
 
@@ -33,11 +35,15 @@ class StepReport:
     quarantined: int = 0
 
 
+JSON_BUCKET = "structured-output"  # rows of this bucket answer in JSON
+
+
 @dataclass
 class SourceSpec:
     name: str
     tier: int
     licence: str
+    synthetic: bool = False
 
 
 @dataclass
@@ -129,6 +135,14 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
 
     below = f"source {source.name!r} has tier {source.tier}, below data.min_tier {min_tier}"
     records = step("trust", records, lambda r: below if source.tier < min_tier else None, quarantine=True)
+
+    def quality(record: Record) -> str | None:
+        if not source.synthetic:
+            return None
+        text = record.text if record.text is not None else str(record.completion)
+        return check_text(text, expects_json=record.bucket == JSON_BUCKET or record.meta.get("format") == "json")
+
+    records = step("quality", records, quality, quarantine=True)
 
     def leak(record: Record) -> str | None:
         item = contamination.leak(record.content())

@@ -61,7 +61,7 @@ def source_spec(ws: Workspace, name: str) -> SourceSpec:
     if name not in sources:
         known = ", ".join(sources) or "none: declare them under data.sources in reverie.yaml"
         raise ReverieError(f"--source {name!r} is not in data.sources (known: {known})")
-    return SourceSpec(name, sources[name].tier, sources[name].licence)
+    return SourceSpec(name, sources[name].tier, sources[name].licence, sources[name].synthetic)
 
 
 def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str | None = None,
