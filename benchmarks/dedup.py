@@ -31,6 +31,8 @@ from pathlib import Path
 
 from datasketch import MinHash, MinHashLSH
 
+from results_io import write_results
+
 from reverie.data.dedup import NearDuplicateIndex, shingles
 from reverie.data.text import normalize
 
@@ -159,11 +161,7 @@ def main() -> None:
               f"copies, {sum(truth)} of them near duplicates at exact word-3-gram Jaccard >= {args.threshold}), "
               f"{args.num_perm} permutations, one run. Throughput ratio reverie/plain: "
               f"{ours['documents_per_s'] / plain['documents_per_s']:.2f}x."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    write_results(args.out, result, "\n".join(table))
 
 
 if __name__ == "__main__":

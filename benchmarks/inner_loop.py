@@ -30,6 +30,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
+from results_io import write_results
+
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.self_edits import parse_self_edit, self_edit_examples
 from reverie.engines.evaluation import closed_book_qa
@@ -155,11 +157,7 @@ def main() -> None:
         summary = f"Speed-up {ref_s / ours_s:.1f}x over " + summary
     table += ["", f"{summary} Training throughput {share:.1%} of the measured float32 matmul peak "
               f"({peak / 1e9:.0f} GFLOP/s)."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    write_results(args.out, result, "\n".join(table))
 
 
 if __name__ == "__main__":
