@@ -78,8 +78,10 @@ def plausible_items(items: list[str], scorer: LoadedModel, limit: float,
 def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> DreamData:
     """Documents plus their grounded self-edit items (one self-edit per document), and the quarantined rest."""
     seal = ws.config.dream.seal
-    generator = current_generator(ws)  # the release until a generator is trained: the model before Learn, whose
-    trained = generator.status == "generator"  # writing Learn's short answers have not narrowed
+    # Until a generator is trained the release writes: the model before Learn, whose writing has not been
+    # narrowed by Learn's short training answers.
+    generator = current_generator(ws)
+    trained = generator.status == "generator"
     writer = load_plain(ws, generator)
     documents = knowledge.documents
     edits = generate_self_edits(writer.model, writer.tokenizer, [(d.title, d.text) for d in documents], seal.style,
