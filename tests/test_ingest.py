@@ -185,7 +185,7 @@ def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> No
     assert "2 records in the pool; 1 near duplicate(s) at threshold 0.5" in report
     assert f"{near}:1 ~ {data}:1" in report
     unknown = reverie("data", "ingest", str(data), "--source", "forum", "-w", str(tmp_path / "ws"), check=False)
-    assert unknown.returncode == 2 and "not in data.sources (known: team, web)" in unknown.stderr
+    assert unknown.returncode == 2 and "not in data.sources (known: team, web, teacher)" in unknown.stderr
     with pytest.raises(ReverieError, match="dataset name"):
         ingest_path(ws, data, "team", "general", name="../escape")
     assert isinstance(load_records(ws, dataset)[0], Record)
