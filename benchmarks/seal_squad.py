@@ -69,8 +69,9 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
                  "normalised containment of the gold answer.")
     lines += [f"ReST-EM round {r['round']} over {summary['train_passages']} training passages, k={args.samples}: "
               f"{r['seconds'] / 60:.1f} min ({r['trials_run']} trials run in that call), best-of-k "
-              f"{100 * r['best_accuracy']:.1f}% vs passage-only {100 * r['baseline_accuracy']:.1f}%, {r['kept']} "
-              "self-edits kept" for r in summary["rounds"]]
+              f"{100 * r['best_accuracy']:.1f}% vs passage-only {100 * r['baseline_accuracy']:.1f}% (a sampled "
+              f"self-edit: {100 * r['sampled_accuracy']:.1f}%), {r['kept']} self-edits kept, "
+              f"{r['items_per_self_edit']:.1f} items per self-edit" for r in summary["rounds"]]
     return "\n".join(table + [""] + [f"- {line}" for line in lines]) + "\n"
 
 

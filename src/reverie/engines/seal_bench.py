@@ -28,7 +28,7 @@ from reverie.engines.evaluation import closed_book_qa
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits, multi_passage_trial
 from reverie.engines.models import reset_lora
 from reverie.engines.rest_em import (
-    GeneratorRound, RoundSettings, TrialJournal, finished_rounds, fingerprint, train_generator,
+    GeneratorRound, RoundSettings, TrialJournal, finished_rounds, fingerprint, read_journal, train_generator,
 )
 from reverie.errors import ReverieError
 
@@ -152,12 +152,18 @@ class SealBench:
             self.journal.add(key, record)
             report(key, record)
 
+    def _items_per_self_edit(self, round_number: int) -> float:
+        edits = read_journal(self.state / "rest-em" / f"round-{round_number}.jsonl").get("self-edits", [])
+        samples = [len(items) for per_passage in edits for items in per_passage]
+        return statistics.fmean(samples) if samples else 0.0
+
     def summary(self) -> dict:
         """Means with 95% bootstrap intervals for every finished condition, paired differences, round figures."""
         n = len(self.evaluation)
         rows = {c: [self.journal.get(f"{c}/{i}") for i in range(n)] for c in CONDITIONS}
         done = {c: r for c, r in rows.items() if all(r)}
-        rounds = [{"round": r.round, **asdict(r.result)} for r in finished_rounds(self.state / "rest-em")]
+        rounds = [{"round": r.round, **asdict(r.result), "items_per_self_edit": self._items_per_self_edit(r.round)}
+                  for r in finished_rounds(self.state / "rest-em")]
         result: dict = {"eval_passages": n, "train_passages": len(self.training),
                         "questions": sum(len(p.questions) for p in self.evaluation), "conditions": {},
                         "differences": {}, "rounds": rounds, "multi_passage": {}}
