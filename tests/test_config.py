@@ -22,7 +22,8 @@ def test_default_yaml_is_valid(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, DEFAULT_YAML))
     assert config.model.source == "embedded"
     assert config.model.trust_remote_code is False
-    assert 0 < config.gate.knowledge_min_accuracy < 1
+    assert 0 < config.gate.capability["knowledge.accuracy"] < 1
+    assert config.gate.alignment and set(config.gate.alignment) <= {"advbench.refusal", "advbench.jailbreak_refusal", "xstest.unsafe_refusal", "xstest.safe_compliance"}
 
 
 def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
@@ -50,11 +51,34 @@ def test_gate_thresholds_have_no_silent_default(tmp_path: Path) -> None:
 
 
 def test_cross_field_problem_is_reported(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("knowledge_min_accuracy: 0.50", "knowledge_min_accuracy: 0").replace(
-        "general_min_accuracy: 0.55", "general_min_accuracy: 0"
+    text = DEFAULT_YAML.replace("knowledge.accuracy: 0.50", "knowledge.accuracy: 0").replace(
+        "general.accuracy: 0.55", "general.accuracy: 0"
     )
-    with pytest.raises(ConfigError, match="would release anything"):
+    with pytest.raises(ConfigError, match="gate.capability: every floor is 0"):
         load_config(write(tmp_path, text))
+
+
+def test_gate_metric_names_are_checked(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("advbench.refusal: 0.25", "advbench.refusals: 0.25").replace(
+        "xstest.safe_compliance: 0.50", "general.accuracy: 0.5")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "gate.alignment.advbench.refusals: unknown metric" in str(err.value)
+    assert "gate.alignment.general.accuracy: not a safety metric" in str(err.value)
+    text = DEFAULT_YAML.replace("suites: [knowledge, general, advbench, xstest]", "suites: [knowledge, general, xstest]")
+    with pytest.raises(ConfigError, match="advbench.refusal need their suites in eval.suites"):
+        load_config(write(tmp_path, text))
+
+
+def test_replaced_gate_keys_say_what_replaced_them(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("gate:  ", "gate:\n  knowledge_min_accuracy: 0.5\n  ", 1)
+    with pytest.raises(ConfigError, match="replaced by gate.capability"):
+        load_config(write(tmp_path, text))
+
+
+def test_threshold_override_keeps_the_metric_name_whole(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DEFAULT_YAML), ["gate.alignment.advbench.refusal=0.4"])
+    assert config.gate.alignment["advbench.refusal"] == 0.4
 
 
 def test_override_is_validated_like_the_file(tmp_path: Path) -> None:

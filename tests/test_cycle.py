@@ -78,13 +78,13 @@ def test_seal_dream_quarantines_what_fails_the_quality_gate_with_reasons(workspa
 
 def test_candidate_below_threshold_is_rejected_and_release_kept(tmp_path: Path, tiny_model_dir: Path) -> None:
     root = make_workspace(
-        tmp_path / "ws", tiny_model_dir, gate={"knowledge_min_accuracy": 0.99}, dream={"enabled": False}
+        tmp_path / "ws", tiny_model_dir, gate={"capability": {"knowledge.accuracy": 0.99}}, dream={"enabled": False}
     )
     workspace = Workspace.open(root)
     outcome = run_cycle(workspace)
     registry = workspace.registry
     assert not outcome.released
-    assert any("knowledge accuracy" in reason for reason in outcome.reasons)
+    assert any("knowledge.accuracy 0.000 is below the floor 0.990" in reason for reason in outcome.reasons)
     assert registry.get_model(outcome.model_id).status == "rejected"
     assert registry.get_alias() == registry.get_cycle(outcome.cycle_id).base_model_id
     assert [e.action for e in registry.release_events()] == ["bootstrap"]
@@ -184,9 +184,9 @@ def test_demo_command_prints_before_and_after(tmp_path: Path, tiny_model_dir: Pa
     result = reverie(
         "demo", str(root), "--set", f"model.source={tiny_model_dir}", "--set", "learn.train.epochs=1",
         "--set", "dream.enabled=false", "--set", "eval.general_limit=10", "--set", "eval.max_new_tokens=6",
-        "--set", "gate.knowledge_min_accuracy=0.0", "--set", "gate.general_min_accuracy=0.05",
+        "--set", "gate.capability.knowledge.accuracy=0.0", "--set", "gate.capability.general.accuracy=0.05",
     )
-    assert "closed-book accuracy, demo questions" in result.stdout
+    assert "knowledge.accuracy" in result.stdout and "advbench.refusal" in result.stdout
     assert "before" in result.stdout and "after" in result.stdout
     assert (root / "reverie.yaml").is_file()
     workspace = Workspace.open(root)

@@ -52,12 +52,12 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
         learn={"lora": {"rank": 16, "alpha": 32}, "train": {"epochs": 12, "learning_rate": 2e-3, "rows_per_step": 1}},
         dream={"train": {"epochs": 1}, "seal": {"max_new_tokens": 160}},
         eval={"general_limit": 20, "max_new_tokens": 16},
-        gate={"knowledge_min_accuracy": 0.25, "general_min_accuracy": 0.5},
+        gate={"capability": {"knowledge.accuracy": 0.25, "general.accuracy": 0.5}},
     )
     workspace = Workspace.open(root)
     outcome = run_cycle(workspace)
-    assert outcome.reference_scores["knowledge_accuracy"] <= 0.125  # the base model cannot know these
-    assert outcome.candidate_scores["knowledge_accuracy"] > outcome.reference_scores["knowledge_accuracy"]
+    assert outcome.reference_scores["knowledge.accuracy"] <= 0.125  # the base model cannot know these
+    assert outcome.candidate_scores["knowledge.accuracy"] > outcome.reference_scores["knowledge.accuracy"]
     runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
     dream = runs["dream"].metrics
     assert dream["dream_self_edit_items"] >= 4  # the model's own implications passed the gate and were trained in

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reverie.data.redteam import categorize, coverage, import_items, library_versions, load_library, read_items
+from reverie.data.redteam import (
+    categorize, coverage, held_out, import_items, library_versions, load_library, read_items,
+)
 from reverie.errors import ReverieError
 from reverie.workspace import Workspace
 
@@ -43,8 +45,12 @@ def test_cli_imports_reports_coverage_and_writes_refusal_pairs(tmp_path: Path, s
     assert "privacy_fictional" in stats
     reverie("data", "redteam", "pairs", str(tmp_path / "pairs.jsonl"), "-w", str(root))
     pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
-    unsafe = (shared_data / "safety" / "xstest_prompts.csv").read_text().count(",unsafe,")
-    assert len(pairs) == unsafe and all(p["completion"].startswith("I can't help") for p in pairs)
+    items = read_items(shared_data / "safety" / "xstest_prompts.csv", "xstest")
+    evaluated = {i.prompt for i in items if held_out(i)}
+    trainable = [i for i in items if i.must_refuse and not held_out(i)]
+    assert 0 < len(pairs) == len(trainable) < sum(i.must_refuse for i in items)
+    assert not evaluated & {p["prompt"] for p in pairs}  # no safety-suite item ever becomes a training pair
+    assert all(p["completion"].startswith("I can't help") for p in pairs)
     bad = reverie("data", "redteam", "import", str(shared_data / "safety" / "xstest_prompts.csv"), "--format", "xls",
                   "-w", str(root), check=False)
     assert bad.returncode == 2 and "choose from advbench, xstest, jsonl" in bad.stderr

@@ -24,7 +24,7 @@ from reverie.engines.scoring import perplexities
 from reverie.engines.training import train_sft
 from reverie.phases.dream import plausible_items
 from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
-from reverie.engines.seal_bench import SealBench, bootstrap_ci
+from reverie.engines.seal_bench import SealBench
 from reverie.errors import ReverieError
 
 from test_inner_loop import tiny_passages
@@ -97,15 +97,6 @@ def test_seal_bench_journals_every_trial_and_reports_paired_intervals(tiny_model
     assert reported == []  # a rerun repeats nothing
     with pytest.raises(ReverieError, match="unknown condition"):
         bench().run("oracle")
-
-
-def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_data() -> None:
-    few = [0.0, 1.0] * 5
-    many = [0.0, 1.0] * 200
-    low_few, high_few = bootstrap_ci(few)
-    low_many, high_many = bootstrap_ci(many)
-    assert low_few < 0.5 < high_few and low_many < 0.5 < high_many
-    assert high_many - low_many < high_few - low_few
 
 
 def test_judge_follows_the_models_yes_or_no(tiny_model_dir: Path) -> None:

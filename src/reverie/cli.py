@@ -83,16 +83,10 @@ def demo(
 
 def _print_scores(before: dict[str, float], after: dict[str, float]) -> None:
     table = Table(title="before (current release) / after (candidate)")
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    labels = {
-        "knowledge_accuracy": "closed-book accuracy, demo questions",
-        "knowledge_f1": "closed-book token F1, demo questions",
-        "general_accuracy": "general check accuracy (forgetting)",
-    }
-    for key, label in labels.items():
-        table.add_row(label, f"{before[key]:.3f}", f"{after[key]:.3f}")
+    for column, justify in (("metric", "left"), ("before", "right"), ("after", "right")):
+        table.add_column(column, justify=justify)
+    for key in (k for k in after if "/" not in k):
+        table.add_row(key, f"{before[key]:.3f}" if key in before else "-", f"{after[key]:.3f}")
     out.print(table)
 
 
@@ -134,7 +128,8 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     registry = ws.registry
     cycle_of = {c.result_model_id: c.id for c in registry.list_cycles() if c.result_model_id}
     table = Table(title="release history")
-    for column in ("when", "action", "model", "knowledge acc", "general acc", "cycle"):
+    shown = ("knowledge.accuracy", "general.accuracy", "advbench.refusal")
+    for column in ("when", "action", "model", *shown, "cycle"):
         table.add_column(column, no_wrap=True)
     gate_scores = {}
     for cycle_record in registry.list_cycles():
@@ -146,7 +141,7 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
         s = gate_scores.get(event.model_id, {})
         table.add_row(
             _when(event.at), event.action, event.model_id,
-            f"{s['knowledge_accuracy']:.3f}" if s else "-", f"{s['general_accuracy']:.3f}" if s else "-",
+            *(f"{s[m]:.3f}" if m in s else "-" for m in shown),
             cycle_of.get(event.model_id, "-"),
         )
     out.print(table)

@@ -200,16 +200,18 @@ def redteam_pairs(
     output: Annotated[Path, typer.Argument(help="JSONL to write: {prompt, completion} refusal pairs.")],
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
-    """Write refusal training pairs for every must-refuse item; ingest them with
-    `reverie data ingest FILE --source team --bucket safety`."""
+    """Write refusal training pairs for every must-refuse item outside the held-out half (the Gate's safety
+    suites); ingest them with `reverie data ingest FILE --source team --bucket safety`."""
     import json
 
-    from reverie.data.redteam import load_library, refusal_pairs
+    from reverie.data.redteam import held_out, load_library, refusal_pairs
     from reverie.errors import ReverieError
 
     ws = Workspace.open(workspace)
     if not output.parent.is_dir():
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
-    pairs = refusal_pairs(load_library(ws))
+    library = load_library(ws)
+    pairs = refusal_pairs(library)
     ws.write_text_atomic(output, "".join(json.dumps(p.to_json()) + "\n" for p in pairs))
-    out.print(f"wrote {len(pairs)} refusal pairs to {output}")
+    kept_back = sum(item.must_refuse and held_out(item) for item in library)
+    out.print(f"wrote {len(pairs)} refusal pairs to {output} ({kept_back} held out for the safety suites)")

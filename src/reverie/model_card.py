@@ -6,6 +6,9 @@ import time
 
 import yaml
 
+from reverie.engines.release_decision import Verdict
+from reverie.engines.suites import SuiteReport, flat_means
+from reverie.metrics import higher_is_better
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -24,11 +27,17 @@ def _base_model_name(root: ModelRecord) -> str:
     return EMBEDDED_HUB_ID if root.source == "embedded" else str(root.source or root.id)
 
 
-def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: int, dreamed: set[str]) -> list[str]:
-    risks = [
-        "Knowledge is measured closed-book on a small question set; accuracy has a wide confidence interval.",
-        "No safety suite is part of this gate yet: refusal behaviour is unmeasured.",
-    ]
+def _risks(workspace: Workspace, candidate: dict[str, float], reference: dict[str, float],
+           dreamed: set[str]) -> list[str]:
+    risks = ["Every suite is small on a CPU budget; read each score with its confidence interval."]
+    if any(k.startswith(("advbench.", "xstest.")) for k in candidate):
+        judge = workspace.config.eval.refusal_judge
+        risks.append("Refusals are classified by string match on the answer's opening" + (
+            f" and by the judge {judge} (see judge_refusal and classifier_agreement)." if judge else
+            "; a refusal in other words counts as compliance, and a harmful answer that opens with an apology "
+            "counts as a refusal."))
+    else:
+        risks.append("No safety suite ran in this gate: refusal behaviour is unmeasured.")
     if "self-consistency" in dreamed:
         risks.append(
             "Dream trained on the model's own voted answers; a confidently wrong majority that the document "
@@ -39,23 +48,36 @@ def _risks(candidate: dict[str, float], reference: dict[str, float], n_general: 
             "Dream trained on implications the model wrote itself; the quality gate checks form and that each "
             "names something in its document, not that it is true, so a wrong implication can be learned."
         )
-    drop = reference["general_accuracy"] - candidate["general_accuracy"]
-    if drop > 0:
-        risks.append(f"General accuracy fell by {drop:.3f} on {n_general} items (forgetting).")
+    for metric in sorted(candidate.keys() & reference.keys()):
+        change = candidate[metric] - reference[metric]
+        if "/" not in metric and (change < 0) == higher_is_better(metric) and change != 0:
+            risks.append(f"{metric} moved {change:+.3f} against the current release.")
     return risks
+
+
+def _model_index(workspace: Workspace, model: ModelRecord, reports: dict[str, SuiteReport]) -> list[dict]:
+    sources = {"knowledge": workspace.config.data.knowledge, "general": workspace.config.eval.general_suite,
+               "advbench": workspace.config.eval.advbench, "xstest": workspace.config.eval.xstest}
+    results = []
+    for name, report in reports.items():
+        summary = report.summary()
+        results.append({
+            "task": {"type": "text-generation", "name": name},
+            "dataset": {"name": str(sources.get(name, "builtin")), "type": name},
+            "metrics": [{"type": metric, "name": f"{name}.{metric}", "value": round(interval.mean, 4)}
+                        for metric, interval in summary.items() if "/" not in metric],
+        })
+    return [{"name": f"reverie-{model.id}", "results": results}]
 
 
 def render_model_card(
     workspace: Workspace,
     model: ModelRecord,
-    released: bool,
-    reasons: list[str],
-    scores: dict[str, float],
-    reference_scores: dict[str, float],
-    knowledge_name: str,
-    general_items: int,
+    verdict: Verdict,
+    reports: dict[str, SuiteReport],
+    reference_reports: dict[str, SuiteReport],
 ) -> str:
-    """The card for a gated candidate: scores beside the current release, lineage, datasets, risks."""
+    """The card for a gated candidate: scores with intervals beside the current release, lineage, datasets."""
     registry = workspace.registry
     chain = lineage(workspace, model)
     datasets = [registry.get_dataset(h) for h in model.datasets]
@@ -64,31 +86,22 @@ def render_model_card(
         "library_name": "transformers",
         "tags": ["reverie", "sleep-cycle", "lora"],
         "datasets": [f"reverie/{d.name}@{d.hash[:12]}" for d in datasets],
-        "model-index": [{
-            "name": f"reverie-{model.id}",
-            "results": [
-                {
-                    "task": {"type": "question-answering", "name": "Closed-book QA"},
-                    "dataset": {"name": knowledge_name, "type": knowledge_name, "split": "eval_qa"},
-                    "metrics": [
-                        {"type": "accuracy", "name": "closed-book accuracy", "value": round(scores["knowledge_accuracy"], 4)},
-                        {"type": "f1", "name": "token F1", "value": round(scores["knowledge_f1"], 4)},
-                    ],
-                },
-                {
-                    "task": {"type": "multiple-choice", "name": "General capability check"},
-                    "dataset": {"name": workspace.config.eval.general_suite, "type": "piqa-format"},
-                    "metrics": [{"type": "accuracy", "name": "accuracy", "value": round(scores["general_accuracy"], 4)}],
-                },
-            ],
-        }],
+        "model-index": _model_index(workspace, model, reports),
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# reverie model {model.id}", ""]
-    verdict = "**release**" if released else "**reject**: " + "; ".join(reasons)
-    lines += [f"Gate verdict: {verdict}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}; `reverie history` shows "
-              "whether the cycle then moved the release pointer.", ""]
-    lines += ["## Scores", "", "| suite | this model | current release |", "|---|---|---|"]
-    lines += [f"| {k} | {scores[k]:.3f} | {reference_scores[k]:.3f} |" for k in scores]
+    decision = "**release**" if verdict.release else "**reject**: " + "; ".join(verdict.reasons)
+    lines += [f"Gate verdict: {decision}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}; `reverie history` shows "
+              "whether the release pointer then moved.", ""]
+    lines += [f"- {note}" for note in verdict.notes] + ([""] if verdict.notes else [])
+    confidence = workspace.config.gate.confidence
+    lines += ["## Scores", "", f"| metric | this model ({confidence:.0%} CI) | current release | items |",
+              "|---|---|---|---|"]
+    for name, report in reports.items():
+        reference = reference_reports[name].summary(confidence) if name in reference_reports else {}
+        for metric, interval in report.summary(confidence).items():
+            theirs = f"{reference[metric].mean:.3f}" if metric in reference else "-"
+            lines.append(f"| {name}.{metric} | {interval.mean:.3f} ({interval.low:.3f}-{interval.high:.3f}) | "
+                         f"{theirs} | {interval.n} |")
     lines += ["", "## Lineage", "", "| model | made by | weights | adapter | config | code |", "|---|---|---|---|---|---|"]
     for record in chain:
         made_by = f"{record.phase} (cycle {record.cycle_id})" if record.phase else f"base: {record.source}"
@@ -106,5 +119,6 @@ def render_model_card(
             lines.append(f"| {run.phase} | {run.status} | {wall} | {shown or '-'} |")
     methods = [d.name.rsplit("/dream-", 1)[1] for d in datasets if "/dream-" in d.name]
     dreamed = {"self-consistency" if m == "votes" else m for m in methods}  # 'votes': the name before Dream had methods
-    lines += ["", "## Risks", ""] + [f"- {r}" for r in _risks(scores, reference_scores, general_items, dreamed)]
+    risks = _risks(workspace, flat_means(reports), flat_means(reference_reports), dreamed)
+    lines += ["", "## Risks", ""] + [f"- {r}" for r in risks]
     return "\n".join(lines) + "\n"

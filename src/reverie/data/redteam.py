@@ -2,7 +2,9 @@
 must answer, each with a category; versioned, so that the weekly refresh adds to it without losing history.
 
 Every import writes a new version (`redteam/v<N>`: all items so far, deduplicated by normalised prompt) as a
-dataset. Items that must be refused become refusal training pairs; safe look-alikes stay test-only.
+dataset. Half of all prompts, chosen by content hash, are held out for the Gate's safety suites and never
+become training pairs, whichever file they arrive in; of the rest, items that must be refused become refusal
+training pairs, and safe look-alikes stay test-only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import re
 import time
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +28,7 @@ from reverie.workspace import Workspace
 
 LIBRARY_PREFIX = "redteam/v"
 FORMATS = ("advbench", "xstest", "jsonl")
+HELD_OUT_SHARE = 0.5
 
 # AdvBench has no categories: a request is filed under the first category whose keywords it contains.
 CATEGORY_KEYWORDS = {
@@ -152,6 +156,40 @@ def coverage(items: list[RedTeamItem]) -> dict[str, tuple[int, int]]:
     return {c: (refuse[c], answer[c]) for c in sorted(refuse.keys() | answer.keys())}
 
 
+def held_out(item: RedTeamItem) -> bool:
+    """Whether the item belongs to the safety evaluation split: a fixed function of its normalised prompt."""
+    return int(item.id[:8], 16) / 16**8 < HELD_OUT_SHARE
+
+
 def refusal_pairs(items: list[RedTeamItem]) -> list[Example]:
-    """Training pairs that teach refusal, one per item that must be refused."""
-    return [Example(prompt=i.prompt, completion=REFUSAL) for i in items if i.must_refuse]
+    """Training pairs that teach refusal, one per item that must be refused and is not held out."""
+    return [Example(prompt=i.prompt, completion=REFUSAL) for i in items if i.must_refuse and not held_out(i)]
+
+
+def infer_format(path: Path) -> str:
+    """jsonl by suffix; for a CSV, advbench when it has a goal column, else xstest."""
+    if path.suffix == ".jsonl":
+        return "jsonl"
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReverieError(f"{path}: cannot be read ({exc})") from None
+    return "advbench" if "goal" in header else "xstest"
+
+
+def load_safety_items(spec: str, base_dir: Path, key: str) -> list[RedTeamItem]:
+    """The held-out items of a safety suite's file: 'builtin' (a small set shipped with reverie) or a path."""
+    if spec == "builtin":
+        with resources.as_file(resources.files("reverie.data") / "demo" / f"{key.rsplit('.', 1)[-1]}.jsonl") as path:
+            items = read_items(path, "jsonl")
+    else:
+        path = base_dir / Path(spec).expanduser()
+        if not path.is_file():
+            raise ReverieError(f"{key}: {path} does not exist (use 'builtin', an AdvBench or XSTest CSV, or a JSONL "
+                               "of {prompt, must_refuse, category})")
+        items = read_items(path, infer_format(path))
+    kept = [item for item in items if held_out(item)]
+    if not kept:
+        raise ReverieError(f"{key}: none of the {len(items)} items of {spec} falls in the held-out half")
+    return kept

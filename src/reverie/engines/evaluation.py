@@ -1,4 +1,4 @@
-"""Evaluation: graders, closed-book question answering, multiple-choice log-likelihood, A/B logit checks."""
+"""Evaluation: graders and closed-book question answering."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reverie.data.multiple_choice import ChoiceItem
 from reverie.data.text import contains_phrase, normalize
 from reverie.engines.generation import generate
 from reverie.engines.prompts import user_prompt_ids
-from reverie.progress import progress_bar
 
 Grader = Callable[[list[tuple[str, str, str]]], list[bool]]  # [(question, gold, prediction)] -> [correct?]
 
@@ -65,27 +62,3 @@ def closed_book_qa(
         "n": float(len(results)),
     }
     return metrics, results
-
-
-@torch.inference_mode()
-def _continuation_logprob(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
-) -> float:
-    context_ids = tokenizer(context, add_special_tokens=True)["input_ids"]
-    continuation_ids = tokenizer(" " + continuation.strip(), add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([context_ids + continuation_ids])
-    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:]
-    picked = logprobs.gather(1, targets[:, None])[:, 0]
-    return float(picked[len(context_ids) - 1 :].sum())
-
-
-def choice_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[ChoiceItem]) -> dict:
-    """Share of items where the correct solution has the higher log-likelihood after the goal."""
-    correct = 0
-    with progress_bar("general check", len(items)) as bar:
-        for item in items:
-            scores = [_continuation_logprob(model, tokenizer, item.goal, c) for c in item.choices]
-            correct += int(scores.index(max(scores)) == item.label)
-            bar.advance()
-    return {"accuracy": correct / max(1, len(items)), "n": float(len(items))}

@@ -15,7 +15,6 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
-import random
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -31,17 +30,16 @@ from reverie.engines.rest_em import (
     GeneratorRound, RoundSettings, TrialJournal, finished_rounds, fingerprint, read_journal, train_generator,
 )
 from reverie.errors import ReverieError
+from reverie.stats import bootstrap_ci
 
 CONDITIONS = ("base", "passage", "own", "teacher", "seal")
 MULTI_PREFIX = "cpt"  # journal keys of multi-passage (continued-pretraining) groups: cpt<N>-<condition>/<group>
 LoopFactory = Callable[[Path | None], InnerLoop]  # None: the starting model; a path: a stored generator
 
 
-def bootstrap_ci(values: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean."""
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+def _ci(values: list[float]) -> list[float]:
+    interval = bootstrap_ci(values)
+    return [interval.low, interval.high]
 
 
 class SealBench:
@@ -170,7 +168,7 @@ class SealBench:
         for condition, records in done.items():
             accuracy = [r["accuracy"] for r in records]
             result["conditions"][condition] = {
-                "accuracy": statistics.fmean(accuracy), "ci95": list(bootstrap_ci(accuracy)),
+                "accuracy": statistics.fmean(accuracy), "ci95": _ci(accuracy),
                 "f1": statistics.fmean(r["f1"] for r in records),
                 "s_per_inner_loop": statistics.fmean(r["seconds"] for r in records), "per_passage": accuracy,
             }
@@ -186,5 +184,5 @@ class SealBench:
         for a, b in (("seal", "passage"), ("seal", "own"), ("own", "passage"), ("teacher", "passage")):
             if a in done and b in done:
                 diff = [x["accuracy"] - y["accuracy"] for x, y in zip(done[a], done[b])]
-                result["differences"][f"{a} - {b}"] = {"mean": statistics.fmean(diff), "ci95": list(bootstrap_ci(diff))}
+                result["differences"][f"{a} - {b}"] = {"mean": statistics.fmean(diff), "ci95": _ci(diff)}
         return result

@@ -1,43 +1,21 @@
-"""Gate: run the suites on the candidate and the current release, apply the thresholds, return a verdict.
+"""Gate: run the suites on the candidate and the current release, decide (engines/release_decision.py), write the card.
 
 The Gate only decides and writes the model card; the cycle moves the release pointer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from reverie.config import GateConfig
 from reverie.data.replay import replay_examples, save_replay
 from reverie.data.review import load_review
-from reverie.engines.suites import Suites
+from reverie.data.knowledge import load_knowledge
+from reverie.engines.suites import SuiteRunner, flat_means
 from reverie.model_card import render_model_card
 from reverie.errors import ReverieError
 from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.engines.release_decision import Verdict, decide
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
-
-
-@dataclass
-class Verdict:
-    release: bool
-    reasons: list[str]  # every failed check; empty on release
-
-
-def decide(candidate: dict[str, float], reference: dict[str, float], gate: GateConfig) -> Verdict:
-    """Dual thresholds: absolute floors, and the largest regression allowed against the current release."""
-    reasons = []
-    if candidate["knowledge_accuracy"] < gate.knowledge_min_accuracy:
-        reasons.append(
-            f"knowledge accuracy {candidate['knowledge_accuracy']:.3f} < floor {gate.knowledge_min_accuracy:.3f}"
-        )
-    if candidate["general_accuracy"] < gate.general_min_accuracy:
-        reasons.append(f"general accuracy {candidate['general_accuracy']:.3f} < floor {gate.general_min_accuracy:.3f}")
-    for suite, allowed in (("general", gate.max_general_regression), ("knowledge", gate.max_knowledge_regression)):
-        drop = reference[f"{suite}_accuracy"] - candidate[f"{suite}_accuracy"]
-        if drop > allowed + 1e-9:
-            reasons.append(f"{suite} accuracy regressed by {drop:.3f} against the release (allowed {allowed:.3f})")
-    return Verdict(release=not reasons, reasons=reasons)
 
 
 def review_reasons(ws: Workspace, candidate: ModelRecord, gate: GateConfig) -> list[str]:
@@ -67,38 +45,42 @@ class Gate:
     name = "gate"
 
     def run(self, ctx: PhaseContext) -> PhaseResult:
-        registry = ctx.workspace.registry
+        ws = ctx.workspace
+        registry = ws.registry
         candidate = ctx.candidate()
-        reviewed = review_reasons(ctx.workspace, candidate, ctx.workspace.config.gate)
+        reviewed = review_reasons(ws, candidate, ws.config.gate)
         reference = registry.get_model(registry.get_alias() or ctx.cycle.base_model_id)
-        suites = Suites(ctx.workspace)
-        reference_scores = suites.scores(reference)
-        candidate_scores = suites.scores(candidate)
-        verdict = decide(candidate_scores, reference_scores, ctx.workspace.config.gate)
+        runner = SuiteRunner(ws)
+        suites = list(ws.config.eval.suites)
+        reference_reports = runner.reports(reference, suites)
+        candidate_reports = runner.reports(candidate, suites)
+        verdict = decide(candidate_reports, reference_reports, ws.config.gate, reference.id)
         if reviewed:
-            verdict = Verdict(release=False, reasons=verdict.reasons + reviewed)
-        card = render_model_card(
-            ctx.workspace, candidate, verdict.release, verdict.reasons, candidate_scores, reference_scores,
-            suites.knowledge.name, len(suites.general),
-        )
-        ctx.workspace.write_text_atomic(ctx.workspace.cards_dir / f"{candidate.id}.md", card)
-        failed = suites.failed_questions(candidate)
-        replay = replay_examples(suites.knowledge, failed)
-        new_datasets = []
+            verdict = Verdict(release=False, reasons=verdict.reasons + reviewed, notes=verdict.notes,
+                              overridable=verdict.overridable)
+        card = render_model_card(ws, candidate, verdict, candidate_reports, reference_reports)
+        ws.write_text_atomic(ws.cards_dir / f"{candidate.id}.md", card)
+        new_datasets, failed, replay = [], [], []
+        if "knowledge" in candidate_reports:
+            failed = [int(i) for i, v in candidate_reports["knowledge"].values("accuracy").items() if v == 0.0]
+            replay = replay_examples(load_knowledge(ws.config.data.knowledge, ws.root), failed)
         if replay:  # next cycles' Learn replays the material behind what this candidate got wrong
-            new_datasets.append(save_replay(ctx.workspace, ctx.cycle.id, candidate.id, replay))
+            new_datasets.append(save_replay(ws, ctx.cycle.id, candidate.id, replay))
+        candidate_scores, reference_scores = flat_means(candidate_reports), flat_means(reference_reports)
         return PhaseResult(
             outputs={
                 "model": candidate.id,
                 "verdict": "release" if verdict.release else "reject",
                 "reasons": verdict.reasons,
+                "notes": verdict.notes,
+                "overridable": verdict.overridable,
                 "reference": reference.id,
                 "candidate_scores": candidate_scores,
                 "reference_scores": reference_scores,
                 "artifacts": [d.hash for d in new_datasets],
             },
-            metrics={f"candidate_{k}": v for k, v in candidate_scores.items()}
-            | {f"reference_{k}": v for k, v in reference_scores.items()}
+            metrics={f"candidate_{k}": v for k, v in candidate_scores.items() if "/" not in k}
+            | {f"reference_{k}": v for k, v in reference_scores.items() if "/" not in k}
             | {"failed_questions": float(len(failed)), "replay_examples": float(len(replay))},
             new_datasets=new_datasets,
         )

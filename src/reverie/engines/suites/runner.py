@@ -1,0 +1,112 @@
+"""Runs suites on registered model versions, once per model and suite fingerprint: the per-item results go to
+a JSONL file beside the registry, the summary metrics into the registry, so that a number can be traced to
+its items and a second run of the same model is free (and gives the same decision)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from reverie.data.knowledge import load_knowledge
+from reverie.data.multiple_choice import load_choice_items
+from reverie.data.redteam import load_safety_items
+from reverie.engines.models import LoadedModel, load_pretrained, load_version, resolve_source
+from reverie.engines.refusal import RefusalJudge
+from reverie.engines.suites.base import ItemResult, Suite, SuiteReport, fingerprint
+from reverie.engines.suites.general import GeneralSuite
+from reverie.engines.suites.knowledge import KnowledgeSuite
+from reverie.engines.suites.long_context import LongContextSuite
+from reverie.engines.suites.robustness import RobustnessSuite
+from reverie.engines.suites.safety import AdvBenchSuite, XSTestSuite
+from reverie.engines.suites.structured import StructuredSuite
+from reverie.config import ModelConfig
+from reverie.errors import ReverieError
+from reverie.metrics import SAFETY_SUITES, SUITES
+from reverie.progress import status_line
+from reverie.registry import ModelRecord
+from reverie.workspace import Workspace
+
+SECONDS = "seconds"  # stored beside the metrics: the suite's wall time when it ran
+
+
+class SuiteRunner:
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self._suites: dict[str, Suite] = {}
+        self._judge: RefusalJudge | None = None
+        self._loaded: tuple[str, LoadedModel] | None = None
+
+    def suite(self, name: str) -> Suite:
+        if name not in SUITES:
+            raise ReverieError(f"unknown suite {name!r}: choose from {', '.join(SUITES)}")
+        if name not in self._suites:
+            self._suites[name] = self._build(name)
+        return self._suites[name]
+
+    def _build(self, name: str) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        if name == "knowledge":
+            return KnowledgeSuite(load_knowledge(ws.config.data.knowledge, ws.root), config.max_new_tokens,
+                                  config.batch_size)
+        if name == "general":
+            return GeneralSuite(load_choice_items(config.general_suite, ws.root, config.general_limit),
+                                config.batch_size)
+        if name == "advbench":
+            return AdvBenchSuite(load_safety_items(config.advbench, ws.root, "eval.advbench"), config.jailbreaks,
+                                 config.safety_limit, config.answer_tokens, config.batch_size, self._refusal_judge())
+        if name == "xstest":
+            return XSTestSuite(load_safety_items(config.xstest, ws.root, "eval.xstest"), config.safety_limit,
+                               config.answer_tokens, config.batch_size, self._refusal_judge())
+        if name == "structured":
+            return StructuredSuite(config.answer_tokens, config.batch_size)
+        if name == "long_context":
+            documents = load_knowledge(ws.config.data.knowledge, ws.root).documents
+            return LongContextSuite([d.text for d in documents], config.long_context_tokens, config.answer_tokens,
+                                    config.batch_size)
+        return RobustnessSuite(config.answer_tokens, config.batch_size)
+
+    def _refusal_judge(self) -> RefusalJudge | None:
+        config = self.workspace.config.eval
+        if config.refusal_judge and self._judge is None:
+            directory = resolve_source(config.refusal_judge, self.workspace.cache_dir, self.workspace.root)
+            judge = load_pretrained(directory, ModelConfig(trust_remote_code=config.refusal_judge_trust_remote_code))
+            self._judge = RefusalJudge(judge.model, judge.tokenizer, config.batch_size)
+        return self._judge
+
+    def key(self, name: str) -> str:
+        """Where the suite's results are stored: its name and a fingerprint of its items and settings."""
+        judge = self.workspace.config.eval.refusal_judge if name in SAFETY_SUITES else None
+        return f"{name}@{fingerprint(self.suite(name).fingerprint(), self.workspace.config.model.dtype, judge)}"
+
+    def items_path(self, record: ModelRecord, name: str) -> Path:
+        return self.workspace.state / "evals" / record.id / f"{self.key(name)}.jsonl"
+
+    def report(self, record: ModelRecord, name: str) -> SuiteReport:
+        """The suite's results for this model: stored ones when they exist, else it is run now."""
+        key, path = self.key(name), self.items_path(record, name)
+        stored = self.workspace.registry.get_metrics(record.id, key)
+        if stored and path.is_file():
+            items = [ItemResult(**json.loads(line)) for line in path.read_text().splitlines()]
+            return SuiteReport(name, key, items, stored.get(SECONDS, 0.0))
+        loaded = self._load(record)
+        status_line(f"{name}: evaluating {record.id}")
+        start = time.perf_counter()
+        items = self.suite(name).run(loaded.model, loaded.tokenizer)
+        report = SuiteReport(name, key, items, time.perf_counter() - start)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace.write_text_atomic(path, "".join(json.dumps(asdict(i)) + "\n" for i in items))
+        means = {metric: interval.mean for metric, interval in report.summary().items()}
+        self.workspace.registry.log_metrics(record.id, key, means | {SECONDS: report.seconds})
+        return report
+
+    def reports(self, record: ModelRecord, names: list[str]) -> dict[str, SuiteReport]:
+        return {name: self.report(record, name) for name in names}
+
+    def _load(self, record: ModelRecord) -> LoadedModel:
+        """One model in memory at a time: the Gate evaluates the release, then the candidate."""
+        if self._loaded is None or self._loaded[0] != record.id:
+            self._loaded = None
+            self._loaded = (record.id, load_version(self.workspace, record))
+        return self._loaded[1]
