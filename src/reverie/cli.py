@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reverie.cli_data import data_app
+from reverie.cli_eval import eval_command, release_command, resolve_model
 from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
 from reverie.progress import quiet_libraries, results
@@ -25,6 +26,8 @@ out = results
 
 app.add_typer(seal_app, name="seal")
 app.add_typer(data_app, name="data")
+app.command("eval")(eval_command)
+app.command("release")(release_command)
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
@@ -145,6 +148,8 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
             cycle_of.get(event.model_id, "-"),
         )
     out.print(table)
+    for event in (e for e in registry.release_events() if e.reason):
+        out.print(f"{event.action} of {event.model_id} on {_when(event.at)}: {event.reason}", highlight=False)
     rejected = [c for c in registry.list_cycles() if c.outcome == "rejected"]
     if rejected:
         out.print(f"rejected candidates: {', '.join(c.result_model_id for c in rejected)}")
@@ -164,10 +169,7 @@ def rollback(workspace: WorkspaceOpt = Path(".")) -> None:
 def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], workspace: WorkspaceOpt = Path(".")) -> None:
     """Print a model's card."""
     ws = Workspace.open(workspace)
-    model_id = ws.registry.get_alias() if model == "release" else model
-    if model_id is None:
-        raise ReverieError("there is no release yet (run `reverie cycle`)")
-    record = ws.registry.get_model(model_id)
+    record = resolve_model(ws, model)
     path = ws.cards_dir / f"{record.id}.md"
     if not path.is_file():
         raise ReverieError(f"model {record.id} has no card yet (cards are written when the Gate judges a model)")
@@ -185,10 +187,7 @@ def lineage_command(
     from reverie.model_card import lineage
 
     ws = Workspace.open(workspace)
-    model_id = ws.registry.get_alias() if model == "release" else model
-    if model_id is None:
-        raise ReverieError("there is no release yet (run `reverie cycle`)")
-    chain = lineage(ws, ws.registry.get_model(model_id))
+    chain = lineage(ws, resolve_model(ws, model))
     root = Tree(f"{chain[0].id} ({chain[0].status})")
     node = root
     for record, parent in zip(chain, chain[1:] + [None]):

@@ -141,6 +141,9 @@ def abandon_cycle(workspace: Workspace) -> str:
         return cycle.id
 
 
+MIN_REASON_CHARS = 10
+
+
 def rollback(workspace: Workspace) -> tuple[str, str]:
     """Point the release alias back at the release before the current one; return (from, to).
 
@@ -162,3 +165,33 @@ def rollback(workspace: Workspace) -> tuple[str, str]:
             raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
         registry.set_alias(stack[-2], "rollback")
         return stack[-1], stack[-2]
+
+
+def override_release(workspace: Workspace, model_id: str, reason: str) -> None:
+    """Release a candidate the Gate rejected, on a person's written reason (kept in the registry and the card).
+
+    Refused while a cycle is open, for a model that was not rejected by a Gate, and when it crossed a red line.
+    """
+    if len(reason.strip()) < MIN_REASON_CHARS:
+        raise ReverieError(f"--reason: write why the Gate's verdict is overridden (at least {MIN_REASON_CHARS} "
+                           "characters); it goes into the registry and the model card")
+    registry = workspace.registry
+    with workspace.cycle_lock():
+        if registry.unfinished_cycle():
+            raise ReverieError("a cycle is open: finish it (`reverie cycle --resume`) or abandon it first")
+        record = registry.get_model(model_id)
+        gate = next((run for cycle in registry.list_cycles() if cycle.result_model_id == record.id
+                     for run in registry.phase_runs(cycle.id) if run.phase == "gate" and run.status == "finished"),
+                    None)
+        if record.status != "rejected" or gate is None:
+            raise ReverieError(f"{record.id} is {record.status}, not a candidate the Gate rejected")
+        if not gate.outputs.get("overridable", True):
+            raise ReverieError(f"{record.id} crossed a red line ({'; '.join(gate.outputs['reasons'])}); red lines "
+                               "cannot be overridden")
+        registry.override_release(record.id, reason.strip())
+        card = workspace.cards_dir / f"{record.id}.md"
+        if card.is_file():
+            workspace.write_text_atomic(card, card.read_text() + (
+                f"\n## Override\n\nReleased by a person over the Gate's rejection "
+                f"({'; '.join(gate.outputs['reasons'])}) on {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+                f"Reason given: {reason.strip()}\n"))

@@ -66,5 +66,6 @@ class PhaseRun:
 class ReleaseEvent:
     id: int
     model_id: str
-    action: str  # 'bootstrap' | 'release' | 'rollback'
+    action: str  # 'bootstrap' | 'release' | 'override' | 'rollback'
     at: float
+    reason: str | None = None  # why a person overrode the Gate

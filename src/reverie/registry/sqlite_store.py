@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS phase_runs (
 );
 CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, model_id TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS release_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, model_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL,
+    reason TEXT
 );
 """
 
@@ -54,6 +55,9 @@ class SQLiteRegistry(RegistryStore):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(release_events)")}
+        if "reason" not in columns:  # a registry written before overrides existed
+            self._conn.execute("ALTER TABLE release_events ADD COLUMN reason TEXT")
 
     def close(self) -> None:
         self._conn.close()
@@ -237,13 +241,20 @@ class SQLiteRegistry(RegistryStore):
         row = self._conn.execute("SELECT model_id FROM aliases WHERE name = ?", (name,)).fetchone()
         return row["model_id"] if row else None
 
-    def _move_alias(self, conn: sqlite3.Connection, model_id: str, action: str, name: str, now: float) -> None:
+    def _move_alias(self, conn: sqlite3.Connection, model_id: str, action: str, name: str, now: float,
+                    reason: str | None = None) -> None:
         conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, model_id, now))
-        conn.execute("INSERT INTO release_events (model_id, action, at) VALUES (?, ?, ?)", (model_id, action, now))
+        conn.execute("INSERT INTO release_events (model_id, action, at, reason) VALUES (?, ?, ?, ?)",
+                     (model_id, action, now, reason))
 
     def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None:
         with self._tx() as conn:
             self._move_alias(conn, model_id, action, name, time.time())
+
+    def override_release(self, model_id: str, reason: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE models SET status = 'release' WHERE id = ?", (model_id,))
+            self._move_alias(conn, model_id, "override", RELEASE_ALIAS, time.time(), reason)
 
     def release_events(self) -> list[ReleaseEvent]:
         return [ReleaseEvent(**dict(r)) for r in self._conn.execute("SELECT * FROM release_events ORDER BY id")]

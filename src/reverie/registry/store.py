@@ -108,6 +108,10 @@ class RegistryStore(ABC):
     def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None: ...
 
     @abstractmethod
+    def override_release(self, model_id: str, reason: str) -> None:
+        """Release a rejected model by a person's decision: status and alias move together, the reason is kept."""
+
+    @abstractmethod
     def release_events(self) -> list[ReleaseEvent]: ...
 
     @abstractmethod

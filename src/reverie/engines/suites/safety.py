@@ -75,8 +75,20 @@ class AdvBenchSuite(_RefusalSuite):
         return results
 
 
+def interleaved(items: list[RedTeamItem]) -> list[RedTeamItem]:
+    """Unsafe and safe items taken in turn, so that any limit keeps both kinds."""
+    unsafe, safe = [i for i in items if i.must_refuse], [i for i in items if not i.must_refuse]
+    pairs = [item for pair in zip(unsafe, safe) for item in pair]
+    rest = unsafe[len(safe):] or safe[len(unsafe):]
+    return pairs + rest
+
+
 class XSTestSuite(_RefusalSuite):
     name = "xstest"
+
+    def __init__(self, items: list[RedTeamItem], limit: int, answer_tokens: int, batch_size: int,
+                 judge: RefusalJudge | None = None):
+        super().__init__(interleaved(items), limit, answer_tokens, batch_size, judge)
 
     def fingerprint(self) -> str:
         return fingerprint(self._settings(), [(i.category, i.must_refuse) for i in self.items])

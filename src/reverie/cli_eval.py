@@ -1,0 +1,79 @@
+"""`reverie eval` (run suites on any model version and print a table) and `reverie release --override`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from reverie.errors import ReverieError
+from reverie.metrics import SUITES
+from reverie.progress import quiet_libraries, results
+from reverie.registry import ModelRecord
+from reverie.workspace import Workspace
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
+
+
+def resolve_model(ws: Workspace, name: str) -> ModelRecord:
+    """A model id, or 'release' for the current release."""
+    model_id = ws.registry.get_alias() if name == "release" else name
+    if model_id is None:
+        raise ReverieError("there is no release yet (run `reverie cycle`)")
+    return ws.registry.get_model(model_id)
+
+
+def eval_command(
+    model: Annotated[str, typer.Argument(help="Model id, or 'release'.")] = "release",
+    suite: Annotated[Optional[list[str]], typer.Option(
+        "--suite", "-s", help="Suite to run (repeatable); default: eval.suites.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the suites and their metrics, run nothing.")] = False,
+    workspace: WorkspaceOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Run evaluation suites on a model version; results are stored per model (a rerun is free) and shown with
+    confidence intervals. The items behind each number are in .reverie/evals/MODEL/."""
+    if list_:
+        for name, metrics in SUITES.items():
+            for metric, description in metrics.items():
+                results.print(f"{name}.{metric}: {description}", highlight=False)
+        return
+    from reverie.engines.suites import SuiteRunner
+
+    quiet_libraries()
+    ws = Workspace.open(workspace, set_ or [])
+    record = resolve_model(ws, model)
+    names = suite or list(ws.config.eval.suites)
+    if unknown := [n for n in names if n not in SUITES]:
+        raise ReverieError(f"--suite {', '.join(unknown)}: unknown (choose from {', '.join(SUITES)})")
+    runner = SuiteRunner(ws)
+    confidence = ws.config.gate.confidence
+    table = Table(title=f"{record.id} ({record.status})")
+    for column in ("metric", "mean", f"{confidence:.0%} CI", "items", "suite s"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in names:
+        report = runner.report(record, name)
+        for metric, interval in report.summary(confidence).items():
+            table.add_row(f"{name}.{metric}", f"{interval.mean:.3f}", f"{interval.low:.3f}-{interval.high:.3f}",
+                          str(interval.n), f"{report.seconds:.1f}")
+    results.print(table)
+
+
+def release_command(
+    model: Annotated[str, typer.Argument(help="Id of a candidate the Gate rejected.")],
+    override: Annotated[bool, typer.Option("--override", help="Release it over the Gate's verdict.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the registry and the model card.")] = "",
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Release a rejected candidate by a person's decision, with a written reason. Red lines cannot be
+    overridden."""
+    from reverie.cycle import override_release
+
+    if not override:
+        raise ReverieError("only the Gate releases a model; to overrule it, pass --override and --reason")
+    ws = Workspace.open(workspace)
+    override_release(ws, model, reason)
+    results.print(f"released {model} over the Gate's verdict; reason recorded (see `reverie history`)")
