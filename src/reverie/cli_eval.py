@@ -27,15 +27,21 @@ def resolve_model(ws: Workspace, name: str) -> ModelRecord:
 
 
 def eval_command(
-    model: Annotated[str, typer.Argument(help="Model id, or 'release'.")] = "release",
+    model: Annotated[str, typer.Argument(help="Model id, or 'release' (the base model until a cycle releases).")]
+    = "release",
     suite: Annotated[Optional[list[str]], typer.Option(
         "--suite", "-s", help="Suite to run (repeatable); default: eval.suites.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the suites and their metrics, run nothing.")] = False,
+    lm_eval: Annotated[Optional[list[str]], typer.Option(
+        "--lm-eval", help="An lm-evaluation-harness task with local data (repeatable); needs reverie[harness].")] = None,
+    lm_eval_include: Annotated[Optional[Path], typer.Option(help="Folder of lm-eval task YAML files.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="lm-eval: at most this many documents per task.")] = None,
     workspace: WorkspaceOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
     """Run evaluation suites on a model version; results are stored per model (a rerun is free) and shown with
-    confidence intervals. The items behind each number are in .reverie/evals/MODEL/."""
+    confidence intervals. The items behind each number are in .reverie/evals/MODEL/. With --lm-eval, runs
+    lm-evaluation-harness tasks instead and stores their results in the registry as lm-eval/TASK."""
     if list_:
         for name, metrics in SUITES.items():
             for metric, description in metrics.items():
@@ -43,9 +49,15 @@ def eval_command(
         return
     from reverie.engines.suites import SuiteRunner
 
+    from reverie.cycle import ensure_release
+
     quiet_libraries()
     ws = Workspace.open(workspace, set_ or [])
-    record = resolve_model(ws, model)
+    record = ws.registry.get_model(ensure_release(ws)) if model == "release" else resolve_model(ws, model)
+    if lm_eval:
+        _run_lm_eval(ws, record, lm_eval, lm_eval_include, limit)
+        if not suite:
+            return
     names = suite or list(ws.config.eval.suites)
     if unknown := [n for n in names if n not in SUITES]:
         raise ReverieError(f"--suite {', '.join(unknown)}: unknown (choose from {', '.join(SUITES)})")
@@ -59,6 +71,26 @@ def eval_command(
         for metric, interval in report.summary(confidence).items():
             table.add_row(f"{name}.{metric}", f"{interval.mean:.3f}", f"{interval.low:.3f}-{interval.high:.3f}",
                           str(interval.n), f"{report.seconds:.1f}")
+    results.print(table)
+
+
+def _run_lm_eval(ws: Workspace, record: ModelRecord, tasks: list[str], include: Path | None,
+                 limit: int | None) -> None:
+    from peft import PeftModel
+
+    from reverie.engines.harness import run_lm_eval
+    from reverie.engines.models import load_version
+
+    loaded = load_version(ws, record)
+    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
+    scores = run_lm_eval(model, loaded.tokenizer, tasks, include, limit, ws.config.eval.batch_size)
+    table = Table(title=f"lm-eval on {record.id}")
+    for column in ("task", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for task, metrics in scores.items():
+        ws.registry.log_metrics(record.id, f"lm-eval/{task}", metrics)
+        for metric, value in metrics.items():
+            table.add_row(task, metric, f"{value:.4f}")
     results.print(table)
 
 
