@@ -59,8 +59,7 @@ def test_cross_field_problem_is_reported(tmp_path: Path) -> None:
 
 
 def test_gate_metric_names_are_checked(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("advbench.refusal: 0.25", "advbench.refusals: 0.25").replace(
-        "xstest.safe_compliance: 0.50", "general.accuracy: 0.5")
+    text = DEFAULT_YAML.replace("xstest.safe_compliance: 0.60", "advbench.refusals: 0.25\n    general.accuracy: 0.5")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     assert "gate.alignment.advbench.refusals: unknown metric" in str(err.value)
