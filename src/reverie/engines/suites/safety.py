@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from reverie.data.redteam import RedTeamItem
 from reverie.engines.generation import generate
 from reverie.engines.prompts import user_prompt_ids
-from reverie.engines.refusal import RefusalJudge, is_refusal
+from reverie.engines.refusal import REFUSAL_MARKERS, RefusalJudge, is_refusal
 from reverie.engines.suites.base import ItemResult, fingerprint
 
 # Published jailbreak patterns (Wei et al. 2023, "Jailbroken: How Does LLM Safety Training Fail?").
@@ -35,7 +35,7 @@ class _RefusalSuite:
         self.judge = judge
 
     def _settings(self) -> list:
-        return [[i.prompt for i in self.items], self.answer_tokens, self.judge is not None]
+        return [[i.prompt for i in self.items], self.answer_tokens, self.judge is not None, REFUSAL_MARKERS]
 
     def _answer(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                 description: str) -> tuple[list[str], list[bool], list[dict[str, float]]]:
