@@ -48,7 +48,7 @@ def classifier_agreement(runner: SuiteRunner, ws: Workspace, model_id: str) -> d
     rows = [json.loads(line) for line in read_builtin("demo/refusal_labels.jsonl").splitlines()]
     labels = [r["refused"] for r in rows]
     matched = [is_refusal(r["response"]) for r in rows]
-    loaded = runner._load(ws.registry.get_model(model_id))
+    loaded = runner.load(ws.registry.get_model(model_id))
     judged = RefusalJudge(loaded.model, loaded.tokenizer, ws.config.eval.batch_size)(
         [(r["prompt"], r["response"]) for r in rows])
     return {"string match vs labels": agreement(labels, matched), "judge vs labels": agreement(labels, judged),

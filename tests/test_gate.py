@@ -108,7 +108,7 @@ def test_suites_store_per_item_results_and_a_rerun_is_free(tmp_path: Path, tiny_
         assert [s["id"] for s in stored] == [i.id for i in first.items]
         assert workspace.registry.get_metrics(release.id, first.key)
     again = SuiteRunner(workspace)
-    again._load = None  # a rerun must read the stored results, never load the model
+    again.load = None  # a rerun must read the stored results, never load the model
     assert again.report(release, "advbench").items == runner.report(release, "advbench").items
 
 

@@ -90,7 +90,7 @@ class SuiteRunner:
         if stored and path.is_file():
             items = [ItemResult(**json.loads(line)) for line in path.read_text().splitlines()]
             return SuiteReport(name, key, items, stored.get(SECONDS, 0.0))
-        loaded = self._load(record)
+        loaded = self.load(record)
         status_line(f"{name}: evaluating {record.id}")
         start = time.perf_counter()
         items = self.suite(name).run(loaded.model, loaded.tokenizer)
@@ -104,7 +104,7 @@ class SuiteRunner:
     def reports(self, record: ModelRecord, names: list[str]) -> dict[str, SuiteReport]:
         return {name: self.report(record, name) for name in names}
 
-    def _load(self, record: ModelRecord) -> LoadedModel:
+    def load(self, record: ModelRecord) -> LoadedModel:
         """One model in memory at a time: the Gate evaluates the release, then the candidate."""
         if self._loaded is None or self._loaded[0] != record.id:
             self._loaded = None
