@@ -117,6 +117,11 @@ def test_eval_command_prints_a_table_and_lists_the_metrics(workspace_dir: Path) 
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
     result = reverie("eval", "-w", ws, "--suite", "xstest", "--suite", "structured")
     assert "xstest.safe_compliance" in result.stdout and "structured.json_parse" in result.stdout
+    workspace = Workspace.open(workspace_dir)
+    card = (workspace.cards_dir / f"{workspace.registry.get_alias()}.md").read_text()
+    index = yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]
+    assert {r["task"]["name"] for r in index} == {"knowledge", "general", "advbench", "xstest", "structured"}
+    assert "## Lineage" in card  # the body is kept
     assert "robustness.abstention" in reverie("eval", "--list").stdout
     bad = reverie("eval", "-w", ws, "--suite", "mmlu", check=False)
     assert bad.returncode == 2 and "unknown (choose from knowledge" in bad.stderr
@@ -166,10 +171,13 @@ def test_lm_eval_task_with_local_data_lands_in_the_registry(workspace_dir: Path,
         "doc_to_target": "label", "doc_to_choice": "{{[sol1, sol2]}}", "metric_list": [{"metric": "acc"}],
     }))
     ws = str(workspace_dir)
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")  # a release with a card
     result = reverie("eval", "-w", ws, "--lm-eval", "reverie_mc", "--lm-eval-include", str(tasks))
     assert "reverie_mc" in result.stdout and "acc,none" in result.stdout
     workspace = Workspace.open(workspace_dir)
     metrics = workspace.registry.get_metrics(workspace.registry.get_alias(), "lm-eval/reverie_mc")
     assert 0.0 <= metrics["acc,none"] <= 1.0 and metrics["sample_len"] == 6
+    card = (workspace.cards_dir / f"{workspace.registry.get_alias()}.md").read_text()
+    assert "lm-eval/reverie_mc" in card
     missing = reverie("eval", "-w", ws, "--lm-eval", "no_such_task", "--lm-eval-include", str(tasks), check=False)
     assert missing.returncode == 2 and "no_such_task: no such task" in missing.stderr

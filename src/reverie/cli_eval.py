@@ -54,9 +54,12 @@ def eval_command(
     quiet_libraries()
     ws = Workspace.open(workspace, set_ or [])
     record = ws.registry.get_model(ensure_release(ws)) if model == "release" else resolve_model(ws, model)
+    from reverie.model_card import refresh_model_index
+
     if lm_eval:
         _run_lm_eval(ws, record, lm_eval, lm_eval_include, limit)
         if not suite:
+            refresh_model_index(ws, record)
             return
     names = suite or list(ws.config.eval.suites)
     if unknown := [n for n in names if n not in SUITES]:
@@ -72,6 +75,8 @@ def eval_command(
             table.add_row(f"{name}.{metric}", f"{interval.mean:.3f}", f"{interval.low:.3f}-{interval.high:.3f}",
                           str(interval.n), f"{report.seconds:.1f}")
     results.print(table)
+    if refresh_model_index(ws, record):
+        results.print(f"updated the model-index of {record.id}'s card")
 
 
 def _run_lm_eval(ws: Workspace, record: ModelRecord, tasks: list[str], include: Path | None,
@@ -79,6 +84,7 @@ def _run_lm_eval(ws: Workspace, record: ModelRecord, tasks: list[str], include: 
     from peft import PeftModel
 
     from reverie.engines.harness import run_lm_eval
+    from reverie.engines.suites.runner import LM_EVAL_PREFIX
     from reverie.engines.models import load_version
 
     loaded = load_version(ws, record)
@@ -88,7 +94,7 @@ def _run_lm_eval(ws: Workspace, record: ModelRecord, tasks: list[str], include: 
     for column in ("task", "metric", "value"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for task, metrics in scores.items():
-        ws.registry.log_metrics(record.id, f"lm-eval/{task}", metrics)
+        ws.registry.log_metrics(record.id, f"{LM_EVAL_PREFIX}{task}", metrics)
         for metric, value in metrics.items():
             table.add_row(task, metric, f"{value:.4f}")
     results.print(table)

@@ -8,7 +8,8 @@ import yaml
 
 from reverie.engines.release_decision import Verdict
 from reverie.engines.suites import SuiteReport, flat_means
-from reverie.metrics import higher_is_better
+from reverie.engines.suites.runner import LM_EVAL_PREFIX, SECONDS
+from reverie.metrics import SUITES, higher_is_better
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -55,19 +56,36 @@ def _risks(workspace: Workspace, candidate: dict[str, float], reference: dict[st
     return risks
 
 
-def _model_index(workspace: Workspace, model: ModelRecord, reports: dict[str, SuiteReport]) -> list[dict]:
+def model_index(workspace: Workspace, model: ModelRecord) -> list[dict]:
+    """Every suite and lm-eval result stored for the model (the newest run of each suite)."""
     sources = {"knowledge": workspace.config.data.knowledge, "general": workspace.config.eval.general_suite,
                "advbench": workspace.config.eval.advbench, "xstest": workspace.config.eval.xstest}
+    latest: dict[str, dict[str, float]] = {}
+    for key, metrics in workspace.registry.all_metrics(model.id).items():
+        name = key.split("@", 1)[0]
+        if name in SUITES or name.startswith(LM_EVAL_PREFIX):
+            latest[name] = metrics  # oldest first, so the newest run wins
     results = []
-    for name, report in reports.items():
-        summary = report.summary()
+    for name, metrics in latest.items():
+        dataset = str(sources.get(name, "lm-eval task" if name.startswith(LM_EVAL_PREFIX) else "builtin"))
         results.append({
             "task": {"type": "text-generation", "name": name},
-            "dataset": {"name": str(sources.get(name, "builtin")), "type": name},
-            "metrics": [{"type": metric, "name": f"{name}.{metric}", "value": round(interval.mean, 4)}
-                        for metric, interval in summary.items() if "/" not in metric],
+            "dataset": {"name": dataset, "type": name},
+            "metrics": [{"type": metric, "name": f"{name}.{metric}", "value": round(value, 4)}
+                        for metric, value in metrics.items() if "/" not in metric and metric != SECONDS],
         })
     return [{"name": f"reverie-{model.id}", "results": results}]
+
+
+def refresh_model_index(workspace: Workspace, model: ModelRecord) -> bool:
+    """Rewrite the model-index of the model's card (if it has one) from what the registry now holds."""
+    path = workspace.cards_dir / f"{model.id}.md"
+    if not path.is_file():
+        return False
+    _, front_text, body = path.read_text().split("---\n", 2)
+    front = yaml.safe_load(front_text) | {"model-index": model_index(workspace, model)}
+    workspace.write_text_atomic(path, "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body)
+    return True
 
 
 def render_model_card(
@@ -86,7 +104,7 @@ def render_model_card(
         "library_name": "transformers",
         "tags": ["reverie", "sleep-cycle", "lora"],
         "datasets": [f"reverie/{d.name}@{d.hash[:12]}" for d in datasets],
-        "model-index": _model_index(workspace, model, reports),
+        "model-index": model_index(workspace, model),
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# reverie model {model.id}", ""]
     decision = "**release**" if verdict.release else "**reject**: " + "; ".join(verdict.reasons)

@@ -141,6 +141,15 @@ class SQLiteRegistry(RegistryStore):
         ).fetchall()
         return {r["name"]: r["value"] for r in rows}
 
+    def all_metrics(self, model_id: str) -> dict[str, dict[str, float]]:
+        rows = self._conn.execute(
+            "SELECT suite, name, value FROM metrics WHERE model_id = ? ORDER BY logged_at, suite", (model_id,)
+        ).fetchall()
+        found: dict[str, dict[str, float]] = {}
+        for row in rows:
+            found.setdefault(row["suite"], {})[row["name"]] = row["value"]
+        return found
+
     # cycles and phase runs ----------------------------------------------------------------------------
     def start_cycle(self, cycle: Cycle) -> None:
         with self._tx() as conn:

@@ -57,6 +57,10 @@ class RegistryStore(ABC):
     @abstractmethod
     def get_metrics(self, model_id: str, suite: str) -> dict[str, float]: ...
 
+    @abstractmethod
+    def all_metrics(self, model_id: str) -> dict[str, dict[str, float]]:
+        """suite -> {metric: value} for every suite logged for the model, oldest logged first."""
+
     # cycles and phase runs
     @abstractmethod
     def start_cycle(self, cycle: Cycle) -> None: ...

@@ -29,6 +29,7 @@ from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
 SECONDS = "seconds"  # stored beside the metrics: the suite's wall time when it ran
+LM_EVAL_PREFIX = "lm-eval/"  # registry suite names of lm-evaluation-harness results
 
 
 class SuiteRunner:
