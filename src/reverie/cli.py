@@ -201,6 +201,28 @@ def lineage_command(
     out.print(root)
 
 
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = Path("."),
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default serve.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default serve.port).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="REVERIE_API_KEY", help="Required on every endpoint but /health; mandatory beyond loopback.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve the current release with an OpenAI-compatible API; follows releases and rollbacks live."""
+    import uvicorn
+
+    from reverie.serving.app import check_binding, create_app
+
+    quiet_libraries()
+    ws = Workspace.open(workspace, set_ or [])
+    host, port = host or ws.config.serve.host, port or ws.config.serve.port
+    check_binding(host, api_key)
+    out.print(f"serving {ws.root.resolve()} on http://{host}:{port}/v1 (OpenAI-compatible)")
+    uvicorn.run(create_app(ws, api_key), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     try:
         app()

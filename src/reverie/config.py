@@ -287,6 +287,17 @@ class GateConfig(_Strict):
         return set(self.capability) | set(self.alignment) | set(self.max_regression) | set(self.red_lines)
 
 
+class ServeConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback requires an API key.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    max_tokens: int = Field(256, ge=1, le=8192, description="Cap on max_tokens per request (larger asks are cut).")
+    max_request_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_queue: int = Field(32, ge=1, description="Requests admitted at once (queued + running); 503 beyond.")
+    batch_size: int = Field(8, ge=1, le=256, description="Non-streaming requests generated together in one batch.")
+    batch_wait_ms: int = Field(10, ge=0, le=1000, description="How long the first request waits for others to batch.")
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the release pointer is checked.")
+
+
 class ReverieConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -295,6 +306,7 @@ class ReverieConfig(_Strict):
     dream: DreamConfig = Field(default_factory=DreamConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> ReverieConfig:
@@ -488,4 +500,14 @@ gate:                       # release thresholds by `<suite>.<metric>` (`reverie
   require_review: false     # true: the Gate waits until a person has reviewed Dream's data (reverie data review)
   min_review_acceptance: 0.9  # share of reviewed rows that must be accepted
   min_reviewed_rows: 20     # rows a review must cover (all of them, in a smaller dataset)
+
+serve:                      # `reverie serve`: OpenAI-compatible API on the current release
+  host: 127.0.0.1           # anything but loopback requires an API key (--api-key or REVERIE_API_KEY)
+  port: 8000
+  max_tokens: 256           # cap per request
+  max_request_bytes: 65536
+  max_queue: 32             # requests admitted at once; the next gets 503 immediately
+  batch_size: 8             # non-streaming requests generated together
+  batch_wait_ms: 10
+  poll_seconds: 1.0         # how often the release pointer is checked (hot switch)
 """

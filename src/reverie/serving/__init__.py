@@ -1,0 +1,1 @@
+"""Awake: the OpenAI-compatible server that serves the current release by day."""

@@ -1,0 +1,153 @@
+"""The FastAPI application: OpenAI-compatible /v1/models, /v1/chat/completions and /v1/completions (streaming
+included) on the current release, with hot switch, bounded requests and an API key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Iterator
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from reverie.cycle import ensure_release
+from reverie.errors import ReverieError
+from reverie.serving.batcher import Admission, Batcher, Overloaded
+from reverie.serving.schema import ChatRequest, CompletionRequest
+from reverie.serving.slot import ModelSlot, load_for_serving
+from reverie.serving.streaming import stream_text
+from reverie.workspace import Workspace
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
+    settings = workspace.config.serve
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        release = workspace.registry.get_model(ensure_release(workspace))
+        slot = ModelSlot(workspace, load_for_serving(workspace, release))
+        batcher = Batcher(slot, settings.batch_size, settings.batch_wait_ms)
+        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue))
+        tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run())]
+        yield
+        for task in tasks:
+            task.cancel()
+
+    app = FastAPI(title="reverie", lifespan=lifespan)
+
+    def authorized(authorization: str | None = Header(None)) -> None:
+        if api_key is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>")
+
+    @app.middleware("http")
+    async def bounded_body(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return _error(411, "send a Content-Length header", "invalid_request_error")
+            if int(length) > settings.max_request_bytes:
+                return _error(413, f"request body of {length} bytes is over serve.max_request_bytes "
+                              f"({settings.max_request_bytes})", "invalid_request_error")
+        return await call_next(request)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return _error(503, f"server busy: {exc}; retry shortly", "overloaded", {"Retry-After": "1"})
+
+    @app.get("/health")
+    async def health() -> dict:
+        slot = state.get("slot")
+        return {"status": "ok" if slot else "loading", "model": slot.served.model_id if slot else None}
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def models() -> dict:
+        served = state["slot"].served
+        return {"object": "list", "data": [
+            {"id": "reverie", "object": "model", "owned_by": "reverie", "root": served.model_id},
+            {"id": served.model_id, "object": "model", "owned_by": "reverie"},
+        ]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat(body: ChatRequest):
+        tokenizer = state["slot"].served.loaded.tokenizer
+        messages = [m.model_dump() for m in body.messages]
+        prompt_ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                        return_dict=True)["input_ids"])
+        return await _answer(prompt_ids, body.max_tokens, body.temperature, body.stream, chat=True)
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    async def completions(body: CompletionRequest):
+        tokenizer = state["slot"].served.loaded.tokenizer
+        prompt_ids = tokenizer(body.prompt)["input_ids"]
+        return await _answer(prompt_ids, body.max_tokens, body.temperature, body.stream, chat=False)
+
+    async def _answer(prompt_ids: list[int], max_tokens: int | None, temperature: float, stream: bool, chat: bool):
+        max_tokens = min(max_tokens or settings.max_tokens, settings.max_tokens)
+        admission: Admission = state["admission"]
+        context = state["slot"].served.loaded.model.config.max_position_embeddings
+        if len(prompt_ids) + max_tokens > context:
+            raise HTTPException(400, f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} is over the "
+                                f"model's context of {context} tokens")
+        if stream:
+            admission.acquire()  # released when the stream ends
+            try:
+                model_id, pieces = stream_text(state["slot"], prompt_ids, max_tokens, temperature)
+            except BaseException:
+                admission.release()
+                raise
+            return StreamingResponse(_events(pieces, model_id, chat, admission), media_type="text/event-stream")
+        with admission:
+            output = await state["batcher"].submit(prompt_ids, max_tokens, temperature)
+        created, ident = int(time.time()), f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        choice = ({"index": 0, "message": {"role": "assistant", "content": output.text}} if chat
+                  else {"index": 0, "text": output.text})
+        usage = {"prompt_tokens": output.prompt_tokens, "completion_tokens": output.completion_tokens,
+                 "total_tokens": output.prompt_tokens + output.completion_tokens}
+        return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
+                "model": output.model_id, "choices": [choice | {"finish_reason": output.finish_reason}],
+                "usage": usage}
+
+    return app
+
+
+def _events(pieces: Iterator[str], model_id: str, chat: bool, admission: Admission) -> Iterator[str]:
+    """OpenAI's server-sent events: one chunk per piece of text, a final chunk with finish_reason, [DONE]."""
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        choice = {"index": 0, "finish_reason": finish} | (
+            {"delta": delta} if chat else {"text": delta.get("content", "")})
+        body = {"id": ident, "object": kind, "created": int(time.time()), "model": model_id, "choices": [choice]}
+        return f"data: {json.dumps(body)}\n\n"
+
+    try:
+        if chat:
+            yield chunk({"role": "assistant", "content": ""})
+        for piece in pieces:
+            if piece:
+                yield chunk({"content": piece})
+        yield chunk({}, "stop")
+        yield "data: [DONE]\n\n"
+    finally:
+        admission.release()
+
+
+def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+
+
+def check_binding(host: str, api_key: str | None) -> None:
+    """An API key is required whenever the server listens beyond loopback."""
+    if host not in LOOPBACK and not api_key:
+        raise ReverieError(f"--host {host} listens beyond loopback: set an API key (--api-key or REVERIE_API_KEY)")

@@ -1,0 +1,123 @@
+"""Admission and micro-batching: at most `max_queue` requests are admitted (the rest get 503 at once), and
+non-streaming requests that arrive within `batch_wait_ms` of each other are generated as one left-padded
+batch, which on a CPU costs little more than one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from reverie.serving.slot import ModelSlot
+
+
+class Overloaded(Exception):
+    """The queue is full: answered 503 at once."""
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    future: asyncio.Future = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Generated:
+    model_id: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # 'stop' | 'length'
+
+
+class Admission:
+    """Counts requests from admission to answer; refuses beyond the limit instead of queueing forever."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()  # streams are released from a worker thread
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self.active >= self.limit:
+                raise Overloaded(f"{self.active} requests in progress (serve.max_queue = {self.limit})")
+            self.active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def __enter__(self) -> Admission:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@torch.inference_mode()
+def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
+    """One batch on the served model; each job keeps its own token budget and stops at EOS."""
+    with slot.lock:
+        served = slot.served
+        model, tokenizer = served.loaded.model, served.loaded.tokenizer
+        pad = tokenizer.pad_token_id
+        width = max(len(j.prompt_ids) for j in jobs)
+        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
+        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
+        temperature = jobs[0].temperature
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_tokens for j in jobs),
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+    results = []
+    for job, row in zip(jobs, out[:, width:].tolist()):
+        row = row[: job.max_tokens]
+        stopped = tokenizer.eos_token_id in row
+        if stopped:
+            row = row[: row.index(tokenizer.eos_token_id)]
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        results.append(Generated(served.model_id, text, len(job.prompt_ids), len(row), "stop" if stopped else "length"))
+    return results
+
+
+class Batcher:
+    """Collects jobs and runs them in batches of equal temperature, one batch at a time."""
+
+    def __init__(self, slot: ModelSlot, batch_size: int, wait_ms: int):
+        self.slot = slot
+        self.batch_size = batch_size
+        self.wait = wait_ms / 1000
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+
+    async def submit(self, prompt_ids: list[int], max_tokens: int, temperature: float) -> Generated:
+        job = Job(prompt_ids, max_tokens, temperature, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            deadline = loop.time() + self.wait
+            while len(jobs) < self.batch_size and (left := deadline - loop.time()) > 0:
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            for temperature in dict.fromkeys(j.temperature for j in jobs):
+                group = [j for j in jobs if j.temperature == temperature]
+                try:
+                    outputs = await loop.run_in_executor(None, generate_batch, self.slot, group)
+                except Exception as exc:  # the batch's requests fail with it; the server keeps running
+                    for job in group:
+                        job.future.set_exception(exc)
+                    continue
+                for job, output in zip(group, outputs):
+                    if not job.future.cancelled():
+                        job.future.set_result(output)

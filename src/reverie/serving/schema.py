@@ -1,0 +1,28 @@
+"""The OpenAI request bodies reverie accepts; unknown fields are ignored, as OpenAI clients send many."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str = "reverie"
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    stream: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model: str = "reverie"
+    prompt: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    stream: bool = False

@@ -1,0 +1,159 @@
+"""The server, run the way a user runs it: `reverie serve` on loopback, real HTTP, a tiny model."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from reverie.workspace import Workspace
+
+from test_cycle import reverie
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(workspace_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`reverie serve` on a free loopback port; extra CLI arguments come from the test's `serve_args` mark."""
+    mark = request.node.get_closest_marker("serve_args")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reverie", "serve", "-w", str(workspace_dir), "--port", str(port),
+         *(mark.args if mark else ())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stdout.read()}")
+        time.sleep(0.3)
+    yield url, process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def chat(url: str, text: str, **extra) -> httpx.Response:
+    body = {"model": "reverie", "messages": [{"role": "user", "content": text}], "max_tokens": 8} | extra
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60, headers=extra.pop("headers", None))
+
+
+def test_openai_endpoints_answer_with_the_release(server, workspace_dir: Path) -> None:
+    url, _ = server
+    release = Workspace.open(workspace_dir).registry.get_alias()
+    models = httpx.get(f"{url}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["reverie", release]
+    answer = chat(url, "Hello there").json()
+    assert answer["model"] == release and answer["object"] == "chat.completion"
+    assert answer["usage"]["completion_tokens"] <= 8 and answer["choices"][0]["finish_reason"] in ("stop", "length")
+    completion = httpx.post(f"{url}/v1/completions", json={"prompt": "Once upon", "max_tokens": 5}, timeout=60).json()
+    assert completion["object"] == "text_completion" and completion["usage"]["completion_tokens"] <= 5
+    capped = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 100000}, timeout=60).json()
+    assert capped["usage"]["completion_tokens"] <= Workspace.open(workspace_dir).config.serve.max_tokens
+
+
+def test_streaming_sends_chunks_then_done(server) -> None:
+    url, _ = server
+    body = {"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 12, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_bad_requests_get_clear_errors(server) -> None:
+    url, _ = server
+    assert chat(url, "x", temperature=9).status_code == 422
+    huge = "word " * 20000
+    response = httpx.post(f"{url}/v1/completions", json={"prompt": huge}, timeout=60)
+    assert response.status_code == 413 and "serve.max_request_bytes" in response.json()["error"]["message"]
+
+
+@pytest.mark.serve_args("--api-key", "s3cret")
+def test_api_key_guards_every_endpoint_but_health(server) -> None:
+    url, _ = server
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert chat(url, "hi").status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_beyond_loopback_without_a_key_is_refused(workspace_dir: Path) -> None:
+    result = reverie("serve", "-w", str(workspace_dir), "--host", "0.0.0.0", check=False)
+    assert result.returncode == 2 and "set an API key" in result.stderr
+
+
+@pytest.mark.serve_args("--set", "serve.max_queue=1", "--set", "serve.batch_wait_ms=1000")
+def test_a_full_queue_answers_503_at_once(server) -> None:
+    url, _ = server
+    first: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: first.append(chat(url, "first")))
+    thread.start()
+    time.sleep(0.3)  # the first request waits a second in the batcher for company
+    started = time.perf_counter()
+    second = chat(url, "second")
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert time.perf_counter() - started < 0.6  # refused at once, not after the first finished
+    thread.join()
+    assert first[0].status_code == 200
+
+
+def test_hot_switch_and_rollback_under_load_fail_no_request(workspace_dir: Path, tmp_path: Path) -> None:
+    ws = str(workspace_dir)
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
+    registry = Workspace.open(workspace_dir).registry
+    released, base = registry.get_alias(), registry.release_events()[0].model_id
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "reverie", "serve", "-w", ws, "--port", str(port),
+                                "--set", "serve.poll_seconds=0.2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        results: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                response = chat(url, "hello")
+                results.append((response.status_code, response.json().get("model", "")))
+
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.5)
+        reverie("rollback", "-w", ws)  # release -> base while requests are in flight
+        time.sleep(3)
+        stop.set()
+        for thread in clients:
+            thread.join()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert results and all(status == 200 for status, _ in results)
+    served = [model for _, model in results]
+    assert served[0] == released and served[-1] == base
