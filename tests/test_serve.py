@@ -157,3 +157,27 @@ def test_hot_switch_and_rollback_under_load_fail_no_request(workspace_dir: Path,
     assert results and all(status == 200 for status, _ in results)
     served = [model for _, model in results]
     assert served[0] == released and served[-1] == base
+
+
+def test_a_thumbs_down_reaches_the_next_cycles_replay_and_lineage(server, workspace_dir: Path) -> None:
+    url, process = server
+    answer = chat(url, "What is the capital of Velmora?").json()
+    stored = httpx.post(f"{url}/v1/feedback", timeout=30, json={
+        "id": answer["id"], "rating": "down", "correction": "The capital of Velmora is Quistrand."})
+    assert stored.status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": "nope", "rating": "up"}, timeout=30).status_code == 400
+    httpx.post(f"{url}/v1/feedback", json={"prompt": "2+2?", "answer": "5", "rating": "down"}, timeout=30)
+    process.terminate()
+    process.wait(timeout=30)
+
+    ws = str(workspace_dir)
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false", "--set", "learn.replay_share=0.5")
+    workspace = Workspace.open(workspace_dir)
+    (feedback,) = [d for d in workspace.registry.list_datasets() if d.name.endswith("/feedback")]
+    examples = (workspace.artifacts.path(feedback.hash) / "examples.jsonl").read_text()
+    assert "Quistrand" in examples and "What is the capital of Velmora?" in examples
+    rejected = (workspace.artifacts.path(feedback.hash) / "rejected.jsonl").read_text()
+    assert "without a correction" in rejected  # the thumbs-down with nothing to train towards is kept, not lost
+    assert feedback.name in reverie("lineage", "release", "-w", ws).stdout
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
+    assert len([d for d in workspace.registry.list_datasets() if d.name.endswith("/feedback")]) == 1  # used once

@@ -47,7 +47,7 @@ def replay_ages(ws: Workspace) -> list[tuple[DatasetRecord, int]]:
     datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
     ages = []
     for dataset in datasets:
-        cycle = dataset.name.removeprefix(REPLAY_PREFIX)
+        cycle = dataset.name.removeprefix(REPLAY_PREFIX).split("/")[0]  # replay/<cycle> or replay/<cycle>/feedback
         since = len(cycles) - 1 - cycles.index(cycle) if cycle in cycles else len(cycles)
         ages.append((dataset, max(0, since - 1)))
     return ages
@@ -62,10 +62,14 @@ def replay_count(base: int, share: float, available: int) -> int:
     return min(available, math.floor(share * base / (1 - share) + 1e-9))
 
 
-def draw_replay(ws: Workspace, base: int, seed: int) -> tuple[list[Example], list[str]]:
-    """Replay examples for a Learn of `base` other examples, and the replay datasets they came from."""
+def draw_replay(ws: Workspace, base: int, seed: int, fresh: tuple[DatasetRecord, list[Example]] | None = None
+                ) -> tuple[list[Example], list[str]]:
+    """Replay examples for a Learn of `base` other examples, and the replay datasets they came from; `fresh`
+    is a dataset made by this Learn (not registered yet), at age 0."""
     settings = ws.config.learn
     pool: list[tuple[float, Example, DatasetRecord]] = []
+    if fresh is not None:
+        pool += [(1.0, example, fresh[0]) for example in fresh[1]]
     for dataset, age in replay_ages(ws):
         lines = (ws.artifacts.path(dataset.hash) / "examples.jsonl").read_text().splitlines()
         pool += [(settings.replay_decay ** age, Example(**json.loads(line)), dataset) for line in lines]

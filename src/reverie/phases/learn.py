@@ -9,7 +9,8 @@ import zlib
 from reverie.data.datasets import save_dataset
 from reverie.data.knowledge import learn_examples, load_knowledge
 from reverie.data.pool import draw_for_learn
-from reverie.data.replay import draw_replay
+from reverie.data.feedback import save_feedback_replay
+from reverie.data.replay import REPLAY_PREFIX, draw_replay
 from reverie.engines.models import attach_lora, load_version, store_adapter
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -25,7 +26,9 @@ class Learn:
         seed = config.learn.train.seed + zlib.crc32(ctx.cycle.id.encode())  # a fresh draw every cycle, same on resume
         draw = draw_for_learn(ctx.workspace, seed)
         examples = learn_examples(knowledge) + draw.examples
-        replay, replayed_from = draw_replay(ctx.workspace, len(examples), seed)
+        feedback, corrections = save_feedback_replay(ctx.workspace, ctx.cycle.id, REPLAY_PREFIX)
+        fresh = (feedback, corrections) if feedback else None
+        replay, replayed_from = draw_replay(ctx.workspace, len(examples), seed, fresh)
         examples += replay
         source = config.data.knowledge + (" + data pool" if draw.examples else "") + (" + replay" if replay else "")
         dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", source, examples)
@@ -42,11 +45,14 @@ class Learn:
         metrics |= {"replay_examples": float(len(replay)), "replay_share": len(replay) / len(examples)}
 
         adapter = store_adapter(ctx.workspace, loaded.model)
-        datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets, *replayed_from})
+        # new feedback joins the lineage even when the replay cap left its examples out of this draw
+        datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets, *replayed_from,
+                           *([feedback.hash] if feedback else [])})
         model = ctx.new_model(parent, self.name, adapter=adapter, datasets=datasets)
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset.hash, "artifacts": [adapter, dataset.hash]},
-            metrics=metrics,
+            outputs={"model": model.id, "dataset": dataset.hash,
+                     "artifacts": [adapter, dataset.hash] + ([feedback.hash] if feedback else [])},
+            metrics=metrics | {"feedback_corrections": float(len(corrections))},
             new_models=[model],
-            new_datasets=[dataset],
+            new_datasets=[dataset] + ([feedback] if feedback else []),
         )

@@ -4,12 +4,14 @@ included) on the current release, with hot switch, bounded requests and an API k
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import json
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,17 +19,25 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from reverie.cycle import ensure_release
 from reverie.errors import ReverieError
 from reverie.serving.batcher import Admission, Batcher, Overloaded
-from reverie.serving.schema import ChatRequest, CompletionRequest
+from reverie.data.feedback import Feedback, append_feedback
+from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest
 from reverie.serving.slot import ModelSlot, load_for_serving
 from reverie.serving.streaming import stream_text
 from reverie.workspace import Workspace
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RECENT_ANSWERS = 1000  # answers kept in memory so feedback can name them by id
 
 
 def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     settings = workspace.config.serve
     state: dict = {}
+    recent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> (model, prompt, answer)
+
+    def remember(ident: str, model_id: str, prompt: str, answer: str) -> None:
+        recent[ident] = (model_id, prompt, answer)
+        while len(recent) > RECENT_ANSWERS:
+            recent.popitem(last=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,15 +93,31 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         messages = [m.model_dump() for m in body.messages]
         prompt_ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                         return_dict=True)["input_ids"])
-        return await _answer(prompt_ids, body.max_tokens, body.temperature, body.stream, chat=True)
+        asked = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
+        return await _answer(prompt_ids, asked, body.max_tokens, body.temperature, body.stream, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionRequest):
         tokenizer = state["slot"].served.loaded.tokenizer
         prompt_ids = tokenizer(body.prompt)["input_ids"]
-        return await _answer(prompt_ids, body.max_tokens, body.temperature, body.stream, chat=False)
+        return await _answer(prompt_ids, body.prompt, body.max_tokens, body.temperature, body.stream, chat=False)
 
-    async def _answer(prompt_ids: list[int], max_tokens: int | None, temperature: float, stream: bool, chat: bool):
+    @app.post("/v1/feedback", dependencies=[Depends(authorized)])
+    async def feedback(body: FeedbackRequest) -> dict:
+        """Thumbs up/down and corrections; a thumbs-down with a correction becomes a hard example next Learn."""
+        if body.id in recent:
+            model_id, prompt, answer = recent[body.id]
+        elif body.prompt and body.answer is not None:
+            model_id, prompt, answer = state["slot"].served.model_id, body.prompt, body.answer
+        else:
+            raise HTTPException(400, f"unknown id {body.id!r}: send prompt and answer with the rating")
+        row = Feedback(id=uuid.uuid4().hex[:16], at=time.time(), model_id=model_id, prompt=prompt, answer=answer,
+                       rating=body.rating, correction=body.correction)
+        append_feedback(workspace, row)
+        return {"id": row.id, "stored": True}
+
+    async def _answer(prompt_ids: list[int], asked: str, max_tokens: int | None, temperature: float, stream: bool,
+                      chat: bool):
         max_tokens = min(max_tokens or settings.max_tokens, settings.max_tokens)
         admission: Admission = state["admission"]
         context = state["slot"].served.loaded.model.config.max_position_embeddings
@@ -105,10 +131,14 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
             except BaseException:
                 admission.release()
                 raise
-            return StreamingResponse(_events(pieces, model_id, chat, admission), media_type="text/event-stream")
+            ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+            done = partial(remember, ident, model_id, asked)
+            return StreamingResponse(_events(ident, pieces, model_id, chat, admission, done),
+                                     media_type="text/event-stream")
         with admission:
             output = await state["batcher"].submit(prompt_ids, max_tokens, temperature)
         created, ident = int(time.time()), f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        remember(ident, output.model_id, asked, output.text)
         choice = ({"index": 0, "message": {"role": "assistant", "content": output.text}} if chat
                   else {"index": 0, "text": output.text})
         usage = {"prompt_tokens": output.prompt_tokens, "completion_tokens": output.completion_tokens,
@@ -120,9 +150,9 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     return app
 
 
-def _events(pieces: Iterator[str], model_id: str, chat: bool, admission: Admission) -> Iterator[str]:
+def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, admission: Admission,
+            done: Callable[[str], None]) -> Iterator[str]:
     """OpenAI's server-sent events: one chunk per piece of text, a final chunk with finish_reason, [DONE]."""
-    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: dict, finish: str | None = None) -> str:
@@ -134,9 +164,12 @@ def _events(pieces: Iterator[str], model_id: str, chat: bool, admission: Admissi
     try:
         if chat:
             yield chunk({"role": "assistant", "content": ""})
+        text = []
         for piece in pieces:
             if piece:
+                text.append(piece)
                 yield chunk({"content": piece})
+        done("".join(text))
         yield chunk({}, "stop")
         yield "data: [DONE]\n\n"
     finally:

@@ -26,3 +26,11 @@ class CompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
     stream: bool = False
+
+
+class FeedbackRequest(BaseModel):
+    id: str | None = Field(None, description="The id of a completion this server returned")
+    prompt: str | None = None  # needed when the id is unknown (e.g. after a restart)
+    answer: str | None = None
+    rating: Literal["up", "down"]
+    correction: str | None = Field(None, min_length=1, description="What the answer should have been")
