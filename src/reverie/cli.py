@@ -202,6 +202,21 @@ def lineage_command(
 
 
 @app.command()
+def report(
+    output: Annotated[Path, typer.Argument(help="HTML file to write.")] = Path("reverie-report.html"),
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write the dashboard's charts and tables as one static HTML file, for people who do not run the server."""
+    from reverie.reporting.page import static_report
+
+    ws = Workspace.open(workspace)
+    if not output.parent.is_dir():
+        raise ReverieError(f"{output}: the folder {output.parent} does not exist")
+    ws.write_text_atomic(output, static_report(ws))
+    out.print(f"wrote {output}")
+
+
+@app.command()
 def serve(
     workspace: WorkspaceOpt = Path("."),
     host: Annotated[Optional[str], typer.Option(help="Address to bind (default serve.host).")] = None,

@@ -14,10 +14,13 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from reverie.cycle import ensure_release
 from reverie.errors import ReverieError
+from reverie.reporting.charts import trends_png
+from reverie.reporting.overview import overview
+from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher, Overloaded
 from reverie.data.feedback import Feedback, append_feedback
 from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest
@@ -52,10 +55,11 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
 
     app = FastAPI(title="reverie", lifespan=lifespan)
 
-    def authorized(authorization: str | None = Header(None)) -> None:
+    def authorized(authorization: str | None = Header(None), key: str | None = None) -> None:
+        """Bearer header, or ?key= where a browser cannot send one (the page and its chart)."""
         if api_key is None:
             return
-        given = (authorization or "").removeprefix("Bearer ").strip()
+        given = key if key is not None else (authorization or "").removeprefix("Bearer ").strip()
         if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>")
 
@@ -78,6 +82,18 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     async def health() -> dict:
         slot = state.get("slot")
         return {"status": "ok" if slot else "loading", "model": slot.served.model_id if slot else None}
+
+    @app.get("/", dependencies=[Depends(authorized)], response_class=HTMLResponse)
+    async def dashboard() -> str:
+        return dashboard_html()
+
+    @app.get("/api/overview", dependencies=[Depends(authorized)])
+    async def api_overview() -> dict:
+        return overview(workspace)
+
+    @app.get("/charts/trends.png", dependencies=[Depends(authorized)])
+    async def trends_chart() -> Response:
+        return Response(trends_png(overview(workspace)), media_type="image/png")
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict:

@@ -1,0 +1,1 @@
+"""What the dashboard and `reverie report` show: release history, metric trends, Compress, lineage."""

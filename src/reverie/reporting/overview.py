@@ -1,0 +1,37 @@
+"""One JSON-able overview of a workspace, read from the registry: the dashboard serves it and the
+static report renders it."""
+
+from __future__ import annotations
+
+from reverie.model_card import lineage
+from reverie.workspace import Workspace
+
+
+def overview(ws: Workspace) -> dict:
+    registry = ws.registry
+    release = registry.get_alias()
+    cycles = []
+    compress = None
+    for cycle in registry.list_cycles():
+        runs = {run.phase: run for run in registry.phase_runs(cycle.id) if run.status == "finished"}
+        gate = runs.get("gate")
+        cycles.append({
+            "id": cycle.id, "started_at": cycle.started_at, "outcome": cycle.outcome, "model": cycle.result_model_id,
+            "scores": {k: v for k, v in (gate.outputs.get("candidate_scores", {}) if gate else {}).items()
+                       if "/" not in k},
+            "reasons": gate.outputs.get("reasons", []) if gate else [],
+        })
+        if "compress" in runs:
+            run = runs["compress"]
+            compress = {"cycle": cycle.id, "merged": run.outputs.get("merged"), "metrics": run.metrics,
+                        "pareto": run.outputs.get("pareto", [])}
+    chain = []
+    if release:
+        for record in lineage(ws, registry.get_model(release)):
+            datasets = [registry.get_dataset(h) for h in record.datasets]
+            chain.append({"id": record.id, "status": record.status, "phase": record.phase, "cycle": record.cycle_id,
+                          "datasets": [{"name": d.name, "hash": d.hash[:12], "rows": d.rows, "source": d.source}
+                                       for d in datasets]})
+    events = [{"action": e.action, "model": e.model_id, "at": e.at, "reason": e.reason}
+              for e in registry.release_events()]
+    return {"release": release, "events": events, "cycles": cycles, "compress": compress, "lineage": chain}

@@ -1,0 +1,24 @@
+"""The dashboard page, live (served, data fetched from the server) or static (`reverie report`: data and chart
+inlined, chat removed) — one template, so both show the same things."""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources
+
+from reverie.reporting.charts import trends_png
+from reverie.reporting.overview import overview
+from reverie.workspace import Workspace
+
+
+def dashboard_html() -> str:
+    return resources.files("reverie.reporting").joinpath("dashboard.html").read_text()
+
+
+def static_report(ws: Workspace) -> str:
+    data = overview(ws)
+    chart = "data:image/png;base64," + base64.b64encode(trends_png(data)).decode()
+    inline = ("<script>window.REVERIE_DATA = " + json.dumps(data).replace("</", "<\\/")
+              + ";\nwindow.REVERIE_CHART = " + json.dumps(chart) + ";</script>\n")
+    return dashboard_html().replace("<script>\nconst params", inline + "<script>\nconst params", 1)
