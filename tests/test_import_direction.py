@@ -34,7 +34,7 @@ def test_lower_layers_need_no_torch() -> None:
 
 
 def test_nothing_imports_the_entry_points() -> None:
-    entry_points = ("reverie.cli", "reverie.cli_seal", "reverie.cli_data")
+    entry_points = ("reverie.cli", "reverie.cli_seal", "reverie.cli_data", "reverie.cli_eval", "reverie.cli_memory")
     for path in PACKAGE.rglob("*.py"):
         if path.name.startswith("cli") or path.name == "__main__.py":
             continue

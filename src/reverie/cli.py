@@ -14,6 +14,7 @@ from rich.text import Text
 
 from reverie.cli_data import data_app
 from reverie.cli_eval import eval_command, release_command, resolve_model
+from reverie.cli_memory import memory_app
 from reverie.cli_seal import seal_app
 from reverie.errors import ReverieError
 from reverie.progress import quiet_libraries, results
@@ -26,6 +27,7 @@ out = results
 
 app.add_typer(seal_app, name="seal")
 app.add_typer(data_app, name="data")
+app.add_typer(memory_app, name="memory")
 app.command("eval")(eval_command)
 app.command("release")(release_command)
 

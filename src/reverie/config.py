@@ -296,6 +296,8 @@ class ServeConfig(_Strict):
     batch_size: int = Field(8, ge=1, le=256, description="Non-streaming requests generated together in one batch.")
     batch_wait_ms: int = Field(10, ge=0, le=1000, description="How long the first request waits for others to batch.")
     poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the release pointer is checked.")
+    retrieval: bool = Field(True, description="Answer chat with notes retrieved from short-term memory, cited.")
+    retrieval_k: int = Field(3, ge=1, le=20, description="Memory chunks offered to the model per question.")
 
 
 class ReverieConfig(_Strict):
@@ -510,4 +512,6 @@ serve:                      # `reverie serve`: OpenAI-compatible API on the curr
   batch_size: 8             # non-streaming requests generated together
   batch_wait_ms: 10
   poll_seconds: 1.0         # how often the release pointer is checked (hot switch)
+  retrieval: true           # answer chat with cited notes from short-term memory (reverie memory add)
+  retrieval_k: 3
 """

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from reverie.engines.models import resolve_source
 from reverie.errors import ReverieError
+from reverie.memory.store import MemoryStore
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
 from reverie.phases.dream import Dream
@@ -118,6 +119,8 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
         verdict = handoff["gate"]
         released = verdict["verdict"] == "release"
         registry.close_cycle(cycle.id, "released" if released else "rejected", verdict["model"], released)
+        if released and verdict.get("recalled_memory"):  # recalled closed-book by the new release
+            MemoryStore(workspace).retire(verdict["recalled_memory"])
         status_line(
             f"cycle {cycle.id}: {'released' if released else 'rejected'} {verdict['model']}"
             + ("" if released else " (" + "; ".join(verdict["reasons"]) + "); still serving " + verdict["reference"])

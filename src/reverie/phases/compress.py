@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from reverie.data.knowledge import load_knowledge
 from reverie.engines.merging import merge_with_ab_check
 from reverie.engines.models import load_version, store_weights
+from reverie.memory.store import cycle_knowledge
 from reverie.phases.base import PhaseContext, PhaseResult
 
 
@@ -18,7 +18,7 @@ class Compress:
             reason = "no adapter to merge" if not candidate.adapter else "compress.merge is off"
             return PhaseResult(outputs={"model": candidate.id, "merged": False, "reason": reason})
 
-        knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
+        knowledge = cycle_knowledge(ctx.workspace)
         probe = [(qa.question, qa.answer) for _, qa in knowledge.eval_items()]
         loaded = load_version(ctx.workspace, candidate)
         check = merge_with_ab_check(

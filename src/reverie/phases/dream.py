@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reverie.data.datasets import save_dataset, save_rejected
-from reverie.data.knowledge import Example, Knowledge, load_knowledge
+from reverie.data.knowledge import Example, Knowledge
 from reverie.data.records import Rejected
 from reverie.data.self_edits import gate_items, self_edit_examples
 from reverie.data.synthetic import majority_vote, supported_by
@@ -30,6 +30,7 @@ from reverie.engines.prompts import open_book_question, user_prompt_ids
 from reverie.engines.scoring import perplexities
 from reverie.engines.training import train_sft
 from reverie.generator import current_generator, load_plain
+from reverie.memory.store import cycle_knowledge
 from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
@@ -115,7 +116,7 @@ class Dream:
         if not settings.enabled:
             return PhaseResult(outputs={"model": candidate.id, "reason": "dream.enabled is off"})
 
-        knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
+        knowledge = cycle_knowledge(ctx.workspace)
         loaded = load_version(ctx.workspace, candidate, trainable_adapter=True)
         make_data = self_edit_data if settings.method == "seal" else self_consistency_data
         data = make_data(ctx.workspace, knowledge, loaded)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from reverie.config import GateConfig
 from reverie.data.replay import replay_examples, save_replay
 from reverie.data.review import load_review
-from reverie.data.knowledge import load_knowledge
-from reverie.engines.suites import SuiteRunner, flat_means
-from reverie.model_card import render_model_card
-from reverie.errors import ReverieError
-from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.engines.release_decision import Verdict, decide
+from reverie.engines.suites import SuiteRunner, flat_means
+from reverie.errors import ReverieError
+from reverie.memory.store import cycle_knowledge, recalled_documents
+from reverie.model_card import render_model_card
+from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -60,10 +60,13 @@ class Gate:
                               overridable=verdict.overridable)
         card = render_model_card(ws, candidate, verdict, candidate_reports, reference_reports)
         ws.write_text_atomic(ws.cards_dir / f"{candidate.id}.md", card)
-        new_datasets, failed, replay = [], [], []
+        new_datasets, failed, replay, recalled = [], [], [], []
         if "knowledge" in candidate_reports:
-            failed = [int(i) for i, v in candidate_reports["knowledge"].values("accuracy").items() if v == 0.0]
-            replay = replay_examples(load_knowledge(ws.config.data.knowledge, ws.root), failed)
+            knowledge = cycle_knowledge(ws)
+            correct = {int(i): v == 1.0 for i, v in candidate_reports["knowledge"].values("accuracy").items()}
+            failed = sorted(i for i, ok in correct.items() if not ok)
+            replay = replay_examples(knowledge, failed)
+            recalled = recalled_documents(knowledge, correct)  # they leave memory if this candidate is released
         if replay:  # next cycles' Learn replays the material behind what this candidate got wrong
             new_datasets.append(save_replay(ws, ctx.cycle.id, candidate.id, replay))
         candidate_scores, reference_scores = flat_means(candidate_reports), flat_means(reference_reports)
@@ -77,10 +80,12 @@ class Gate:
                 "reference": reference.id,
                 "candidate_scores": candidate_scores,
                 "reference_scores": reference_scores,
+                "recalled_memory": recalled,
                 "artifacts": [d.hash for d in new_datasets],
             },
             metrics={f"candidate_{k}": v for k, v in candidate_scores.items() if "/" not in k}
             | {f"reference_{k}": v for k, v in reference_scores.items() if "/" not in k}
-            | {"failed_questions": float(len(failed)), "replay_examples": float(len(replay))},
+            | {"failed_questions": float(len(failed)), "replay_examples": float(len(replay)),
+               "memory_recalled": float(len(recalled))},
             new_datasets=new_datasets,
         )

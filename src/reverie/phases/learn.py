@@ -7,12 +7,13 @@ from __future__ import annotations
 import zlib
 
 from reverie.data.datasets import save_dataset
-from reverie.data.knowledge import learn_examples, load_knowledge
-from reverie.data.pool import draw_for_learn
 from reverie.data.feedback import save_feedback_replay
+from reverie.data.knowledge import learn_examples
+from reverie.data.pool import draw_for_learn
 from reverie.data.replay import REPLAY_PREFIX, draw_replay
 from reverie.engines.models import attach_lora, load_version, store_adapter
 from reverie.engines.training import train_sft
+from reverie.memory.store import cycle_knowledge
 from reverie.phases.base import PhaseContext, PhaseResult
 
 
@@ -22,7 +23,7 @@ class Learn:
     def run(self, ctx: PhaseContext) -> PhaseResult:
         config = ctx.workspace.config
         parent = ctx.candidate()
-        knowledge = load_knowledge(config.data.knowledge, ctx.workspace.root)
+        knowledge = cycle_knowledge(ctx.workspace)
         seed = config.learn.train.seed + zlib.crc32(ctx.cycle.id.encode())  # a fresh draw every cycle, same on resume
         draw = draw_for_learn(ctx.workspace, seed)
         examples = learn_examples(knowledge) + draw.examples

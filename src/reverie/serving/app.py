@@ -23,13 +23,15 @@ from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher, Overloaded
 from reverie.data.feedback import Feedback, append_feedback
-from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest
+from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest
 from reverie.serving.slot import ModelSlot, load_for_serving
 from reverie.serving.streaming import stream_text
 from reverie.workspace import Workspace
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RECENT_ANSWERS = 1000  # answers kept in memory so feedback can name them by id
+NOTES_PROMPT = ("Notes from memory:\n{notes}\n\nAnswer using the notes when they help, and cite the number of "
+                "the note you used, like [1].")
 
 
 def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
@@ -47,7 +49,11 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         release = workspace.registry.get_model(ensure_release(workspace))
         slot = ModelSlot(workspace, load_for_serving(workspace, release))
         batcher = Batcher(slot, settings.batch_size, settings.batch_wait_ms)
-        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue))
+        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue), memory=None)
+        if settings.retrieval:
+            from reverie.memory.retrieval import ShortTermMemory
+
+            state["memory"] = ShortTermMemory(workspace)
         tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run())]
         yield
         for task in tasks:
@@ -107,10 +113,28 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     async def chat(body: ChatRequest):
         tokenizer = state["slot"].served.loaded.tokenizer
         messages = [m.model_dump() for m in body.messages]
+        asked = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
+        hits = state["memory"].search(asked, settings.retrieval_k) if state["memory"] and body.retrieval else []
+        if hits:
+            notes = "\n".join(f"[{n}] {hit.title}: {hit.text}" for n, hit in enumerate(hits, start=1))
+            messages = [{"role": "system", "content": NOTES_PROMPT.format(notes=notes)}] + messages
         prompt_ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                         return_dict=True)["input_ids"])
-        asked = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
-        return await _answer(prompt_ids, asked, body.max_tokens, body.temperature, body.stream, chat=True)
+        citations = [{"index": n, "document_id": hit.document_id, "title": hit.title, "score": round(hit.score, 3)}
+                     for n, hit in enumerate(hits, start=1)]
+        return await _answer(prompt_ids, asked, body.max_tokens, body.temperature, body.stream, chat=True,
+                             citations=citations)
+
+    @app.post("/v1/memory", dependencies=[Depends(authorized)])
+    async def add_memory(body: MemoryRequest) -> dict:
+        """Short-term memory: indexed at once (after hygiene), consolidated into the weights at night."""
+        if state["memory"] is None:
+            raise HTTPException(409, "short-term memory is off (serve.retrieval: false)")
+        try:
+            document = state["memory"].add(body.title, body.text, body.questions, "api")
+        except ReverieError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"id": document.id, "title": document.title}
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionRequest):
@@ -133,7 +157,7 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         return {"id": row.id, "stored": True}
 
     async def _answer(prompt_ids: list[int], asked: str, max_tokens: int | None, temperature: float, stream: bool,
-                      chat: bool):
+                      chat: bool, citations: list[dict] | None = None):
         max_tokens = min(max_tokens or settings.max_tokens, settings.max_tokens)
         admission: Admission = state["admission"]
         context = state["slot"].served.loaded.model.config.max_position_embeddings
@@ -149,7 +173,7 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
                 raise
             ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
             done = partial(remember, ident, model_id, asked)
-            return StreamingResponse(_events(ident, pieces, model_id, chat, admission, done),
+            return StreamingResponse(_events(ident, pieces, model_id, chat, admission, done, citations or []),
                                      media_type="text/event-stream")
         with admission:
             output = await state["batcher"].submit(prompt_ids, max_tokens, temperature)
@@ -161,25 +185,25 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
                  "total_tokens": output.prompt_tokens + output.completion_tokens}
         return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
                 "model": output.model_id, "choices": [choice | {"finish_reason": output.finish_reason}],
-                "usage": usage}
+                "usage": usage} | ({"citations": citations} if chat else {})
 
     return app
 
 
 def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, admission: Admission,
-            done: Callable[[str], None]) -> Iterator[str]:
+            done: Callable[[str], None], citations: list[dict]) -> Iterator[str]:
     """OpenAI's server-sent events: one chunk per piece of text, a final chunk with finish_reason, [DONE]."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
-    def chunk(delta: dict, finish: str | None = None) -> str:
+    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
         choice = {"index": 0, "finish_reason": finish} | (
             {"delta": delta} if chat else {"text": delta.get("content", "")})
         body = {"id": ident, "object": kind, "created": int(time.time()), "model": model_id, "choices": [choice]}
-        return f"data: {json.dumps(body)}\n\n"
+        return f"data: {json.dumps(body | (extra or {}))}\n\n"
 
     try:
         if chat:
-            yield chunk({"role": "assistant", "content": ""})
+            yield chunk({"role": "assistant", "content": ""}, extra={"citations": citations})
         text = []
         for piece in pieces:
             if piece:

@@ -18,6 +18,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
     stream: bool = False
+    retrieval: bool = Field(True, description="reverie extension: false answers closed-book, without memory")
 
 
 class CompletionRequest(BaseModel):
@@ -34,3 +35,9 @@ class FeedbackRequest(BaseModel):
     answer: str | None = None
     rating: Literal["up", "down"]
     correction: str | None = Field(None, min_length=1, description="What the answer should have been")
+
+
+class MemoryRequest(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    text: str = Field(min_length=1)
+    questions: list[dict[str, str]] = Field(default_factory=list, description="[{question, answer}] for recall")

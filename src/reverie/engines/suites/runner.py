@@ -23,6 +23,7 @@ from reverie.engines.suites.safety import AdvBenchSuite, XSTestSuite
 from reverie.engines.suites.structured import StructuredSuite
 from reverie.config import ModelConfig
 from reverie.errors import ReverieError
+from reverie.memory.store import cycle_knowledge
 from reverie.metrics import SAFETY_SUITES, SUITES
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
@@ -49,7 +50,7 @@ class SuiteRunner:
     def _build(self, name: str) -> Suite:
         ws, config = self.workspace, self.workspace.config.eval
         if name == "knowledge":
-            return KnowledgeSuite(load_knowledge(ws.config.data.knowledge, ws.root), config.max_new_tokens,
+            return KnowledgeSuite(cycle_knowledge(ws), config.max_new_tokens,
                                   config.batch_size)
         if name == "general":
             return GeneralSuite(load_choice_items(config.general_suite, ws.root, config.general_limit),

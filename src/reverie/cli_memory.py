@@ -1,0 +1,61 @@
+"""`reverie memory add | list`: short-term memory from the command line (the server has POST /v1/memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from reverie.errors import ReverieError
+from reverie.progress import quiet_libraries, results
+from reverie.workspace import Workspace
+
+memory_app = typer.Typer(help="Short-term memory: documents retrieved by day, consolidated at night.",
+                         no_args_is_help=True)
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
+
+
+@memory_app.command("add")
+def add(
+    document: Annotated[Path, typer.Argument(help="A UTF-8 text or Markdown file.")],
+    title: Annotated[Optional[str], typer.Option(help="Default: the file name.")] = None,
+    question: Annotated[Optional[list[str]], typer.Option(help="A question the Gate asks to confirm recall.")] = None,
+    answer: Annotated[Optional[list[str]], typer.Option(help="Its answer, in the same order.")] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Index a document now (after the data layer's hygiene); the next cycle consolidates it into the weights."""
+    from reverie.memory.retrieval import ShortTermMemory
+
+    questions, answers = question or [], answer or []
+    if len(questions) != len(answers):
+        raise ReverieError(f"--question given {len(questions)} times but --answer {len(answers)} times")
+    if not document.is_file():
+        raise ReverieError(f"{document} does not exist")
+    try:
+        text = document.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ReverieError(f"{document}: not UTF-8 text") from None
+    quiet_libraries()
+    ws = Workspace.open(workspace)
+    added = ShortTermMemory(ws).add(title or document.stem, text,
+                                    [{"question": q, "answer": a} for q, a in zip(questions, answers)], str(document))
+    results.print(f"added {added.id} ({added.title!r}) to memory: answered with citations now, consolidated at "
+                  "the next cycle")
+
+
+@memory_app.command("list")
+def list_documents(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Documents in memory, those already consolidated, and those hygiene refused."""
+    from reverie.memory.store import MemoryStore
+
+    store = MemoryStore(Workspace.open(workspace))
+    table = Table(title="short-term memory")
+    for column in ("id", "title", "status", "questions", "source"):
+        table.add_column(column)
+    for doc in store.documents(status=None):
+        table.add_row(doc.id, doc.title, doc.status, str(len(doc.questions)), doc.source)
+    results.print(table)
+    for row in store.rejected():
+        results.print(f"refused {row['title']!r} ({row['source']}): {row['reason']}", highlight=False)

@@ -1,0 +1,1 @@
+"""Short-term memory: documents added by day, retrieved with citations, consolidated into the weights at night."""

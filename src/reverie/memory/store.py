@@ -1,0 +1,128 @@
+"""The memory's durable part (SQLite, no torch): documents with their chunks and embeddings, their status, and
+the documents hygiene refused, each with its reason. Search structures are rebuilt from it on load."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reverie.data.dedup import ContaminationIndex
+from reverie.data.knowledge import QA, Document, Knowledge, load_knowledge
+from reverie.data.quality import QualityRules, check_text
+from reverie.data.records import content_id
+from reverie.workspace import Workspace
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, questions TEXT NOT NULL, source TEXT NOT NULL,
+    status TEXT NOT NULL, added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, document_id TEXT NOT NULL, text TEXT NOT NULL, embedding BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (title TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, at REAL NOT NULL);
+"""
+DOCUMENT_RULES = QualityRules(max_words=5000)
+CHUNK_WORDS = 80
+MEMORY_PREFIX = "memory-"  # knowledge document ids of memory documents
+
+
+@dataclass
+class MemoryDocument:
+    id: str
+    title: str
+    text: str
+    questions: list[dict] = field(default_factory=list)  # [{question, answer}]: how the Gate checks recall
+    source: str = "api"
+    status: str = "active"  # 'active' (in memory) | 'consolidated' (recalled closed-book by a release)
+    added_at: float = 0.0
+
+
+def chunk_text(text: str, words: int = CHUNK_WORDS) -> list[str]:
+    tokens = text.split()
+    return [" ".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]
+
+
+class MemoryStore:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._conn = sqlite3.connect(ws.state / "memory.sqlite", timeout=30, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(SCHEMA)
+
+    def hygiene(self, title: str, text: str, contamination: ContaminationIndex) -> str | None:
+        """Why a document may not enter memory, or None: the data layer's quality rules, exact duplicates,
+        and overlap with evaluation items (a leak would make the Gate's recall check meaningless)."""
+        if reason := check_text(text, DOCUMENT_RULES):
+            return reason
+        if self._conn.execute("SELECT 1 FROM documents WHERE id = ?", (content_id(text),)).fetchone():
+            return f"exact duplicate of memory document {content_id(text)}"
+        if (item := contamination.leak(text)) is not None:
+            return f"overlaps evaluation item {item}"
+        return None
+
+    def add(self, document: MemoryDocument, chunks: list[str], embeddings: np.ndarray) -> None:
+        """The document and its chunks in one transaction: searchable completely or not at all."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                document.id, document.title, document.text, json.dumps(document.questions), document.source,
+                document.status, document.added_at))
+            self._conn.executemany("INSERT INTO chunks (document_id, text, embedding) VALUES (?, ?, ?)", [
+                (document.id, chunk, vector.astype(np.float32).tobytes()) for chunk, vector in zip(chunks, embeddings)])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def reject(self, title: str, reason: str, source: str) -> None:
+        self._conn.execute("INSERT INTO rejected VALUES (?, ?, ?, ?)", (title, reason, source, time.time()))
+
+    def documents(self, status: str | None = "active") -> list[MemoryDocument]:
+        query = "SELECT * FROM documents" + (" WHERE status = ?" if status else "") + " ORDER BY added_at"
+        rows = self._conn.execute(query, (status,) if status else ()).fetchall()
+        return [MemoryDocument(**dict(row) | {"questions": json.loads(row["questions"])}) for row in rows]
+
+    def chunks(self) -> list[tuple[int, str, str, np.ndarray]]:
+        """(chunk id, document id, text, embedding) of every active document."""
+        rows = self._conn.execute(
+            "SELECT c.id, c.document_id, c.text, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE d.status = 'active' ORDER BY c.id").fetchall()
+        return [(r["id"], r["document_id"], r["text"], np.frombuffer(r["embedding"], dtype=np.float32)) for r in rows]
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever a chunk is added or a document retired: when a search index must be rebuilt."""
+        row = self._conn.execute("SELECT count(*), coalesce(max(c.id), 0) FROM chunks c JOIN documents d "
+                                 "ON d.id = c.document_id WHERE d.status = 'active'").fetchone()
+        return int(row[0]), int(row[1])
+
+    def retire(self, document_ids: list[str]) -> None:
+        """Consolidated: a release answers the document's questions closed-book, so it leaves memory."""
+        self._conn.executemany("UPDATE documents SET status = 'consolidated' WHERE id = ?",
+                               [(i,) for i in document_ids])
+
+    def rejected(self) -> list[dict]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM rejected ORDER BY at")]
+
+
+def cycle_knowledge(ws: Workspace) -> Knowledge:
+    """What a cycle consolidates: the configured knowledge drop plus every document in memory, whose
+    questions join the held-out set (a document leaves memory once a release answers them closed-book)."""
+    knowledge = load_knowledge(ws.config.data.knowledge, ws.root)
+    documents = [Document(id=f"{MEMORY_PREFIX}{d.id}", title=d.title, text=d.text,
+                          eval_qa=[QA(**q) for q in d.questions]) for d in MemoryStore(ws).documents()]
+    return knowledge.model_copy(update={"documents": knowledge.documents + documents}) if documents else knowledge
+
+
+def recalled_documents(knowledge: Knowledge, correct: dict[int, bool]) -> list[str]:
+    """Memory documents all of whose questions were answered correctly (indices into eval_items)."""
+    verdicts: dict[str, list[bool]] = {}
+    for index, (document, _) in enumerate(knowledge.eval_items()):
+        if document.id.startswith(MEMORY_PREFIX):
+            verdicts.setdefault(document.id.removeprefix(MEMORY_PREFIX), []).append(correct.get(index, False))
+    return sorted(doc for doc, marks in verdicts.items() if marks and all(marks))

@@ -1,0 +1,77 @@
+"""Short-term memory: hygiene, retrieval with citations by day, consolidation into the cycle at night."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge, recalled_documents
+from reverie.workspace import Workspace
+
+from test_cycle import reverie
+from test_serve import chat, free_port, server  # noqa: F401  (the fixture)
+
+LIGHTHOUSE = ("The Korrin lighthouse on the island of Tessaly was built in 1887 by the engineer Mara Vell. Its "
+              "lamp is fed by whale oil and can be seen from forty kilometres away on a clear night.")
+
+
+def test_cli_adds_documents_after_hygiene_and_lists_what_it_refused(workspace_dir: Path, tmp_path: Path) -> None:
+    document = tmp_path / "lighthouse.txt"
+    document.write_text(LIGHTHOUSE)
+    ws = str(workspace_dir)
+    added = reverie("memory", "add", str(document), "-w", ws, "--question", "Who built the Korrin lighthouse?",
+                    "--answer", "Mara Vell")
+    assert "added" in added.stdout
+    again = reverie("memory", "add", str(document), "-w", ws, check=False)
+    assert again.returncode == 2 and "exact duplicate" in again.stderr
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    assert "too short" in reverie("memory", "add", str(short), "-w", ws, check=False).stderr
+    listing = reverie("memory", "list", "-w", ws).stdout
+    assert "lighthouse" in listing and "active" in listing and "refused 'short'" in listing
+    mismatched = reverie("memory", "add", str(document), "-w", ws, "--question", "q?", check=False)
+    assert mismatched.returncode == 2 and "--answer 0 times" in mismatched.stderr
+
+
+@pytest.mark.serve_args("--set", "serve.retrieval=true")
+def test_a_document_added_by_day_is_answered_with_a_citation_at_once(server, workspace_dir: Path) -> None:  # noqa: F811
+    url, _ = server
+    added = httpx.post(f"{url}/v1/memory", timeout=60, json={
+        "title": "Korrin lighthouse", "text": LIGHTHOUSE,
+        "questions": [{"question": "Who built the Korrin lighthouse?", "answer": "Mara Vell"}]})
+    assert added.status_code == 200
+    answer = chat(url, "Who built the Korrin lighthouse on Tessaly?").json()
+    assert answer["citations"][0]["document_id"] == added.json()["id"]
+    assert chat(url, "Who built the Korrin lighthouse on Tessaly?", retrieval=False).json()["citations"] == []
+    refused = httpx.post(f"{url}/v1/memory", json={"title": "x", "text": "hi"}, timeout=60)
+    assert refused.status_code == 422 and "too short" in refused.json()["detail"]
+
+
+def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tmp_path: Path) -> None:
+    document = tmp_path / "lighthouse.txt"
+    document.write_text(LIGHTHOUSE)
+    ws = str(workspace_dir)
+    reverie("memory", "add", str(document), "-w", ws, "--question", "Who built the Korrin lighthouse?",
+            "--answer", "Mara Vell")
+    workspace = Workspace.open(workspace_dir)
+    knowledge = cycle_knowledge(workspace)
+    (memory_doc,) = [d for d in knowledge.documents if d.id.startswith(MEMORY_PREFIX)]
+    index = next(i for i, (doc, _) in enumerate(knowledge.eval_items()) if doc is memory_doc)
+    assert recalled_documents(knowledge, {index: False}) == []
+    assert recalled_documents(knowledge, {index: True}) == [memory_doc.id.removeprefix(MEMORY_PREFIX)]
+
+    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
+    registry = workspace.registry
+    (cycle,) = registry.list_cycles()
+    runs = {r.phase: r for r in registry.phase_runs(cycle.id)}
+    learned = workspace.artifacts.path(runs["learn"].outputs["dataset"]) / "examples.jsonl"
+    assert "Korrin lighthouse" in learned.read_text()  # consolidated at night: trained on
+    assert "recalled_memory" in runs["gate"].outputs
+    recalled = runs["gate"].outputs["recalled_memory"]
+    status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}
+    expected = "consolidated" if recalled and cycle.outcome == "released" else "active"
+    assert status[memory_doc.id.removeprefix(MEMORY_PREFIX)] == expected
+    MemoryStore(workspace).retire([memory_doc.id.removeprefix(MEMORY_PREFIX)])
+    assert not [d for d in cycle_knowledge(workspace).documents if d.id.startswith(MEMORY_PREFIX)]
