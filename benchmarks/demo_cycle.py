@@ -1,5 +1,7 @@
-"""Run one sleep cycle on the embedded SmolLM2 and the demo knowledge in a fresh workspace, and report
-closed-book accuracy before and after, the general check, and wall time per phase.
+"""Run one sleep cycle on the embedded SmolLM2 and the demo knowledge in a fresh workspace, and report every
+Gate metric before and after, and wall time per phase. One document is added to short-term memory first (as by
+day): it must be retrieved with a citation at once, and the report shows whether the released model answers its
+questions closed-book after the night.
 
     .venv/bin/python benchmarks/demo_cycle.py [--out benchmarks/results/demo_cycle] [--set KEY=VALUE ...]
 
@@ -19,7 +21,32 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from reverie.cycle import run_cycle
+from reverie.memory.retrieval import ShortTermMemory
+from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge
 from reverie.workspace import Workspace
+
+DAY_DOCUMENT = ("The Korrin lighthouse on the island of Tessaly was built in 1887 by the engineer Mara Vell. Its lamp "
+                "burns whale oil and can be seen from forty kilometres away. The keeper of the Korrin lighthouse "
+                "rings a brass bell named Old Osk every evening at sunset.")
+DAY_QUESTIONS = [{"question": "Which engineer built the Korrin lighthouse?", "answer": "Mara Vell"},
+                 {"question": "What is the name of the bell rung at the Korrin lighthouse?", "answer": "Old Osk"}]
+
+
+def add_day_document(workspace: Workspace) -> dict:
+    """Add the document to memory and ask its first question with retrieval: the top hit must be it."""
+    memory = ShortTermMemory(workspace)
+    document = memory.add("Korrin lighthouse", DAY_DOCUMENT, DAY_QUESTIONS, "demo_cycle")
+    hits = memory.search("Who built the Korrin lighthouse?")
+    return {"id": document.id, "cited": bool(hits) and hits[0].document_id == document.id,
+            "score": hits[0].score if hits else None}
+
+
+def closed_book_memory_answers(workspace: Workspace, model_id: str, indices: list[int]) -> list[dict]:
+    """The Gate's stored closed-book answers of `model_id` to the memory document's questions."""
+    (items_file,) = (workspace.state / "evals" / model_id).glob("knowledge@*.jsonl")
+    items = {row["id"]: row for row in map(json.loads, items_file.read_text().splitlines())}
+    return [{"question": items[str(i)]["prompt"], "answer": items[str(i)]["output"],
+             "correct": items[str(i)]["scores"]["accuracy"] == 1.0} for i in indices]
 
 
 def main() -> None:
@@ -32,12 +59,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Workspace.init(Path(tmp))
         workspace = Workspace.open(Path(tmp), args.overrides)
+        day = add_day_document(workspace)
+        memory_indices = [i for i, (doc, _) in enumerate(cycle_knowledge(workspace).eval_items())
+                          if doc.id.startswith(MEMORY_PREFIX)]
         started = time.time()
         outcome = run_cycle(workspace)
         total = time.time() - started
         phases = {r.phase: round(r.wall_s or 0.0, 1) for r in workspace.registry.phase_runs(outcome.cycle_id)}
         runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
         dream = runs["dream"].metrics
+        night = closed_book_memory_answers(workspace, outcome.model_id, memory_indices)
+        status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}[day["id"]]
         # Compress measures the Learn model on the eval questions in its A/B check: what Learn alone reached.
         after_learn = runs["compress"].metrics.get("adapter_accuracy")
 
@@ -51,6 +83,7 @@ def main() -> None:
         "after": outcome.candidate_scores,
         "dream": dream,
         "phase_wall_s": phases,
+        "memory": {"day": day, "night_closed_book": night, "status_after": status},
         "cycle_wall_s": round(total, 1),
     }
     out = Path(args.out)
@@ -65,6 +98,11 @@ def main() -> None:
         trained = "trained" if dream["dream_generator_trained"] else "untrained: the release"
         lines += ["", f"Dream (SEAL, generator {trained}): {dream['dream_self_edit_items']:.0f} self-edit items "
                   f"trained on, {dream['dream_items_quarantined']:.0f} quarantined by the quality gate."]
+    recalled = sum(a["correct"] for a in night)
+    lines += ["", f"Short-term memory: the day document was retrieved with a citation at once: {day['cited']} "
+              f"(cosine {day['score']:.2f}). After the night the candidate answered {recalled} of {len(night)} of its "
+              f"questions closed-book ({'; '.join(repr(a['answer'][:60]) for a in night)}); document status: "
+              f"{status}."]
     lines += ["", f"Verdict: {result['verdict']}. Cycle wall time {total:.0f} s "
               f"({', '.join(f'{p} {s:.0f} s' for p, s in phases.items())})."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
