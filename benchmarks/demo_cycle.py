@@ -30,12 +30,15 @@ DAY_DOCUMENT = ("The Korrin lighthouse on the island of Tessaly was built in 188
                 "rings a brass bell named Old Osk every evening at sunset.")
 DAY_QUESTIONS = [{"question": "Which engineer built the Korrin lighthouse?", "answer": "Mara Vell"},
                  {"question": "What is the name of the bell rung at the Korrin lighthouse?", "answer": "Old Osk"}]
+# What users asked about it by day, answered from the document: Learn trains on these, the Gate checks the above.
+DAY_TRAINING = [{"question": "Who built the Korrin lighthouse?", "answer": "Mara Vell"},
+                {"question": "Which bell does the Korrin lighthouse keeper ring every evening?", "answer": "Old Osk"}]
 
 
 def add_day_document(workspace: Workspace) -> dict:
     """Add the document to memory and ask its first question with retrieval: the top hit must be it."""
     memory = ShortTermMemory(workspace)
-    document = memory.add("Korrin lighthouse", DAY_DOCUMENT, DAY_QUESTIONS, "demo_cycle")
+    document = memory.add("Korrin lighthouse", DAY_DOCUMENT, DAY_QUESTIONS, "demo_cycle", DAY_TRAINING)
     hits = memory.search("Who built the Korrin lighthouse?")
     return {"id": document.id, "cited": bool(hits) and hits[0].document_id == document.id,
             "score": hits[0].score if hits else None}

@@ -54,7 +54,8 @@ def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tm
     document.write_text(LIGHTHOUSE)
     ws = str(workspace_dir)
     reverie("memory", "add", str(document), "-w", ws, "--question", "Who built the Korrin lighthouse?",
-            "--answer", "Mara Vell")
+            "--answer", "Mara Vell", "--train-question", "Which engineer designed the lighthouse on Tessaly?",
+            "--train-answer", "Mara Vell")
     workspace = Workspace.open(workspace_dir)
     knowledge = cycle_knowledge(workspace)
     (memory_doc,) = [d for d in knowledge.documents if d.id.startswith(MEMORY_PREFIX)]
@@ -68,6 +69,7 @@ def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tm
     runs = {r.phase: r for r in registry.phase_runs(cycle.id)}
     learned = workspace.artifacts.path(runs["learn"].outputs["dataset"]) / "examples.jsonl"
     assert "Korrin lighthouse" in learned.read_text()  # consolidated at night: trained on
+    assert "Which engineer designed the lighthouse on Tessaly?" in learned.read_text()
     assert "recalled_memory" in runs["gate"].outputs
     recalled = runs["gate"].outputs["recalled_memory"]
     status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}

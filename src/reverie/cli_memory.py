@@ -23,14 +23,21 @@ def add(
     title: Annotated[Optional[str], typer.Option(help="Default: the file name.")] = None,
     question: Annotated[Optional[list[str]], typer.Option(help="A question the Gate asks to confirm recall.")] = None,
     answer: Annotated[Optional[list[str]], typer.Option(help="Its answer, in the same order.")] = None,
+    train_question: Annotated[Optional[list[str]], typer.Option(
+        help="A question Learn trains on (word it unlike the checks).")] = None,
+    train_answer: Annotated[Optional[list[str]], typer.Option(help="Its answer, in the same order.")] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """Index a document now (after the data layer's hygiene); the next cycle consolidates it into the weights."""
     from reverie.memory.retrieval import ShortTermMemory
 
-    questions, answers = question or [], answer or []
-    if len(questions) != len(answers):
-        raise ReverieError(f"--question given {len(questions)} times but --answer {len(answers)} times")
+    pairs = {}
+    for flag, asked, answered in (("question", question, answer), ("train-question", train_question, train_answer)):
+        asked, answered = asked or [], answered or []
+        if len(asked) != len(answered):
+            answer_flag = flag.replace("question", "answer")
+            raise ReverieError(f"--{flag} given {len(asked)} times but --{answer_flag} {len(answered)} times")
+        pairs[flag] = [{"question": q, "answer": a} for q, a in zip(asked, answered)]
     if not document.is_file():
         raise ReverieError(f"{document} does not exist")
     try:
@@ -39,8 +46,8 @@ def add(
         raise ReverieError(f"{document}: not UTF-8 text") from None
     quiet_libraries()
     ws = Workspace.open(workspace)
-    added = ShortTermMemory(ws).add(title or document.stem, text,
-                                    [{"question": q, "answer": a} for q, a in zip(questions, answers)], str(document))
+    added = ShortTermMemory(ws).add(title or document.stem, text, pairs["question"], str(document),
+                                    pairs["train-question"])
     results.print(f"added {added.id} ({added.title!r}) to memory: answered with citations now, consolidated at "
                   "the next cycle")
 

@@ -73,13 +73,15 @@ class ShortTermMemory:
         self._version: tuple[int, int] | None = None
         self._chunks: dict[int, tuple[str, str]] = {}
 
-    def add(self, title: str, text: str, questions: list[dict], source: str) -> MemoryDocument:
+    def add(self, title: str, text: str, questions: list[dict], source: str,
+            train_questions: list[dict] | None = None) -> MemoryDocument:
         """Index the document at once, or raise with the reason hygiene refused it (also kept in the store)."""
         contamination = ContaminationIndex(evaluation_items(self.ws), self.ws.config.data.contamination_span)
         if reason := self.store.hygiene(title, text, contamination):
             self.store.reject(title, reason, source)
             raise ReverieError(f"memory: {title!r} not added: {reason}")
-        document = MemoryDocument(content_id(text), title, text, questions, source, "active", time.time())
+        document = MemoryDocument(content_id(text), title, text, questions, source, "active", time.time(),
+                                  train_questions or [])
         chunks = chunk_text(text)
         self.store.add(document, chunks, self.embedder.encode([f"{title}: {c}" for c in chunks]))
         return document

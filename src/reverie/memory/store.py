@@ -19,7 +19,7 @@ from reverie.workspace import Workspace
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, questions TEXT NOT NULL, source TEXT NOT NULL,
-    status TEXT NOT NULL, added_at REAL NOT NULL
+    status TEXT NOT NULL, added_at REAL NOT NULL, train_questions TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, document_id TEXT NOT NULL, text TEXT NOT NULL, embedding BLOB NOT NULL
@@ -40,6 +40,7 @@ class MemoryDocument:
     source: str = "api"
     status: str = "active"  # 'active' (in memory) | 'consolidated' (recalled closed-book by a release)
     added_at: float = 0.0
+    train_questions: list[dict] = field(default_factory=list)  # [{question, answer}] Learn trains on
 
 
 def chunk_text(text: str, words: int = CHUNK_WORDS) -> list[str]:
@@ -54,6 +55,9 @@ class MemoryStore:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(documents)")}
+        if "train_questions" not in columns:  # a memory written before training questions existed
+            self._conn.execute("ALTER TABLE documents ADD COLUMN train_questions TEXT NOT NULL DEFAULT '[]'")
 
     def hygiene(self, title: str, text: str, contamination: ContaminationIndex) -> str | None:
         """Why a document may not enter memory, or None: the data layer's quality rules, exact duplicates,
@@ -70,9 +74,9 @@ class MemoryStore:
         """The document and its chunks in one transaction: searchable completely or not at all."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", (
+            self._conn.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
                 document.id, document.title, document.text, json.dumps(document.questions), document.source,
-                document.status, document.added_at))
+                document.status, document.added_at, json.dumps(document.train_questions)))
             self._conn.executemany("INSERT INTO chunks (document_id, text, embedding) VALUES (?, ?, ?)", [
                 (document.id, chunk, vector.astype(np.float32).tobytes()) for chunk, vector in zip(chunks, embeddings)])
             self._conn.execute("COMMIT")
@@ -86,7 +90,8 @@ class MemoryStore:
     def documents(self, status: str | None = "active") -> list[MemoryDocument]:
         query = "SELECT * FROM documents" + (" WHERE status = ?" if status else "") + " ORDER BY added_at"
         rows = self._conn.execute(query, (status,) if status else ()).fetchall()
-        return [MemoryDocument(**dict(row) | {"questions": json.loads(row["questions"])}) for row in rows]
+        return [MemoryDocument(**dict(row) | {"questions": json.loads(row["questions"]),
+                                              "train_questions": json.loads(row["train_questions"])}) for row in rows]
 
     def chunks(self) -> list[tuple[int, str, str, np.ndarray]]:
         """(chunk id, document id, text, embedding) of every active document."""
@@ -111,11 +116,13 @@ class MemoryStore:
 
 
 def cycle_knowledge(ws: Workspace) -> Knowledge:
-    """What a cycle consolidates: the configured knowledge drop plus every document in memory, whose
-    questions join the held-out set (a document leaves memory once a release answers them closed-book)."""
+    """What a cycle consolidates: the configured knowledge drop plus every document in memory. A document's
+    training questions join Learn like a drop's train_qa; its check questions join the held-out set (it
+    leaves memory once a release answers them closed-book)."""
     knowledge = load_knowledge(ws.config.data.knowledge, ws.root)
     documents = [Document(id=f"{MEMORY_PREFIX}{d.id}", title=d.title, text=d.text,
-                          eval_qa=[QA(**q) for q in d.questions]) for d in MemoryStore(ws).documents()]
+                          train_qa=[QA(**q) for q in d.train_questions], eval_qa=[QA(**q) for q in d.questions])
+                 for d in MemoryStore(ws).documents()]
     return knowledge.model_copy(update={"documents": knowledge.documents + documents}) if documents else knowledge
 
 

@@ -131,7 +131,7 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         if state["memory"] is None:
             raise HTTPException(409, "short-term memory is off (serve.retrieval: false)")
         try:
-            document = state["memory"].add(body.title, body.text, body.questions, "api")
+            document = state["memory"].add(body.title, body.text, body.questions, "api", body.train_questions)
         except ReverieError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"id": document.id, "title": document.title}

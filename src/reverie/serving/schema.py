@@ -41,3 +41,5 @@ class MemoryRequest(BaseModel):
     title: str = Field(min_length=1, max_length=300)
     text: str = Field(min_length=1)
     questions: list[dict[str, str]] = Field(default_factory=list, description="[{question, answer}] for recall")
+    train_questions: list[dict[str, str]] = Field(
+        default_factory=list, description="[{question, answer}] Learn trains on (other wording than the checks)")
