@@ -10,7 +10,7 @@ import pytest
 from reverie.workspace import Workspace
 
 from test_cycle import reverie
-from test_serve import free_port, server  # noqa: F401  (the fixture)
+from test_serve import server  # noqa: F401  (the fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")

@@ -11,7 +11,7 @@ from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge, re
 from reverie.workspace import Workspace
 
 from test_cycle import reverie
-from test_serve import chat, free_port, server  # noqa: F401  (the fixture)
+from test_serve import chat, server  # noqa: F401  (the fixture)
 
 LIGHTHOUSE = ("The Korrin lighthouse on the island of Tessaly was built in 1887 by the engineer Mara Vell. Its "
               "lamp is fed by whale oil and can be seen from forty kilometres away on a clear night.")
