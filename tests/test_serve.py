@@ -25,26 +25,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(workspace_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`reverie serve` on a free loopback port; extra CLI arguments come from the test's `serve_args` mark."""
-    mark = request.node.get_closest_marker("serve_args")
+def start_server(workspace_dir: Path, *args: str) -> tuple[str, subprocess.Popen]:
+    """`reverie serve` on a free loopback port, once /health says the model is loaded."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "reverie", "serve", "-w", str(workspace_dir), "--port", str(port),
-         *(mark.args if mark else ())],
+        [sys.executable, "-m", "reverie", "serve", "-w", str(workspace_dir), "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                break
+                return url, process
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
             raise AssertionError(f"server exited: {process.stdout.read()}")
         time.sleep(0.3)
+    process.kill()
+    raise AssertionError("server did not come up in 120 s")
+
+
+@pytest.fixture
+def server(workspace_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The server, with extra CLI arguments from the test's `serve_args` mark."""
+    mark = request.node.get_closest_marker("serve_args")
+    url, process = start_server(workspace_dir, *(mark.args if mark else ()))
     yield url, process
     process.terminate()
     process.wait(timeout=30)
@@ -118,22 +124,13 @@ def test_a_full_queue_answers_503_at_once(server) -> None:
     assert first[0].status_code == 200
 
 
-def test_hot_switch_and_rollback_under_load_fail_no_request(workspace_dir: Path, tmp_path: Path) -> None:
+def test_hot_switch_and_rollback_under_load_fail_no_request(workspace_dir: Path) -> None:
     ws = str(workspace_dir)
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
     registry = Workspace.open(workspace_dir).registry
     released, base = registry.get_alias(), registry.release_events()[0].model_id
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "reverie", "serve", "-w", ws, "--port", str(port),
-                                "--set", "serve.poll_seconds=0.2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, process = start_server(workspace_dir, "--set", "serve.poll_seconds=0.2")
     try:
-        for _ in range(400):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         results: list[tuple[int, str]] = []
         stop = threading.Event()
 

@@ -8,6 +8,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from reverie.progress import progress_bar
 
 
+def sampling_kwargs(temperature: float) -> dict:
+    """`model.generate` arguments for plain sampling at `temperature`, or greedy decoding at 0."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_k": 0}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 @torch.inference_mode()
 def generate(
     model: PreTrainedModel,
@@ -31,9 +38,6 @@ def generate(
             width = max(len(prompts[i]) for i in chunk)
             ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
             mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {
-                "do_sample": False, "temperature": None, "top_p": None, "top_k": None
-            }
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -41,7 +45,7 @@ def generate(
                 num_return_sequences=samples,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                **sampling,
+                **sampling_kwargs(temperature),
             )
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             for j, index in enumerate(chunk):

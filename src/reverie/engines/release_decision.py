@@ -24,8 +24,7 @@ class Verdict:
 
 def _value(reports: dict[str, SuiteReport], metric: str) -> float | None:
     suite, name = metric.split(".", 1)
-    values = list(reports[suite].values(name).values()) if suite in reports else []
-    return sum(values) / len(values) if values else None
+    return reports[suite].means().get(name) if suite in reports else None
 
 
 def _bound_check(reports: dict[str, SuiteReport], metric: str, bound: float, kind: str) -> str | None:

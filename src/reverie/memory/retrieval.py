@@ -7,7 +7,7 @@ import importlib.util
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -71,7 +71,7 @@ class ShortTermMemory:
         self.embedder = Embedder(ws)
         self._index: faiss.IndexIDMap2 | None = None
         self._version: tuple[int, int] | None = None
-        self._chunks: dict[int, tuple[str, str]] = {}
+        self._chunks: dict[int, Hit] = {}  # chunk id -> the hit it makes, score left at 0
 
     def add(self, title: str, text: str, questions: list[dict], source: str,
             train_questions: list[dict] | None = None) -> MemoryDocument:
@@ -91,9 +91,8 @@ class ShortTermMemory:
         if index.ntotal == 0:
             return []
         scores, ids = index.search(self.embedder.encode([query]), min(k, index.ntotal))
-        titles = {d.id: d.title for d in self.store.documents()}
-        return [Hit(self._chunks[i][0], titles.get(self._chunks[i][0], ""), self._chunks[i][1], float(s))
-                for s, i in zip(scores[0], ids[0]) if i in self._chunks and s >= min_score]
+        return [replace(self._chunks[i], score=float(s)) for s, i in zip(scores[0], ids[0])
+                if i in self._chunks and s >= min_score]
 
     def _build(self) -> faiss.IndexIDMap2:
         """The index, rebuilt when the store changed (here, or in another process: `reverie memory add`)."""
@@ -103,6 +102,7 @@ class ShortTermMemory:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.model.get_sentence_embedding_dimension()))
             if rows:
                 index.add_with_ids(np.stack([r[3] for r in rows]), np.array([r[0] for r in rows], dtype=np.int64))
-            self._chunks = {r[0]: (r[1], r[2]) for r in rows}
+            titles = {d.id: d.title for d in self.store.documents()}
+            self._chunks = {r[0]: Hit(r[1], titles.get(r[1], ""), r[2], 0.0) for r in rows}
             self._index = index
         return self._index

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from reverie.engines.generation import sampling_kwargs
 from reverie.serving.slot import ModelSlot
 
 
@@ -71,10 +72,8 @@ def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
         ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
         mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
         temperature = jobs[0].temperature
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_tokens for j in jobs),
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling_kwargs(temperature))
     results = []
     for job, row in zip(jobs, out[:, width:].tolist()):
         row = row[: job.max_tokens]

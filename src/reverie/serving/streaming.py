@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 from transformers import TextIteratorStreamer
 
+from reverie.engines.generation import sampling_kwargs
 from reverie.serving.slot import ModelSlot
 
 
@@ -17,16 +18,15 @@ def stream_text(slot: ModelSlot, prompt_ids: list[int], max_tokens: int, tempera
     served = slot.served
     tokenizer = served.loaded.tokenizer
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
     def run() -> None:
         try:
             with slot.lock, torch.inference_mode():
+                ids = torch.tensor([prompt_ids])
                 served.loaded.model.generate(
-                    input_ids=torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                    input_ids=ids, attention_mask=torch.ones_like(ids),
                     max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id, streamer=streamer, **sampling)
+                    eos_token_id=tokenizer.eos_token_id, streamer=streamer, **sampling_kwargs(temperature))
         except Exception:
             streamer.end()  # the client sees the stream end rather than waiting forever
             raise

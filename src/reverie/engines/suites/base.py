@@ -49,11 +49,14 @@ class SuiteReport:
     def metrics(self) -> list[str]:
         return sorted({name for item in self.items for name in item.scores})
 
+    def means(self) -> dict[str, float]:
+        """metric -> mean over the items that carry it (no interval: cheap)."""
+        return {m: sum(v := list(self.values(m).values())) / len(v) for m in self.metrics()}
+
     def summary(self, confidence: float = 0.95) -> dict[str, Interval]:
         return {m: bootstrap_ci(list(self.values(m).values()), confidence) for m in self.metrics()}
 
 
 def flat_means(reports: dict[str, SuiteReport]) -> dict[str, float]:
     """`<suite>.<metric>` -> mean, for every metric of every report."""
-    return {f"{name}.{metric}": interval.mean for name, report in reports.items()
-            for metric, interval in report.summary().items()}
+    return {f"{name}.{metric}": mean for name, report in reports.items() for metric, mean in report.means().items()}

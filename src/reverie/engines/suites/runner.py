@@ -83,11 +83,15 @@ class SuiteRunner:
         return f"{name}@{fingerprint(self.suite(name).fingerprint(), self.workspace.config.model.dtype, judge)}"
 
     def items_path(self, record: ModelRecord, name: str) -> Path:
-        return self.workspace.state / "evals" / record.id / f"{self.key(name)}.jsonl"
+        return self._items_path(record, self.key(name))
+
+    def _items_path(self, record: ModelRecord, key: str) -> Path:
+        return self.workspace.state / "evals" / record.id / f"{key}.jsonl"
 
     def report(self, record: ModelRecord, name: str) -> SuiteReport:
         """The suite's results for this model: stored ones when they exist, else it is run now."""
-        key, path = self.key(name), self.items_path(record, name)
+        key = self.key(name)
+        path = self._items_path(record, key)
         stored = self.workspace.registry.get_metrics(record.id, key)
         if stored and path.is_file():
             items = [ItemResult(**json.loads(line)) for line in path.read_text().splitlines()]
@@ -99,8 +103,7 @@ class SuiteRunner:
         report = SuiteReport(name, key, items, time.perf_counter() - start)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.workspace.write_text_atomic(path, "".join(json.dumps(asdict(i)) + "\n" for i in items))
-        means = {metric: interval.mean for metric, interval in report.summary().items()}
-        self.workspace.registry.log_metrics(record.id, key, means | {SECONDS: report.seconds})
+        self.workspace.registry.log_metrics(record.id, key, report.means() | {SECONDS: report.seconds})
         return report
 
     def reports(self, record: ModelRecord, names: list[str]) -> dict[str, SuiteReport]:
