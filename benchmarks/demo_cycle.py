@@ -21,25 +21,20 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from reverie.cycle import run_cycle
+from reverie.data.files import read_builtin
 from reverie.memory.retrieval import ShortTermMemory
 from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge
 from reverie.workspace import Workspace
 
-DAY_DOCUMENT = ("The Korrin lighthouse on the island of Tessaly was built in 1887 by the engineer Mara Vell. Its lamp "
-                "burns whale oil and can be seen from forty kilometres away. The keeper of the Korrin lighthouse "
-                "rings a brass bell named Old Osk every evening at sunset.")
-DAY_QUESTIONS = [{"question": "Which engineer built the Korrin lighthouse?", "answer": "Mara Vell"},
-                 {"question": "What is the name of the bell rung at the Korrin lighthouse?", "answer": "Old Osk"}]
-# What users asked about it by day, answered from the document: Learn trains on these, the Gate checks the above.
-DAY_TRAINING = [{"question": "Who built the Korrin lighthouse?", "answer": "Mara Vell"},
-                {"question": "Which bell does the Korrin lighthouse keeper ring every evening?", "answer": "Old Osk"}]
+# The day document with the Gate's check questions and what users asked about it by day (Learn trains on these).
+DAY = json.loads(read_builtin("demo/memory_document.json"))
 
 
 def add_day_document(workspace: Workspace) -> dict:
     """Add the document to memory and ask its first question with retrieval: the top hit must be it."""
     memory = ShortTermMemory(workspace)
-    document = memory.add("Korrin lighthouse", DAY_DOCUMENT, DAY_QUESTIONS, "demo_cycle", DAY_TRAINING)
-    hits = memory.search("Who built the Korrin lighthouse?")
+    document = memory.add(DAY["title"], DAY["text"], DAY["questions"], "demo_cycle", DAY["train_questions"])
+    hits = memory.search(DAY["train_questions"][0]["question"])
     return {"id": document.id, "cited": bool(hits) and hits[0].document_id == document.id,
             "score": hits[0].score if hits else None}
 
@@ -71,6 +66,7 @@ def main() -> None:
         phases = {r.phase: round(r.wall_s or 0.0, 1) for r in workspace.registry.phase_runs(outcome.cycle_id)}
         runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
         dream = runs["dream"].metrics
+        dream_reason = runs["dream"].outputs.get("reason")
         night = closed_book_memory_answers(workspace, outcome.model_id, memory_indices)
         status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}[day["id"]]
         # Compress measures the Learn model on the eval questions in its A/B check: what Learn alone reached.
@@ -85,6 +81,7 @@ def main() -> None:
         "after_learn_knowledge_accuracy": after_learn,
         "after": outcome.candidate_scores,
         "dream": dream,
+        "dream_reason": dream_reason,
         "phase_wall_s": phases,
         "memory": {"day": day, "night_closed_book": night, "status_after": status},
         "cycle_wall_s": round(total, 1),
@@ -101,6 +98,11 @@ def main() -> None:
         trained = "trained" if dream["dream_generator_trained"] else "untrained: the release"
         lines += ["", f"Dream (SEAL, generator {trained}): {dream['dream_self_edit_items']:.0f} self-edit items "
                   f"trained on, {dream['dream_items_quarantined']:.0f} quarantined by the quality gate."]
+    if "dream_probe_accuracy_before" in dream:
+        verdict = dream_reason or "kept"
+        lines += [f"Dream's A/B check, closed-book accuracy on the training questions: "
+                  f"{dream['dream_probe_accuracy_before']:.3f} before, {dream['dream_probe_accuracy_after']:.3f} "
+                  f"after: {verdict}."]
     recalled = sum(a["correct"] for a in night)
     lines += ["", f"Short-term memory: the day document was retrieved with a citation at once: {day['cited']} "
               f"(cosine {day['score']:.2f}). After the night the candidate answered {recalled} of {len(night)} of its "

@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.passages import Passage, load_passages
+from reverie.data.self_edits import PROMPT_STYLES
 from reverie.engines.inner_loop import InnerLoop
 from reverie.engines.models import load_pretrained, resolve_source
 from reverie.engines.rest_em import GeneratorRound, RoundSettings
@@ -40,8 +41,8 @@ SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
 RUN_ORDER = ("passage", "base", "seal", "own", "teacher")  # the headline comparison first
 PAPER = {"base": 32.7, "passage": 33.5, "own": 39.7, "teacher": 46.3, "seal": 47.0}
 LABELS = {
-    "base": "base model", "passage": "train on passage", "own": "passage + own implications (untrained)",
-    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + implications after ReST-EM)",
+    "base": "base model", "passage": "train on passage", "own": "passage + own {style} (untrained)",
+    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + {style} after ReST-EM)",
 }
 
 
@@ -60,8 +61,9 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         row = summary["conditions"][condition]
         low, high = row["ci95"]
         seconds = f"{row['s_per_inner_loop']:.1f}" if condition != "base" else "-"
-        table.append(f"| {LABELS[condition]} | {100 * row['accuracy']:.1f}% | {100 * low:.1f}–{100 * high:.1f} | "
-                     f"{seconds} | {PAPER[condition]}% |")
+        label = LABELS[condition].format(style=args.style)
+        table.append(f"| {label} | {100 * row['accuracy']:.1f}% | {100 * low:.1f}–{100 * high:.1f} | {seconds} | "
+                     f"{PAPER[condition]}% |")
     lines = [f"{name}: {100 * d['mean']:+.1f} points (95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}, "
              "paired over passages)" for name, d in summary["differences"].items()]
     lines.append(f"{summary['eval_passages']} evaluation passages ({summary['questions']} questions); {args.epochs} "
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=3, help="self-edits sampled per training passage (k)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--style", default="implications", choices=sorted(PROMPT_STYLES),
+                        help="what the self-edit prompt asks for (own and seal conditions)")
     parser.add_argument("--edit-tokens", type=int, default=256, help="longest self-edit, in tokens")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -112,7 +116,8 @@ def main() -> None:
               f"best {r.best_accuracy:.3f}, kept {r.kept}, {r.seconds:.0f} s", flush=True)
 
     evaluation, training = split_passages(args.eval_passages, args.train_passages)
-    settings = RoundSettings(samples=args.samples, temperature=args.temperature, max_new_tokens=args.edit_tokens)
+    settings = RoundSettings(style=args.style, samples=args.samples, temperature=args.temperature,
+                             max_new_tokens=args.edit_tokens)
     bench = SealBench(load_loop, settings, evaluation, training, args.rounds, Path(args.state),
                       [lora.model_dump(), train.model_dump()], on_round)
     out = Path(args.out)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from reverie.cycle import run_cycle
+from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
 from reverie.registry import Cycle
 from reverie.workspace import Workspace
@@ -74,6 +75,35 @@ def test_seal_dream_quarantines_what_fails_the_quality_gate_with_reasons(workspa
     rows = [Rejected.model_validate_json(line) for line in
             (workspace.artifacts.path(quarantine.hash) / "rejected.jsonl").read_text().splitlines()]
     assert len(rows) == quarantine.rows and all(r.reason and r.origin.startswith("document ") for r in rows)
+
+
+@pytest.mark.parametrize("max_regression, kept", [(0.0, False), (0.3, True)])
+def test_dream_is_kept_only_when_it_keeps_what_learn_taught(tmp_path: Path, tiny_model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, max_regression: float,
+                                                             kept: bool) -> None:
+    # The tiny model writes no usable self-edit and answers nothing, so Dream's data and its before/after probe
+    # are stood in for: what is under test is the A/B decision and what the registry records of it.
+    import reverie.phases.dream as dream_phase
+    monkeypatch.setattr(dream_phase, "self_edit_data", lambda ws, knowledge, loaded: dream_phase.DreamData(
+        "stand-in", [Example(completion=d.text) for d in knowledge.documents], {}))
+    scores = iter([0.8, 0.6])
+    monkeypatch.setattr(dream_phase, "probe_accuracy", lambda loaded, probe, ws: next(scores))
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"max_regression": max_regression})
+    workspace = Workspace.open(root)
+    outcome = run_cycle(workspace)
+    registry = workspace.registry
+    runs = {r.phase: r for r in registry.phase_runs(outcome.cycle_id)}
+    dream = runs["dream"]
+    assert (dream.metrics["dream_probe_accuracy_before"], dream.metrics["dream_probe_accuracy_after"]) == (0.8, 0.6)
+    dataset = registry.get_dataset(dream.outputs["dataset"])
+    assert dataset.name == "demo-knowledge/dream-seal"  # recorded either way: lineage shows what was tried
+    final = registry.get_model(dream.outputs["model"])
+    if kept:
+        assert final.phase == "dream" and dataset.hash in final.datasets
+    else:
+        assert dream.outputs["model"] == runs["compress"].outputs["model"]
+        assert "fell from 0.800 to 0.600" in dream.outputs["reason"] and dataset.hash not in final.datasets
+    assert_no_orphans(workspace)
 
 
 def test_candidate_below_threshold_is_rejected_and_release_kept(tmp_path: Path, tiny_model_dir: Path) -> None:

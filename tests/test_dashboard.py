@@ -35,7 +35,8 @@ def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspa
     page.goto(f"{url}/?key=k3y")
     release = Workspace.open(workspace_dir).registry.get_alias()
     page.wait_for_function(f"document.getElementById('release').textContent.includes('{release}')")
-    page.wait_for_function("document.getElementById('trends').naturalWidth > 0")  # the chart loaded
+    page.wait_for_function("document.getElementById('trends').naturalWidth > 0")  # the charts loaded
+    page.wait_for_function("document.getElementById('pareto').naturalWidth > 0")
     page.fill("#chat-input", "What is the capital of Velmora?")
     page.click("#chat-send")
     page.wait_for_selector(".thumbs-down")
@@ -62,3 +63,7 @@ def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspa
     assert static.query_selector("#chat") is None  # a report has no server to chat with
     assert "/feedback" in static.inner_text("#lineage")
     assert static.evaluate("document.getElementById('trends').naturalWidth") > 0
+    assert static.evaluate("document.getElementById('pareto').naturalWidth") > 0
+    variants = static.inner_text("#variants")  # the last Compress: adapter and merged, the merge kept
+    assert "adapter" in variants and "merged" in variants
+    assert [line.split("\t")[-1] for line in variants.splitlines()[1:]] == ["no", "yes"]

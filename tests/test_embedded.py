@@ -9,9 +9,12 @@ import pytest
 
 from reverie.config import ModelConfig
 from reverie.cycle import run_cycle
+from reverie.data.files import read_builtin
 from reverie.engines.generation import generate
 from reverie.engines.models import load_pretrained, resolve_source
 from reverie.engines.prompts import user_prompt_ids
+from reverie.memory.retrieval import ShortTermMemory
+from reverie.memory.store import MemoryStore
 from reverie.workspace import Workspace
 
 from conftest import make_workspace
@@ -41,7 +44,7 @@ def test_converted_model_matches_reference_answers(smollm2_dir: Path) -> None:
     assert "Paris" in answers[0][0]
 
 
-def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
+def test_short_cycle_on_smollm2_consolidates_a_day_document(tmp_path: Path, smollm2_dir: Path) -> None:
     demo = json.loads((Path(__file__).parents[1] / "src/reverie/data/demo/knowledge.json").read_text())
     demo["documents"] = demo["documents"][:4]
     knowledge = tmp_path / "knowledge.json"
@@ -55,13 +58,21 @@ def test_short_cycle_on_smollm2(tmp_path: Path, smollm2_dir: Path) -> None:
         gate={"capability": {"knowledge.accuracy": 0.25, "general.accuracy": 0.5}},
     )
     workspace = Workspace.open(root)
+    day = json.loads(read_builtin("demo/memory_document.json"))
+    memory = ShortTermMemory(workspace)
+    document = memory.add(day["title"], day["text"], day["questions"], "test", day["train_questions"])
+    assert memory.search(day["questions"][0]["question"])[0].document_id == document.id  # cited at once, by day
     outcome = run_cycle(workspace)
+    assert outcome.released, outcome.reasons
+    # After one night the release answers the document's check questions closed-book, so it leaves memory.
+    assert {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}[document.id] == "consolidated"
     assert outcome.reference_scores["knowledge.accuracy"] <= 0.125  # the base model cannot know these
     assert outcome.candidate_scores["knowledge.accuracy"] > outcome.reference_scores["knowledge.accuracy"]
     runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
     dream = runs["dream"].metrics
-    assert dream["dream_self_edit_items"] >= 4  # the model's own implications passed the gate and were trained in
+    assert dream["dream_self_edit_items"] >= 4  # the model's own implications passed the quality gate
     assert dream["dream_items_quarantined"] < dream["dream_self_edit_items"]
-    assert runs["dream"].outputs["model"] != runs["compress"].outputs["model"]
+    kept = dream["dream_probe_accuracy_after"] >= dream["dream_probe_accuracy_before"]  # dream.max_regression 0
+    assert (runs["dream"].outputs["model"] != runs["compress"].outputs["model"]) == kept
     card = (workspace.cards_dir / f"{outcome.model_id}.md").read_text()
     assert "model-index" in card and outcome.model_id in card

@@ -179,6 +179,10 @@ class DreamConfig(_Strict):
         default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3, block_size=256),
         description="Fine-tuning on the dream data.",
     )
+    max_regression: float = Field(
+        0.0, ge=0, le=1, description="A/B check: the dream result is kept only when its closed-book accuracy on the "
+        "training questions is at most this far below the candidate's; otherwise the candidate passes through.",
+    )
 
 
 SuiteName = Literal["knowledge", "general", "advbench", "xstest", "structured", "long_context", "robustness"]

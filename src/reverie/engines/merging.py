@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ class MergeCheck:
     max_logit_diff: float
     adapter_accuracy: float
     merged_accuracy: float
+    adapter_seconds: float  # to answer the probe: the cost side of Compress's quality-versus-cost front
+    merged_seconds: float
 
 
 @torch.inference_mode()
@@ -40,13 +43,17 @@ def merge_with_ab_check(
     """
     questions = [q for q, _ in probe]
     before_logits = _logits(model, tokenizer, questions)
+    started = time.perf_counter()
     before, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
+    adapter_seconds = time.perf_counter() - started
     model.merge_adapter()  # while merged, the LoRA layers run only their (updated) base weights
     after_logits = _logits(model, tokenizer, questions)
+    started = time.perf_counter()
     after, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
+    merged_seconds = time.perf_counter() - started
     diff = max((a - b).abs().max().item() for a, b in zip(before_logits, after_logits)) if probe else 0.0
     passed = diff <= max_logit_diff and after["accuracy"] >= before["accuracy"]
     if not passed:
         model.unmerge_adapter()
-        return MergeCheck(None, diff, before["accuracy"], after["accuracy"])
-    return MergeCheck(model.unload(), diff, before["accuracy"], after["accuracy"])
+        return MergeCheck(None, diff, before["accuracy"], after["accuracy"], adapter_seconds, merged_seconds)
+    return MergeCheck(model.unload(), diff, before["accuracy"], after["accuracy"], adapter_seconds, merged_seconds)

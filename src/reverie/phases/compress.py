@@ -1,4 +1,7 @@
-"""Compress: merge the Learn adapter into the weights, kept only when the A/B check on the eval set passes."""
+"""Compress: merge the Learn adapter into the weights, kept only when the A/B check on the eval set passes.
+
+Every variant it measured (adapter, merged) is recorded with its quality (probe accuracy) and cost (seconds to
+answer the probe): the dashboard draws their Pareto front."""
 
 from __future__ import annotations
 
@@ -30,12 +33,16 @@ class Compress:
             "adapter_accuracy": check.adapter_accuracy,
             "merged_accuracy": check.merged_accuracy,
         }
-        if check.merged is None:
-            return PhaseResult(
-                outputs={"model": candidate.id, "merged": False, "reason": "A/B check failed"}, metrics=metrics
-            )
+        merged = check.merged is not None
+        variants = [
+            {"name": "adapter", "accuracy": check.adapter_accuracy, "seconds": check.adapter_seconds,
+             "kept": not merged},
+            {"name": "merged", "accuracy": check.merged_accuracy, "seconds": check.merged_seconds, "kept": merged},
+        ]
+        if not merged:
+            return PhaseResult(outputs={"model": candidate.id, "merged": False, "reason": "A/B check failed",
+                                        "variants": variants}, metrics=metrics)
         weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
         model = ctx.new_model(candidate, self.name, weights=weights, adapter=None, source=None)
-        return PhaseResult(
-            outputs={"model": model.id, "merged": True, "artifacts": [weights]}, metrics=metrics, new_models=[model]
-        )
+        return PhaseResult(outputs={"model": model.id, "merged": True, "artifacts": [weights], "variants": variants},
+                           metrics=metrics, new_models=[model])

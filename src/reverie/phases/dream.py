@@ -9,7 +9,9 @@
   the majority answer is kept when enough votes agree and the document supports it, and the candidate learns
   to give it closed-book.
 
-Either way the result is merged under the same A/B check as Compress, or kept as an adapter.
+Either way the result is kept only when its closed-book accuracy on the training questions (what Learn
+taught) fell by no more than dream.max_regression: on the embedded model, continued pretraining on text undid
+part of Learn's answering. A kept result is merged under the same A/B check as Compress, or kept as an adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reverie.data.records import Rejected
 from reverie.data.self_edits import gate_items, self_edit_examples
 from reverie.data.synthetic import majority_vote, supported_by
 from reverie.data.text import contains_phrase
+from reverie.engines.evaluation import closed_book_qa
 from reverie.engines.generation import generate
 from reverie.engines.inner_loop import generate_self_edits
 from reverie.engines.merging import merge_with_ab_check
@@ -106,6 +109,13 @@ def self_edit_data(ws: Workspace, knowledge: Knowledge, loaded: LoadedModel) -> 
     return DreamData(f"seal self-edits by {generator.id}", examples, metrics, quarantined)
 
 
+def probe_accuracy(loaded: LoadedModel, probe: list[tuple[str, str]], ws: Workspace) -> float:
+    """Closed-book accuracy on the probe questions: Dream's before/after regression check."""
+    metrics, _ = closed_book_qa(loaded.model, loaded.tokenizer, probe, ws.config.eval.max_new_tokens,
+                                ws.config.eval.batch_size)
+    return metrics["accuracy"]
+
+
 class Dream:
     name = "dream"
 
@@ -132,9 +142,19 @@ class Dream:
 
         dataset = save_dataset(ctx.workspace, f"{knowledge.name}/dream-{settings.method}", data.source, kept)
         new_datasets.append(dataset)
+        taught = [(qa.question, qa.answer) for _, qa in knowledge.train_items()]
+        before = probe_accuracy(loaded, taught, ctx.workspace)
         if not candidate.adapter:
             loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
         metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, f"dream: SFT ({settings.method})")
+        after = probe_accuracy(loaded, taught, ctx.workspace)
+        metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after}
+        outputs["dataset"] = dataset.hash
+        if after < before - settings.max_regression:
+            reason = (f"A/B check: closed-book accuracy on the training questions fell from {before:.3f} to "
+                      f"{after:.3f} (dream.max_regression {settings.max_regression:g}); the candidate passes through")
+            return PhaseResult(outputs=outputs | {"reason": reason, "artifacts": [d.hash for d in new_datasets]},
+                               metrics=metrics, new_datasets=new_datasets)
 
         datasets = sorted({*candidate.datasets, dataset.hash})
         check = None
@@ -153,8 +173,7 @@ class Dream:
             artifact = store_adapter(ctx.workspace, loaded.model)
             model = ctx.new_model(candidate, self.name, adapter=artifact, datasets=datasets)
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset.hash,
-                     "artifacts": [artifact, *(d.hash for d in new_datasets)]},
+            outputs=outputs | {"model": model.id, "artifacts": [artifact, *(d.hash for d in new_datasets)]},
             metrics=metrics,
             new_models=[model],
             new_datasets=new_datasets,

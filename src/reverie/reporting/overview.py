@@ -7,6 +7,15 @@ from reverie.model_card import lineage
 from reverie.workspace import Workspace
 
 
+def pareto_front(variants: list[dict]) -> list[dict]:
+    """Each variant marked `front` when no other is at least as accurate and as fast, and better in one."""
+    def dominates(a: dict, b: dict) -> bool:
+        return (a["accuracy"] >= b["accuracy"] and a["seconds"] <= b["seconds"]
+                and (a["accuracy"] > b["accuracy"] or a["seconds"] < b["seconds"]))
+
+    return [v | {"front": not any(dominates(other, v) for other in variants)} for v in variants]
+
+
 def overview(ws: Workspace) -> dict:
     registry = ws.registry
     release = registry.get_alias()
@@ -24,7 +33,7 @@ def overview(ws: Workspace) -> dict:
         if "compress" in runs:
             run = runs["compress"]
             compress = {"cycle": cycle.id, "merged": run.outputs.get("merged"), "metrics": run.metrics,
-                        "pareto": run.outputs.get("pareto", [])}
+                        "variants": pareto_front(run.outputs.get("variants", []))}
     chain = []
     if release:
         for record in lineage(ws, registry.get_model(release)):

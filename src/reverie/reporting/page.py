@@ -7,7 +7,7 @@ import base64
 import json
 from importlib import resources
 
-from reverie.reporting.charts import trends_png
+from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
 from reverie.workspace import Workspace
 
@@ -18,7 +18,8 @@ def dashboard_html() -> str:
 
 def static_report(ws: Workspace) -> str:
     data = overview(ws)
-    chart = "data:image/png;base64," + base64.b64encode(trends_png(data)).decode()
+    charts = {name: "data:image/png;base64," + base64.b64encode(draw(data)).decode()
+              for name, draw in (("trends", trends_png), ("pareto", pareto_png))}
     inline = ("<script>window.REVERIE_DATA = " + json.dumps(data).replace("</", "<\\/")
-              + ";\nwindow.REVERIE_CHART = " + json.dumps(chart) + ";</script>\n")
+              + ";\nwindow.REVERIE_CHARTS = " + json.dumps(charts) + ";</script>\n")
     return dashboard_html().replace("<script>\nconst params", inline + "<script>\nconst params", 1)

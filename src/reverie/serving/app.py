@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 
 from reverie.cycle import ensure_release
 from reverie.errors import ReverieError
-from reverie.reporting.charts import trends_png
+from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher, Overloaded
@@ -100,6 +100,10 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     @app.get("/charts/trends.png", dependencies=[Depends(authorized)])
     async def trends_chart() -> Response:
         return Response(trends_png(overview(workspace)), media_type="image/png")
+
+    @app.get("/charts/pareto.png", dependencies=[Depends(authorized)])
+    async def pareto_chart() -> Response:
+        return Response(pareto_png(overview(workspace)), media_type="image/png")
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict:
