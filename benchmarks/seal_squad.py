@@ -67,7 +67,8 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
     lines = [f"{name}: {100 * d['mean']:+.1f} points (95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}, "
              "paired over passages)" for name, d in summary["differences"].items()]
     lines.append(f"{summary['eval_passages']} evaluation passages ({summary['questions']} questions); {args.epochs} "
-                 f"epochs, lr {args.lr}, LoRA rank {args.rank}, rows of {args.block_size} tokens; graded by "
+                 f"epochs, lr {args.lr}, LoRA rank {args.rank}, "
+                 f"{'one sequence per row' if args.no_pack else f'packed rows of {args.block_size} tokens'}; graded by "
                  "normalised containment of the gold answer.")
     lines += [f"ReST-EM round {r['round']} over {summary['train_passages']} training passages, k={args.samples}: "
               f"{r['seconds'] / 60:.1f} min ({r['trials_run']} trials run in that call), best-of-k "
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--block-size", type=int, default=384, help="long enough for every evaluation passage")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="one training sequence per row: an optimizer step per sequence, as the paper's trainer")
     parser.add_argument("--conditions", default=",".join(RUN_ORDER), help="comma-separated subset, run in order")
     parser.add_argument("--state", default="benchmarks/.cache/seal_squad", help="journal and checkpoints")
     parser.add_argument("--out", default="benchmarks/results/seal_squad")
@@ -103,7 +106,7 @@ def main() -> None:
 
     lora = LoraSettings(rank=args.rank, alpha=2 * args.rank)
     train = TrainSettings(learning_rate=args.lr, epochs=args.epochs, block_size=args.block_size, rows_per_step=1,
-                          seed=0)
+                          pack=not args.no_pack, seed=0)
     model_dir = resolve_source("embedded", Path("benchmarks/.cache"), Path("."))
 
     def load_loop(directory: Path | None) -> InnerLoop:

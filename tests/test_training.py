@@ -62,3 +62,14 @@ def test_sft_moves_the_adapter_and_nothing_else(tiny_model_dir: Path) -> None:
         elif "lora_" not in name:
             assert not moved, f"frozen {name} changed"
     assert metrics["train_loss_last_epoch"] < metrics["train_loss_first_epoch"]
+
+
+def test_unpacked_training_takes_a_step_per_example(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    model = attach_lora(loaded.model, LoraSettings(rank=4, alpha=8), seed=0)
+    examples = [Example(completion=f"Velmora fact number {i} is short.") for i in range(6)]
+    settings = TrainSettings(epochs=2, block_size=128, rows_per_step=1)
+    packed = train_sft(model, loaded.tokenizer, examples, settings)
+    unpacked = train_sft(model, loaded.tokenizer, examples, settings.model_copy(update={"pack": False}))
+    assert packed["train_steps"] == 2  # all six fit in one row
+    assert unpacked["train_steps"] == 12

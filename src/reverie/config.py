@@ -91,6 +91,10 @@ class TrainSettings(_Strict):
         description="Tokens per packed row. Examples are never split across rows; a longer one is truncated.",
     )
     rows_per_step: int = Field(2, ge=1, le=1024, description="Packed rows per optimizer step.")
+    pack: bool = Field(
+        True, description="Pack several examples into each row (fewer, fuller steps); off: one example per row, so "
+        "with rows_per_step 1 every example is its own optimizer step, as a per-sequence trainer takes.",
+    )
     seed: int = Field(0, description="Seed for shuffling and adapter initialisation.")
 
 

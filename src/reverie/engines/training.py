@@ -51,6 +51,10 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int)
     return Tokenized(ids[:max_len], labels[:max_len])
 
 
+def one_per_row(examples: list[Tokenized]) -> list[PackedRow]:
+    return [PackedRow(e.input_ids, e.labels, list(range(len(e.input_ids)))) for e in examples]
+
+
 def pack(examples: list[Tokenized], block_size: int) -> list[PackedRow]:
     """First-fit-decreasing bin packing of whole examples into rows of at most block_size tokens."""
     rows: list[PackedRow] = []
@@ -103,7 +107,7 @@ def train_sft(
     usable = [t for t in tokenized if any(label != IGNORE for label in t.labels)]
     if not usable:
         raise ReverieError(f"no example has answer tokens within block_size={settings.block_size}; raise it")
-    rows = pack(usable, settings.block_size)
+    rows = pack(usable, settings.block_size) if settings.pack else one_per_row(usable)
     steps_per_epoch = math.ceil(len(rows) / settings.rows_per_step)
     total_steps = steps_per_epoch * settings.epochs
     params = [p for p in model.parameters() if p.requires_grad]
