@@ -96,7 +96,7 @@ def test_dream_is_kept_only_when_it_keeps_what_learn_taught(tmp_path: Path, tiny
     dream = runs["dream"]
     assert (dream.metrics["dream_probe_accuracy_before"], dream.metrics["dream_probe_accuracy_after"]) == (0.8, 0.6)
     dataset = registry.get_dataset(dream.outputs["dataset"])
-    assert dataset.name == "demo-knowledge/dream-seal"  # recorded either way: lineage shows what was tried
+    assert dataset.name == "demo-knowledge/dream-seal"  # recorded with the Dream run either way
     final = registry.get_model(dream.outputs["model"])
     if kept:
         assert final.phase == "dream" and dataset.hash in final.datasets

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from reverie.reporting.overview import pareto_front
+import base64
+import json
+from pathlib import Path
+
+from reverie.cycle import run_cycle
+from reverie.reporting.overview import overview, pareto_front
+from reverie.reporting.page import static_report
+from reverie.workspace import Workspace
 
 
 def test_pareto_front_keeps_the_variants_nothing_beats_on_both_quality_and_cost() -> None:
@@ -16,3 +23,16 @@ def test_pareto_front_keeps_the_variants_nothing_beats_on_both_quality_and_cost(
     assert front == {"adapter": False, "merged": True, "int8": True, "pruned": False}
     tie = [{"name": "a", "accuracy": 0.5, "seconds": 1.0}, {"name": "b", "accuracy": 0.5, "seconds": 1.0}]
     assert all(v["front"] for v in pareto_front(tie))  # equal points do not beat each other
+
+
+def test_static_report_carries_both_charts_and_the_compress_variants(workspace_dir: Path) -> None:
+    workspace = Workspace.open(workspace_dir)
+    run_cycle(workspace)
+    data = overview(workspace)
+    variants = {v["name"]: v for v in data["compress"]["variants"]}
+    assert set(variants) == {"adapter", "merged"} and variants["merged"]["kept"] and not variants["adapter"]["kept"]
+    assert any(v["front"] for v in variants.values())
+    html = static_report(workspace)
+    charts = json.loads(html.split("window.REVERIE_CHARTS = ", 1)[1].split(";</script>", 1)[0])
+    for name in ("trends", "pareto"):
+        assert base64.b64decode(charts[name].removeprefix("data:image/png;base64,"))[:8] == b"\x89PNG\r\n\x1a\n"

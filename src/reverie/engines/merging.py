@@ -19,7 +19,7 @@ class MergeCheck:
     max_logit_diff: float
     adapter_accuracy: float
     merged_accuracy: float
-    adapter_seconds: float  # to answer the probe: the cost side of Compress's quality-versus-cost front
+    adapter_seconds: float  # one forward pass over the probe prompts (same inputs for both): the cost side
     merged_seconds: float
 
 
@@ -42,15 +42,15 @@ def merge_with_ab_check(
     On failure the adapter is unmerged, so the caller still holds the adapter model.
     """
     questions = [q for q, _ in probe]
+    started = time.perf_counter()
     before_logits = _logits(model, tokenizer, questions)
-    started = time.perf_counter()
-    before, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     adapter_seconds = time.perf_counter() - started
+    before, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     model.merge_adapter()  # while merged, the LoRA layers run only their (updated) base weights
-    after_logits = _logits(model, tokenizer, questions)
     started = time.perf_counter()
-    after, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
+    after_logits = _logits(model, tokenizer, questions)
     merged_seconds = time.perf_counter() - started
+    after, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     diff = max((a - b).abs().max().item() for a, b in zip(before_logits, after_logits)) if probe else 0.0
     passed = diff <= max_logit_diff and after["accuracy"] >= before["accuracy"]
     if not passed:

@@ -1,7 +1,7 @@
 """Compress: merge the Learn adapter into the weights, kept only when the A/B check on the eval set passes.
 
-Every variant it measured (adapter, merged) is recorded with its quality (probe accuracy) and cost (seconds to
-answer the probe): the dashboard draws their Pareto front."""
+Every variant it measured (adapter, merged) is recorded with its quality (probe accuracy) and cost (seconds for
+one forward pass over the probe prompts): the dashboard draws their Pareto front."""
 
 from __future__ import annotations
 

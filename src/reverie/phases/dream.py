@@ -150,7 +150,7 @@ class Dream:
         after = probe_accuracy(loaded, taught, ctx.workspace)
         metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after}
         outputs["dataset"] = dataset.hash
-        if after < before - settings.max_regression:
+        if before - after > settings.max_regression + 1e-9:  # the tolerance: 0.8 - 0.1 is not 0.7 in floats
             reason = (f"A/B check: closed-book accuracy on the training questions fell from {before:.3f} to "
                       f"{after:.3f} (dream.max_regression {settings.max_regression:g}); the candidate passes through")
             return PhaseResult(outputs=outputs | {"reason": reason, "artifacts": [d.hash for d in new_datasets]},

@@ -46,7 +46,7 @@ def pareto_png(data: dict) -> bytes:
                      color="#272" if variant["front"] else "#999", zorder=3)
         axis.annotate(variant["name"] + (" (kept)" if variant["kept"] else ""),
                       (variant["seconds"], variant["accuracy"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    axis.set_xlabel("seconds to answer the probe")
+    axis.set_xlabel("seconds for a forward pass over the probe")
     axis.set_ylabel("probe accuracy")
     axis.set_ylim(-0.05, 1.05)
     axis.set_title(f"Compress of {data['compress']['cycle'][-6:]}: quality vs cost" if variants
