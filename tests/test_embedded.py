@@ -84,7 +84,6 @@ def test_short_cycle_learns_and_dreams_on_smollm2(short_cycle: ShortCycle) -> No
     runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
     dream = runs["dream"].metrics
     assert dream["dream_self_edit_items"] >= 4  # the model's own implications passed the quality gate
-    assert dream["dream_items_quarantined"] < dream["dream_self_edit_items"]
     assert dream["dream_probe_accuracy_before"] >= 0.5  # Dream's A/B probe: what Learn taught is answered
     if runs["dream"].outputs["model"] == runs["compress"].outputs["model"]:  # refused: it says why
         assert "fell from" in runs["dream"].outputs["reason"]
