@@ -10,8 +10,9 @@
   to give it closed-book.
 
 Either way the result is kept only when its closed-book accuracy on the training questions (what Learn
-taught) fell by no more than dream.max_regression: on the embedded model, continued pretraining on text undid
-part of Learn's answering. A kept result is merged under the same A/B check as Compress, or kept as an adapter.
+taught) fell by no more than dream.max_regression: a guard against Dream undoing Learn. It cannot see a loss
+once Learn has saturated those questions (the demo cycle: 1.000 before and after, held-out 0.853 -> 0.794).
+A kept result is merged under the same A/B check as Compress, or kept as an adapter.
 """
 
 from __future__ import annotations
