@@ -99,7 +99,7 @@ class ShortTermMemory:
         if self._index is None or self._version != self.store.version():
             self._version = self.store.version()
             rows = self.store.chunks()
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.model.get_sentence_embedding_dimension()))
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.model.get_embedding_dimension()))
             if rows:
                 index.add_with_ids(np.stack([r[3] for r in rows]), np.array([r[0] for r in rows], dtype=np.int64))
             titles = {d.id: d.title for d in self.store.documents()}
