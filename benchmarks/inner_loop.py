@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -146,7 +147,7 @@ def main() -> None:
         print(json.dumps(trials[-1]), flush=True)
 
     def mean(records: list[dict], key: str) -> float:
-        return sum(r[key] for r in records) / len(records)
+        return statistics.fmean(r[key] for r in records)
 
     ours = {}
     for label, _, _ in variants:
@@ -170,7 +171,7 @@ def main() -> None:
         table.append(f"| reference: Trainer per request, pad 2048, save + reload, {args.epochs} epochs | {ref_s:.1f} | "
                      f"{ref_accuracy:.3f} |")
         result["speedups"] = {label: ref_s / o["s_per_trial"] for label, o in ours.items()}
-        summary += [f"Speed-up over the reference: " + ", ".join(f"{label} {x:.1f}x"
+        summary += ["Speed-up over the reference: " + ", ".join(f"{label} {x:.1f}x"
                                                                    for label, x in result["speedups"].items()) + "."]
         equal = [label for label, o in ours.items() if o["accuracy"] >= ref_accuracy]
         if equal:
