@@ -102,7 +102,9 @@ def main() -> None:
         verdict = dream_reason or "kept"
         lines += [f"Dream's A/B check, closed-book accuracy on the training questions: "
                   f"{dream['dream_probe_accuracy_before']:.3f} before, {dream['dream_probe_accuracy_after']:.3f} "
-                  f"after: {verdict}."]
+                  f"after: {verdict}. Answer loss on them (recorded, not judged): "
+                  f"{dream['dream_probe_loss_before']:.4f} before, {dream['dream_probe_loss_after']:.4f} after "
+                  "(nats per token)."]
     recalled = sum(a["correct"] for a in night)
     lines += ["", f"Short-term memory: the day document was retrieved with a citation at once: {day['cited']} "
               f"(cosine {day['score']:.2f}). After the night the candidate answered {recalled} of {len(night)} of its "

@@ -95,6 +95,7 @@ def test_dream_is_kept_only_when_it_keeps_what_learn_taught(tmp_path: Path, tiny
     runs = {r.phase: r for r in registry.phase_runs(outcome.cycle_id)}
     dream = runs["dream"]
     assert (dream.metrics["dream_probe_accuracy_before"], dream.metrics["dream_probe_accuracy_after"]) == (0.8, 0.6)
+    assert {"dream_probe_loss_before", "dream_probe_loss_after"} <= dream.metrics.keys()  # recorded, not judged
     dataset = registry.get_dataset(dream.outputs["dataset"])
     assert dataset.name == "demo-knowledge/dream-seal"  # recorded with the Dream run either way
     final = registry.get_model(dream.outputs["model"])

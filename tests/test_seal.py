@@ -22,7 +22,7 @@ from reverie.data.knowledge import Example
 from reverie.engines.models import LoadedModel, attach_lora, load_pretrained
 from reverie.engines.scoring import perplexities
 from reverie.engines.training import train_sft
-from reverie.phases.dream import plausible_items
+from reverie.phases.dream import plausible_items, probe_answer_loss
 from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
 from reverie.engines.seal_bench import SealBench
 from reverie.errors import ReverieError
@@ -191,3 +191,17 @@ def test_perplexity_ranks_what_the_model_was_trained_on_above_noise(tiny_model_d
     assert abs(alone - high) < 1e-3 * high  # padding in a batch does not change a score
     kept, dropped = plausible_items([seen, noise], LoadedModel(model, loaded.tokenizer), (low + high) / 2, 2)
     assert kept == [seen] and dropped[0][0] == noise and "above dream.seal.max_perplexity" in dropped[0][1]
+
+
+def test_answer_loss_falls_on_the_answers_a_model_is_taught(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    model = loaded.model  # fully trainable: a LoRA on a random hidden-32 model barely moves its outputs
+    taught, other = ("What is the capital of Velmora?", "Quistrand"), ("Who founded Quistrand?", "Halvard Oske")
+    probe = LoadedModel(model, loaded.tokenizer)
+    before = [probe_answer_loss(probe, [pair], 1) for pair in (taught, other)]
+    assert probe_answer_loss(probe, [taught, other], 2) == pytest.approx(
+        probe_answer_loss(probe, [other, taught], 1), rel=1e-4)  # neither order nor padding changes it
+    train_sft(model, loaded.tokenizer, [Example(prompt=taught[0], completion=taught[1])],
+              TrainSettings(epochs=30, learning_rate=1e-2))
+    after = [probe_answer_loss(probe, [pair], 1) for pair in (taught, other)]
+    assert after[0] < before[0] / 4 and after[0] < after[1] / 4  # the taught answer, not answers in general

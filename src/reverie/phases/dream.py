@@ -11,7 +11,8 @@
 
 Either way the result is kept only when its closed-book accuracy on the training questions (what Learn
 taught) fell by no more than dream.max_regression: a guard against Dream undoing Learn. It cannot see a loss
-once Learn has saturated those questions (the demo cycle: 1.000 before and after, held-out 0.853 -> 0.794).
+once Learn has saturated those questions (the demo cycle: 1.000 before and after). The answer loss on those
+questions is recorded beside it but not judged: in the demo it doubled while held-out accuracy rose.
 A kept result is merged under the same A/B check as Compress, or kept as an adapter.
 """
 
@@ -31,7 +32,7 @@ from reverie.engines.inner_loop import generate_self_edits
 from reverie.engines.merging import merge_with_ab_check
 from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
 from reverie.engines.prompts import open_book_question, user_prompt_ids
-from reverie.engines.scoring import perplexities
+from reverie.engines.scoring import continuation_logprobs, perplexities
 from reverie.engines.training import train_sft
 from reverie.generator import current_generator, load_plain
 from reverie.memory.store import cycle_knowledge
@@ -117,6 +118,16 @@ def probe_accuracy(loaded: LoadedModel, probe: list[tuple[str, str]], ws: Worksp
     return metrics["accuracy"]
 
 
+def probe_answer_loss(loaded: LoadedModel, probe: list[tuple[str, str]], batch_size: int) -> float:
+    """Negative log-likelihood per answer token given the question: it still moves once accuracy is saturated."""
+    tokenizer = loaded.tokenizer
+    rows = [(user_prompt_ids(tokenizer, question),
+             tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            for question, answer in probe]
+    logprobs = continuation_logprobs(loaded.model, tokenizer, rows, batch_size)
+    return -sum(logprobs) / max(1, sum(len(answer) for _, answer in rows))
+
+
 class Dream:
     name = "dream"
 
@@ -145,11 +156,14 @@ class Dream:
         new_datasets.append(dataset)
         taught = [(qa.question, qa.answer) for _, qa in knowledge.train_items()]
         before = probe_accuracy(loaded, taught, ctx.workspace)
+        loss_before = probe_answer_loss(loaded, taught, config.eval.batch_size)
         if not candidate.adapter:
             loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
         metrics |= train_sft(loaded.model, loaded.tokenizer, kept, settings.train, f"dream: SFT ({settings.method})")
         after = probe_accuracy(loaded, taught, ctx.workspace)
-        metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after}
+        loss_after = probe_answer_loss(loaded, taught, config.eval.batch_size)
+        metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after,
+                    "dream_probe_loss_before": loss_before, "dream_probe_loss_after": loss_after}
         outputs["dataset"] = dataset.hash
         if before - after > settings.max_regression + 1e-9:  # the tolerance: 0.8 - 0.1 is not 0.7 in floats
             reason = (f"A/B check: closed-book accuracy on the training questions fell from {before:.3f} to "
