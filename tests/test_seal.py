@@ -198,10 +198,10 @@ def test_answer_loss_falls_on_the_answers_a_model_is_taught(tiny_model_dir: Path
     model = loaded.model  # fully trainable: a LoRA on a random hidden-32 model barely moves its outputs
     taught, other = ("What is the capital of Velmora?", "Quistrand"), ("Who founded Quistrand?", "Halvard Oske")
     probe = LoadedModel(model, loaded.tokenizer)
-    before = [probe_answer_loss(probe, [pair], 1) for pair in (taught, other)]
+    before = probe_answer_loss(probe, [taught], 1)
     assert probe_answer_loss(probe, [taught, other], 2) == pytest.approx(
         probe_answer_loss(probe, [other, taught], 1), rel=1e-4)  # neither order nor padding changes it
     train_sft(model, loaded.tokenizer, [Example(prompt=taught[0], completion=taught[1])],
               TrainSettings(epochs=30, learning_rate=1e-2))
     after = [probe_answer_loss(probe, [pair], 1) for pair in (taught, other)]
-    assert after[0] < before[0] / 4 and after[0] < after[1] / 4  # the taught answer, not answers in general
+    assert after[0] < before / 4 and after[0] < after[1] / 4  # the taught answer, not answers in general
