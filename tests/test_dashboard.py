@@ -52,7 +52,7 @@ def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspa
     ws = str(workspace_dir)
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false", "--set", "learn.replay_share=0.5")
     lineage = reverie("lineage", "release", "-w", ws).stdout
-    assert "/feedback" in lineage and "1 with a correction" in lineage
+    assert "/feedback" in lineage and "1 trained on" in lineage
 
     report = tmp_path / "report.html"
     reverie("report", str(report), "-w", ws)

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reverie.errors import ReverieError
 from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge, recalled_documents
 from reverie.workspace import Workspace
 
@@ -33,6 +34,29 @@ def test_cli_adds_documents_after_hygiene_and_lists_what_it_refused(workspace_di
     assert "lighthouse" in listing and "active" in listing and "refused 'short'" in listing
     mismatched = reverie("memory", "add", str(document), "-w", ws, "--question", "q?", check=False)
     assert mismatched.returncode == 2 and "--answer 0 times" in mismatched.stderr
+    (_, held_out), *_ = cycle_knowledge(Workspace.open(workspace_dir)).eval_items()
+    other = tmp_path / "other.txt"
+    other.write_text(LIGHTHOUSE.replace("1887", "1888"))
+    leaking = reverie("memory", "add", str(other), "-w", ws, "--train-question", held_out.question,
+                      "--train-answer", held_out.answer, check=False)
+    assert leaking.returncode == 2 and "training question 1 overlaps evaluation item" in leaking.stderr
+
+    (document_id,) = [d.id for d in MemoryStore(Workspace.open(workspace_dir)).documents()]
+    assert "removed" in reverie("memory", "remove", document_id, "-w", ws).stdout
+    assert "active" not in reverie("memory", "list", "-w", ws).stdout  # its row is gone
+    unknown = reverie("memory", "remove", document_id, "-w", ws, check=False)
+    assert unknown.returncode == 2 and "no memory document" in unknown.stderr
+
+
+def test_malformed_recall_questions_are_refused_before_they_are_stored(workspace_dir: Path) -> None:
+    from reverie.memory.retrieval import ShortTermMemory
+
+    memory = ShortTermMemory(Workspace.open(workspace_dir))
+    with pytest.raises(ReverieError, match="questions 1 is .* non-empty 'question' and 'answer'"):
+        memory.add("Korrin lighthouse", LIGHTHOUSE, [{"question": "Who built it?", "answer": ""}], "test")
+    with pytest.raises(ReverieError, match="train_questions 1 is"):
+        memory.add("Korrin lighthouse", LIGHTHOUSE, [], "test", [{"q": "Who built it?"}])
+    assert MemoryStore(memory.ws).documents(status=None) == []
 
 
 @pytest.mark.serve_args("--set", "serve.retrieval=true")
@@ -46,7 +70,10 @@ def test_a_document_added_by_day_is_answered_with_a_citation_at_once(server, wor
     assert answer["citations"][0]["document_id"] == added.json()["id"]
     assert chat(url, "Who built the Korrin lighthouse on Tessaly?", retrieval=False).json()["citations"] == []
     refused = httpx.post(f"{url}/v1/memory", json={"title": "x", "text": "hi"}, timeout=60)
-    assert refused.status_code == 422 and "too short" in refused.json()["detail"]
+    assert refused.status_code == 422 and "too short" in refused.json()["error"]["message"]
+    malformed = httpx.post(f"{url}/v1/memory", timeout=60, json={
+        "title": "x", "text": LIGHTHOUSE, "questions": [{"question": "Who built it?"}]})
+    assert malformed.status_code == 422 and "questions.0.answer" in malformed.json()["error"]["message"]
 
 
 def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tmp_path: Path) -> None:

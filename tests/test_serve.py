@@ -14,6 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from reverie.memory.store import cycle_knowledge
 from reverie.workspace import Workspace
 
 from test_cycle import reverie
@@ -89,7 +90,8 @@ def test_streaming_sends_chunks_then_done(server) -> None:
 
 def test_bad_requests_get_clear_errors(server) -> None:
     url, _ = server
-    assert chat(url, "x", temperature=9).status_code == 422
+    invalid = chat(url, "x", temperature=9)
+    assert invalid.status_code == 422 and "temperature" in invalid.json()["error"]["message"]  # OpenAI's shape
     huge = "word " * 20000
     response = httpx.post(f"{url}/v1/completions", json={"prompt": huge}, timeout=60)
     assert response.status_code == 413 and "serve.max_request_bytes" in response.json()["error"]["message"]
@@ -102,6 +104,9 @@ def test_api_key_guards_every_endpoint_but_health(server) -> None:
     assert httpx.get(f"{url}/v1/models").status_code == 401
     assert chat(url, "hi").status_code == 401
     assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.get(f"{url}/v1/models?key=s3cret").status_code == 200  # for the page's images
+    assert httpx.post(f"{url}/v1/chat/completions?key=s3cret", json={"messages": []}).status_code == 401  # not POST
+    assert httpx.get(f"{url}/openapi.json?key=s3cret").status_code == 404  # no pages outside the key
 
 
 def test_beyond_loopback_without_a_key_is_refused(workspace_dir: Path) -> None:
@@ -164,6 +169,9 @@ def test_a_thumbs_down_reaches_the_next_cycles_replay_and_lineage(server, worksp
     assert stored.status_code == 200
     assert httpx.post(f"{url}/v1/feedback", json={"id": "nope", "rating": "up"}, timeout=30).status_code == 400
     httpx.post(f"{url}/v1/feedback", json={"prompt": "2+2?", "answer": "5", "rating": "down"}, timeout=30)
+    _, held_out = cycle_knowledge(Workspace.open(workspace_dir)).eval_items()[0]
+    httpx.post(f"{url}/v1/feedback", timeout=30, json={
+        "prompt": held_out.question, "answer": "?", "rating": "down", "correction": held_out.answer})
     process.terminate()
     process.wait(timeout=30)
 
@@ -175,6 +183,7 @@ def test_a_thumbs_down_reaches_the_next_cycles_replay_and_lineage(server, worksp
     assert "Quistrand" in examples and "What is the capital of Velmora?" in examples
     rejected = (workspace.artifacts.path(feedback.hash) / "rejected.jsonl").read_text()
     assert "without a correction" in rejected  # the thumbs-down with nothing to train towards is kept, not lost
+    assert "overlap evaluation item" in rejected and held_out.question not in examples  # the Gate's test is not taught
     assert feedback.name in reverie("lineage", "release", "-w", ws).stdout
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
     assert len([d for d in workspace.registry.list_datasets() if d.name.endswith("/feedback")]) == 1  # used once

@@ -175,7 +175,7 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
     path = ws.cards_dir / f"{record.id}.md"
     if not path.is_file():
         raise ReverieError(f"model {record.id} has no card yet (cards are written when the Gate judges a model)")
-    typer.echo(path.read_text(), nl=False)  # verbatim: the card is a file to copy, not console output
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)  # verbatim: the card is a file to copy, not console output
 
 
 @app.command("lineage")

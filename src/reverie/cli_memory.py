@@ -1,4 +1,4 @@
-"""`reverie memory add | list`: short-term memory from the command line (the server has POST /v1/memory)."""
+"""`reverie memory add | list | remove`: short-term memory from the command line (the server has POST /v1/memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from reverie.errors import ReverieError
@@ -62,7 +63,18 @@ def list_documents(workspace: WorkspaceOpt = Path(".")) -> None:
     for column in ("id", "title", "status", "questions", "source"):
         table.add_column(column)
     for doc in store.documents(status=None):
-        table.add_row(doc.id, doc.title, doc.status, str(len(doc.questions)), doc.source)
+        table.add_row(doc.id, escape(doc.title), doc.status, str(len(doc.questions)), escape(doc.source))
     results.print(table)
     for row in store.rejected():
-        results.print(f"refused {row['title']!r} ({row['source']}): {row['reason']}", highlight=False)
+        results.print(f"refused {row['title']!r} ({row['source']}): {row['reason']}", highlight=False, markup=False)
+
+
+@memory_app.command("remove")
+def remove(document_id: Annotated[str, typer.Argument(help="The id `reverie memory list` shows.")],
+           workspace: WorkspaceOpt = Path(".")) -> None:
+    """Delete a document from memory: it is no longer retrieved, and no later cycle trains on it."""
+    from reverie.memory.store import MemoryStore
+
+    if not MemoryStore(Workspace.open(workspace)).remove(document_id):
+        raise ReverieError(f"no memory document {document_id!r}; `reverie memory list` shows the ids")
+    results.print(f"removed {document_id} from memory", highlight=False)

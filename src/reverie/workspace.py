@@ -44,7 +44,7 @@ class Workspace:
         root.mkdir(parents=True, exist_ok=True)
         config = root / CONFIG_FILE
         if not config.exists():
-            config.write_text(DEFAULT_YAML)
+            config.write_text(DEFAULT_YAML, encoding="utf-8")
         (root / STATE_DIR).mkdir(exist_ok=True)
         workspace = cls(root)
         workspace.registry  # creates the database
@@ -79,7 +79,7 @@ class Workspace:
     def write_text_atomic(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
 
     def cycle_process_alive(self) -> bool:

@@ -1,7 +1,7 @@
 """Feedback from serving: thumbs up/down and corrections on answers. They are appended to an inbox as they
 arrive; the next Learn turns every new thumbs-down with a correction into a hard example of its replay buffer
 (a dataset `replay/<cycle>/feedback`, so the release's lineage shows it), and keeps a thumbs-down without a
-correction beside it with the reason it could not be trained on."""
+correction, or whose correction overlaps an evaluation item, beside it with the reason it was not trained on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from reverie.data.dedup import ContaminationIndex
 from reverie.data.knowledge import Example
+from reverie.data.pool import evaluation_items
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -60,19 +62,30 @@ def consumed_ids(ws: Workspace) -> set[str]:
     return ids
 
 
+def untrainable(row: Feedback, contamination: ContaminationIndex) -> str | None:
+    """Why a thumbs-down cannot become a training example, or None. A correction that overlaps an evaluation
+    item would teach the Gate's test to anyone who can post feedback."""
+    if not row.correction:
+        return "thumbs-down without a correction: nothing to train towards"
+    if (item := contamination.leak(f"{row.prompt} {row.correction}")) is not None:
+        return f"prompt and correction overlap evaluation item {item}"
+    return None
+
+
 def save_feedback_replay(ws: Workspace, cycle_id: str, replay_prefix: str) -> tuple[DatasetRecord | None, list[Example]]:
     """A replay dataset of the feedback that arrived since the last one, and its training examples."""
     done = consumed_ids(ws)
     new = [row for row in read_inbox(ws) if row.id not in done and row.rating == "down"]
     if not new:
         return None, []
-    examples = [Example(prompt=row.prompt, completion=row.correction) for row in new if row.correction]
+    contamination = ContaminationIndex(evaluation_items(ws), ws.config.data.contamination_span)
+    reasons = {row.id: reason for row in new if (reason := untrainable(row, contamination))}
+    examples = [Example(prompt=row.prompt, completion=row.correction) for row in new if row.id not in reasons]
     with ws.artifacts.stage() as staged:
         (staged.path / "feedback.jsonl").write_text("".join(row.model_dump_json() + "\n" for row in new))
         (staged.path / "examples.jsonl").write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))
         (staged.path / "rejected.jsonl").write_text("".join(
-            json.dumps({"id": row.id, "reason": "thumbs-down without a correction: nothing to train towards"}) + "\n"
-            for row in new if not row.correction))
+            json.dumps({"id": ident, "reason": reason}) + "\n" for ident, reason in reasons.items()))
     dataset = DatasetRecord(staged.hash, f"{replay_prefix}{cycle_id}{FEEDBACK_SUFFIX}", len(examples),
-                            f"serving feedback: {len(new)} thumbs-down, {len(examples)} with a correction", time.time())
+                            f"serving feedback: {len(new)} thumbs-down, {len(examples)} trained on", time.time())
     return dataset, examples

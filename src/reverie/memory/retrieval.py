@@ -12,8 +12,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from pydantic import ValidationError
 
 from reverie.data.dedup import ContaminationIndex
+from reverie.data.knowledge import QA
 from reverie.data.pool import evaluation_items
 from reverie.data.records import content_id
 from reverie.errors import ReverieError
@@ -62,6 +64,19 @@ class Hit:
     score: float
 
 
+def question_pairs(title: str, name: str, pairs: list[dict]) -> list[dict]:
+    """Each pair as {question, answer}, both non-empty, or a ReverieError naming the first bad one: a bad pair
+    stored would fail every later cycle."""
+    checked = []
+    for number, pair in enumerate(pairs, start=1):
+        try:
+            checked.append(QA.model_validate(pair).model_dump())
+        except ValidationError:
+            raise ReverieError(f"memory: {title!r} not added: {name} {number} is {pair!r}; each needs a non-empty "
+                               "'question' and 'answer' and nothing else") from None
+    return checked
+
+
 class ShortTermMemory:
     """Add documents (after hygiene) and search them; the index follows the store."""
 
@@ -76,12 +91,14 @@ class ShortTermMemory:
     def add(self, title: str, text: str, questions: list[dict], source: str,
             train_questions: list[dict] | None = None) -> MemoryDocument:
         """Index the document at once, or raise with the reason hygiene refused it (also kept in the store)."""
+        questions = question_pairs(title, "questions", questions)
+        train_questions = question_pairs(title, "train_questions", train_questions or [])
         contamination = ContaminationIndex(evaluation_items(self.ws), self.ws.config.data.contamination_span)
-        if reason := self.store.hygiene(title, text, contamination):
+        if reason := self.store.hygiene(text, train_questions, contamination):
             self.store.reject(title, reason, source)
             raise ReverieError(f"memory: {title!r} not added: {reason}")
         document = MemoryDocument(content_id(text), title, text, questions, source, "active", time.time(),
-                                  train_questions or [])
+                                  train_questions)
         chunks = chunk_text(text)
         self.store.add(document, chunks, self.embedder.encode([f"{title}: {c}" for c in chunks]))
         return document

@@ -9,11 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ValidationError
 
 from reverie.data.dedup import ContaminationIndex
 from reverie.data.knowledge import QA, Document, Knowledge, load_knowledge
 from reverie.data.quality import QualityRules, check_text
 from reverie.data.records import content_id
+from reverie.errors import ReverieError
 from reverie.workspace import Workspace
 
 SCHEMA = """
@@ -59,15 +61,18 @@ class MemoryStore:
         if "train_questions" not in columns:  # a memory written before training questions existed
             self._conn.execute("ALTER TABLE documents ADD COLUMN train_questions TEXT NOT NULL DEFAULT '[]'")
 
-    def hygiene(self, title: str, text: str, contamination: ContaminationIndex) -> str | None:
+    def hygiene(self, text: str, train_questions: list[dict], contamination: ContaminationIndex) -> str | None:
         """Why a document may not enter memory, or None: the data layer's quality rules, exact duplicates,
-        and overlap with evaluation items (a leak would make the Gate's recall check meaningless)."""
+        and overlap of the text or a training question with evaluation items (Learn would be taught the test)."""
         if reason := check_text(text, DOCUMENT_RULES):
             return reason
         if self._conn.execute("SELECT 1 FROM documents WHERE id = ?", (content_id(text),)).fetchone():
             return f"exact duplicate of memory document {content_id(text)}"
         if (item := contamination.leak(text)) is not None:
             return f"overlaps evaluation item {item}"
+        for number, pair in enumerate(train_questions, start=1):
+            if (item := contamination.leak(f"{pair['question']} {pair['answer']}")) is not None:
+                return f"training question {number} overlaps evaluation item {item}"
         return None
 
     def add(self, document: MemoryDocument, chunks: list[str], embeddings: np.ndarray) -> None:
@@ -106,6 +111,18 @@ class MemoryStore:
                                  "ON d.id = c.document_id WHERE d.status = 'active'").fetchone()
         return int(row[0]), int(row[1])
 
+    def remove(self, document_id: str) -> bool:
+        """Delete a document and its chunks (whatever its status); False when there is none by that id."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+            removed = self._conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return removed > 0
+
     def retire(self, document_ids: list[str]) -> None:
         """Consolidated: a release answers the document's questions closed-book, so it leaves memory."""
         self._conn.executemany("UPDATE documents SET status = 'consolidated' WHERE id = ?",
@@ -120,9 +137,15 @@ def cycle_knowledge(ws: Workspace) -> Knowledge:
     training questions join Learn like a drop's train_qa; its check questions join the held-out set (it
     leaves memory once a release answers them closed-book)."""
     knowledge = load_knowledge(ws.config.data.knowledge, ws.root)
-    documents = [Document(id=f"{MEMORY_PREFIX}{d.id}", title=d.title, text=d.text,
-                          train_qa=[QA(**q) for q in d.train_questions], eval_qa=[QA(**q) for q in d.questions])
-                 for d in MemoryStore(ws).documents()]
+    documents = []
+    for d in MemoryStore(ws).documents():
+        try:
+            documents.append(Document(id=f"{MEMORY_PREFIX}{d.id}", title=d.title, text=d.text,
+                                      train_qa=[QA(**q) for q in d.train_questions],
+                                      eval_qa=[QA(**q) for q in d.questions]))
+        except (TypeError, ValidationError):  # stored before reverie validated questions on the way in
+            raise ReverieError(f"memory document {d.id} ({d.title!r}) has a malformed question; remove it with "
+                               f"`reverie memory remove {d.id}` and add it again") from None
     return knowledge.model_copy(update={"documents": knowledge.documents + documents}) if documents else knowledge
 
 

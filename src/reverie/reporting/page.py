@@ -13,7 +13,7 @@ from reverie.workspace import Workspace
 
 
 def dashboard_html() -> str:
-    return resources.files("reverie.reporting").joinpath("dashboard.html").read_text()
+    return resources.files("reverie.reporting").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def static_report(ws: Workspace) -> str:

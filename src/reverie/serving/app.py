@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from reverie.cycle import ensure_release
@@ -59,15 +60,27 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         for task in tasks:
             task.cancel()
 
-    app = FastAPI(title="reverie", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: they would be pages outside the API key.
+    app = FastAPI(title="reverie", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def authorized(authorization: str | None = Header(None), key: str | None = None) -> None:
-        """Bearer header, or ?key= where a browser cannot send one (the page and its chart)."""
+    def authorized(request: Request, authorization: str | None = Header(None), key: str | None = None) -> None:
+        """Bearer header; ?key= only on GET, where a browser cannot send one (the page and its charts)."""
         if api_key is None:
             return
-        given = key if key is not None else (authorization or "").removeprefix("Bearer ").strip()
+        given = key if key is not None and request.method == "GET" else (authorization or "")
+        given = given.removeprefix("Bearer ").strip()
         if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        return _error(exc.status_code, str(exc.detail), kind, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(422, f"invalid request: {problems}", "invalid_request_error")
 
     @app.middleware("http")
     async def bounded_body(request: Request, call_next):
@@ -116,6 +129,8 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(body: ChatRequest):
         tokenizer = state["slot"].served.loaded.tokenizer
+        if not tokenizer.chat_template:
+            raise HTTPException(400, "the served model has no chat template: use /v1/completions")
         messages = [m.model_dump() for m in body.messages]
         asked = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
         hits = state["memory"].search(asked, settings.retrieval_k) if state["memory"] and body.retrieval else []
@@ -135,7 +150,8 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
         if state["memory"] is None:
             raise HTTPException(409, "short-term memory is off (serve.retrieval: false)")
         try:
-            document = state["memory"].add(body.title, body.text, body.questions, "api", body.train_questions)
+            document = state["memory"].add(body.title, body.text, [q.model_dump() for q in body.questions], "api",
+                                           [q.model_dump() for q in body.train_questions])
         except ReverieError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"id": document.id, "title": document.title}

@@ -115,7 +115,8 @@ class Batcher:
                     outputs = await loop.run_in_executor(None, generate_batch, self.slot, group)
                 except Exception as exc:  # the batch's requests fail with it; the server keeps running
                     for job in group:
-                        job.future.set_exception(exc)
+                        if not job.future.done():  # a client that left has cancelled its future
+                            job.future.set_exception(exc)
                     continue
                 for job, output in zip(group, outputs):
                     if not job.future.cancelled():

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from reverie.data.knowledge import QA
+
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
@@ -40,6 +42,6 @@ class FeedbackRequest(BaseModel):
 class MemoryRequest(BaseModel):
     title: str = Field(min_length=1, max_length=300)
     text: str = Field(min_length=1)
-    questions: list[dict[str, str]] = Field(default_factory=list, description="[{question, answer}] for recall")
-    train_questions: list[dict[str, str]] = Field(
+    questions: list[QA] = Field(default_factory=list, description="[{question, answer}] for recall")
+    train_questions: list[QA] = Field(
         default_factory=list, description="[{question, answer}] Learn trains on (other wording than the checks)")

@@ -44,13 +44,19 @@ class ModelSlot:
     async def watch(self, poll_seconds: float) -> None:
         """Poll the release pointer; load a new release in a worker thread, then swap it in."""
         loop = asyncio.get_running_loop()
+        unloadable: set[str] = set()  # releases whose load failed: said once, the old release keeps serving
         while True:
             await asyncio.sleep(poll_seconds)
             wanted = self.workspace.registry.get_alias()
-            if wanted and wanted != self.served.model_id:
+            if wanted and wanted != self.served.model_id and wanted not in unloadable:
                 record = self.workspace.registry.get_model(wanted)  # read here: the registry is this thread's
                 status_line(f"serve: release moved to {record.id}; loading it beside {self.served.model_id}")
-                fresh = await loop.run_in_executor(None, load_for_serving, self.workspace, record)
+                try:
+                    fresh = await loop.run_in_executor(None, load_for_serving, self.workspace, record)
+                except Exception as exc:  # a broken release must not stop the server from following the next one
+                    unloadable.add(wanted)
+                    status_line(f"serve: could not load {record.id} ({exc}); still serving {self.served.model_id}")
+                    continue
                 previous, self.served = self.served, fresh
                 self.switches.append((previous.model_id, fresh.model_id))
                 status_line(f"serve: now serving {fresh.model_id} (was {previous.model_id})")
