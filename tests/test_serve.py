@@ -14,7 +14,11 @@ from typing import Iterator
 import httpx
 import pytest
 
+from reverie.config import ModelConfig
+from reverie.engines.models import load_pretrained
 from reverie.memory.store import cycle_knowledge
+from reverie.serving.slot import ModelSlot, Served
+from reverie.serving.streaming import stream_text
 from reverie.workspace import Workspace
 
 from test_cycle import reverie
@@ -127,6 +131,27 @@ def test_a_full_queue_answers_503_at_once(server) -> None:
     assert time.perf_counter() - started < 0.6  # refused at once, not after the first finished
     thread.join()
     assert first[0].status_code == 200
+
+
+def test_a_cancelled_stream_stops_generating_and_gives_its_place_back(tiny_model_dir: Path) -> None:
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    slot = ModelSlot(None, Served("m", loaded))  # no workspace: nothing here follows a release pointer
+    prompt = loaded.tokenizer("Velmora is")["input_ids"]
+
+    def pieces_until_the_end(cancel_after: int | None) -> int:
+        ended = threading.Event()
+        _, pieces, cancel = stream_text(slot, prompt, 500, 0.0, on_end=ended.set)
+        read = 0
+        for _ in pieces:
+            read += 1
+            if read == cancel_after:
+                cancel.set()
+        assert ended.wait(30)  # on_end (the admission release) runs when generation ends
+        return read
+
+    whole = pieces_until_the_end(None)
+    assert whole > 100  # greedy on this model runs long: a stop below is the cancel's doing
+    assert pieces_until_the_end(cancel_after=3) < 10
 
 
 def test_hot_switch_and_rollback_under_load_fail_no_request(workspace_dir: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from functools import partial
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -185,15 +186,16 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
             raise HTTPException(400, f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} is over the "
                                 f"model's context of {context} tokens")
         if stream:
-            admission.acquire()  # released when the stream ends
+            admission.acquire()  # released when generation ends, even if the client left before reading
             try:
-                model_id, pieces = stream_text(state["slot"], prompt_ids, max_tokens, temperature)
+                model_id, pieces, cancel = stream_text(state["slot"], prompt_ids, max_tokens, temperature,
+                                                       on_end=admission.release)
             except BaseException:
                 admission.release()
                 raise
             ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
             done = partial(remember, ident, model_id, asked)
-            return StreamingResponse(_events(ident, pieces, model_id, chat, admission, done, citations or []),
+            return StreamingResponse(_events(ident, pieces, model_id, chat, cancel, done, citations or []),
                                      media_type="text/event-stream")
         with admission:
             output = await state["batcher"].submit(prompt_ids, max_tokens, temperature)
@@ -210,7 +212,7 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
     return app
 
 
-def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, admission: Admission,
+def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, cancel: threading.Event,
             done: Callable[[str], None], citations: list[dict]) -> Iterator[str]:
     """OpenAI's server-sent events: one chunk per piece of text, a final chunk with finish_reason, [DONE]."""
     kind = "chat.completion.chunk" if chat else "text_completion"
@@ -232,8 +234,8 @@ def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, admiss
         done("".join(text))
         yield chunk({}, "stop")
         yield "data: [DONE]\n\n"
-    finally:
-        admission.release()
+    finally:  # the stream ended or the client left: stop generating either way
+        cancel.set()
 
 
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
