@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from reverie.cycle import run_cycle
 from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
+from reverie.memory.store import MemoryDocument, MemoryStore
 from reverie.registry import Cycle
 from reverie.workspace import Workspace
 
@@ -132,9 +134,16 @@ def test_cli_cycle_history_card_and_rollback(workspace_dir: Path) -> None:
     assert "release" in reverie("history", "-w", ws).stdout
     assert second_release in reverie("card", "release", "-w", ws).stdout
     assert "none in progress" in reverie("status", "-w", ws).stdout
+    memory = MemoryStore(workspace)
+    for ident, recalled_by in (("learned-first", first_release), ("learned-second", second_release)):
+        memory.add(MemoryDocument(ident, ident, "text"), [], np.zeros((0, 4)))
+        memory.retire([ident], recalled_by)
     out = reverie("rollback", "-w", ws).stdout
     assert f"release is now {first_release}" in out
     assert workspace.registry.get_alias() == first_release
+    # what only the rolled-back release had learned is back in memory; the rest stays consolidated
+    assert {d.id: d.status for d in memory.documents(status=None)} == {"learned-first": "consolidated",
+                                                                       "learned-second": "active"}
 
 
 def test_killed_during_learn_resumes_to_one_verdict(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -102,5 +102,5 @@ def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tm
     status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}
     expected = "consolidated" if recalled and cycle.outcome == "released" else "active"
     assert status[memory_doc.id.removeprefix(MEMORY_PREFIX)] == expected
-    MemoryStore(workspace).retire([memory_doc.id.removeprefix(MEMORY_PREFIX)])
+    MemoryStore(workspace).retire([memory_doc.id.removeprefix(MEMORY_PREFIX)], registry.get_alias())
     assert not [d for d in cycle_knowledge(workspace).documents if d.id.startswith(MEMORY_PREFIX)]

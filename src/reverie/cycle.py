@@ -19,7 +19,7 @@ from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn
 from reverie.progress import status_line
-from reverie.registry import Cycle, ModelRecord, PhaseRun
+from reverie.registry import Cycle, ModelRecord, PhaseRun, RegistryStore
 from reverie.workspace import Workspace, code_version
 
 PHASES: tuple[Phase, ...] = (Learn(), Compress(), Dream(), Gate())
@@ -120,7 +120,7 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
         released = verdict["verdict"] == "release"
         registry.close_cycle(cycle.id, "released" if released else "rejected", verdict["model"], released)
         if released and verdict.get("recalled_memory"):  # recalled closed-book by the new release
-            MemoryStore(workspace).retire(verdict["recalled_memory"])
+            MemoryStore(workspace).retire(verdict["recalled_memory"], verdict["model"])
         status_line(
             f"cycle {cycle.id}: {'released' if released else 'rejected'} {verdict['model']}"
             + ("" if released else " (" + "; ".join(verdict["reasons"]) + "); still serving " + verdict["reference"])
@@ -167,7 +167,19 @@ def rollback(workspace: Workspace) -> tuple[str, str]:
         if len(stack) < 2:
             raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
         registry.set_alias(stack[-2], "rollback")
+        if restored := MemoryStore(workspace).restore_unlearned(model_line(registry, stack[-2])):
+            status_line(f"memory: {len(restored)} document(s) recalled only by {stack[-1]} are back in memory")
         return stack[-1], stack[-2]
+
+
+def model_line(registry: RegistryStore, model_id: str) -> set[str]:
+    """The model and all its ancestors."""
+    line: set[str] = set()
+    current: str | None = model_id
+    while current and current not in line:
+        line.add(current)
+        current = registry.get_model(current).parent_id
+    return line
 
 
 def override_release(workspace: Workspace, model_id: str, reason: str) -> None:

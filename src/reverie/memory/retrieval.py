@@ -47,6 +47,8 @@ def embedding_model_dir(ws: Workspace) -> Path:
 
 
 class Embedder:
+    """Sentence embeddings, normalised so that inner product is cosine similarity."""
+
     def __init__(self, ws: Workspace):
         from sentence_transformers import SentenceTransformer
 

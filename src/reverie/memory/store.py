@@ -21,7 +21,7 @@ from reverie.workspace import Workspace
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, questions TEXT NOT NULL, source TEXT NOT NULL,
-    status TEXT NOT NULL, added_at REAL NOT NULL, train_questions TEXT NOT NULL DEFAULT '[]'
+    status TEXT NOT NULL, added_at REAL NOT NULL, train_questions TEXT NOT NULL DEFAULT '[]', retired_by TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, document_id TEXT NOT NULL, text TEXT NOT NULL, embedding BLOB NOT NULL
@@ -43,14 +43,18 @@ class MemoryDocument:
     status: str = "active"  # 'active' (in memory) | 'consolidated' (recalled closed-book by a release)
     added_at: float = 0.0
     train_questions: list[dict] = field(default_factory=list)  # [{question, answer}] Learn trains on
+    retired_by: str | None = None  # the release that recalled it, once consolidated
 
 
 def chunk_text(text: str, words: int = CHUNK_WORDS) -> list[str]:
+    """Fixed-size word windows: a citation points at a passage short enough to read, not the whole document."""
     tokens = text.split()
     return [" ".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]
 
 
 class MemoryStore:
+    """Documents in memory (one SQLite file per workspace, shared by the server and the CLI)."""
+
     def __init__(self, ws: Workspace):
         self.ws = ws
         self._conn = sqlite3.connect(ws.state / "memory.sqlite", timeout=30, isolation_level=None)
@@ -60,6 +64,8 @@ class MemoryStore:
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(documents)")}
         if "train_questions" not in columns:  # a memory written before training questions existed
             self._conn.execute("ALTER TABLE documents ADD COLUMN train_questions TEXT NOT NULL DEFAULT '[]'")
+        if "retired_by" not in columns:  # the release that recalled the document closed-book
+            self._conn.execute("ALTER TABLE documents ADD COLUMN retired_by TEXT")
 
     def hygiene(self, text: str, train_questions: list[dict], contamination: ContaminationIndex) -> str | None:
         """Why a document may not enter memory, or None: the data layer's quality rules, exact duplicates,
@@ -79,7 +85,8 @@ class MemoryStore:
         """The document and its chunks in one transaction: searchable completely or not at all."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+            self._conn.execute("INSERT INTO documents (id, title, text, questions, source, status, added_at, "
+                               "train_questions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
                 document.id, document.title, document.text, json.dumps(document.questions), document.source,
                 document.status, document.added_at, json.dumps(document.train_questions)))
             self._conn.executemany("INSERT INTO chunks (document_id, text, embedding) VALUES (?, ?, ?)", [
@@ -123,10 +130,20 @@ class MemoryStore:
             raise
         return removed > 0
 
-    def retire(self, document_ids: list[str]) -> None:
-        """Consolidated: a release answers the document's questions closed-book, so it leaves memory."""
-        self._conn.executemany("UPDATE documents SET status = 'consolidated' WHERE id = ?",
-                               [(i,) for i in document_ids])
+    def retire(self, document_ids: list[str], release_id: str) -> None:
+        """Consolidated: release `release_id` answers the document's questions closed-book, so it leaves memory."""
+        self._conn.executemany("UPDATE documents SET status = 'consolidated', retired_by = ? WHERE id = ?",
+                               [(release_id, i) for i in document_ids])
+
+    def restore_unlearned(self, line: set[str]) -> list[str]:
+        """Back into memory: documents retired by a release outside `line` (the release now served and its
+        ancestors), so a rollback past the release that learned them loses nothing. Returns their ids."""
+        rows = self._conn.execute("SELECT id, retired_by FROM documents WHERE status = 'consolidated' "
+                                  "AND retired_by IS NOT NULL").fetchall()
+        restored = [row["id"] for row in rows if row["retired_by"] not in line]
+        self._conn.executemany("UPDATE documents SET status = 'active', retired_by = NULL WHERE id = ?",
+                               [(i,) for i in restored])
+        return restored
 
     def rejected(self) -> list[dict]:
         return [dict(r) for r in self._conn.execute("SELECT * FROM rejected ORDER BY at")]

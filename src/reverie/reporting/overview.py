@@ -17,6 +17,7 @@ def pareto_front(variants: list[dict]) -> list[dict]:
 
 
 def overview(ws: Workspace) -> dict:
+    """Everything the dashboard and the static report show, as JSON: one source for both."""
     registry = ws.registry
     release = registry.get_alias()
     cycles = []

@@ -13,6 +13,7 @@ from reverie.workspace import Workspace
 
 
 def dashboard_html() -> str:
+    """The live page: it fetches its data from the server."""
     return resources.files("reverie.reporting").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 

@@ -37,6 +37,7 @@ NOTES_PROMPT = ("Notes from memory:\n{notes}\n\nAnswer using the notes when they
 
 
 def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
+    """The server for one workspace: it loads the release at startup and follows the release pointer."""
     settings = workspace.config.serve
     state: dict = {}
     recent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> (model, prompt, answer)
