@@ -230,14 +230,22 @@ def serve(
     """Serve the current release with an OpenAI-compatible API; follows releases and rollbacks live."""
     import uvicorn
 
+    from reverie.cycle import ensure_release
     from reverie.serving.app import check_binding, create_app
+    from reverie.serving.slot import load_for_serving
 
     quiet_libraries()
     ws = Workspace.open(workspace, set_ or [])
     host, port = host or ws.config.serve.host, port or ws.config.serve.port
     check_binding(host, api_key)
+    served = load_for_serving(ws, ws.registry.get_model(ensure_release(ws)))
+    memory = None
+    if ws.config.serve.retrieval:
+        from reverie.memory.retrieval import ShortTermMemory
+
+        memory = ShortTermMemory(ws)
     out.print(f"serving {ws.root.resolve()} on http://{host}:{port}/v1 (OpenAI-compatible)")
-    uvicorn.run(create_app(ws, api_key), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(ws, served, memory, api_key), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

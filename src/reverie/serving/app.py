@@ -12,13 +12,12 @@ import time
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from reverie.cycle import ensure_release
 from reverie.errors import ReverieError
 from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
@@ -26,9 +25,12 @@ from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher, Overloaded
 from reverie.data.feedback import Feedback, append_feedback
 from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest
-from reverie.serving.slot import ModelSlot, load_for_serving
+from reverie.serving.slot import ModelSlot, Served
 from reverie.serving.streaming import stream_text
 from reverie.workspace import Workspace
+
+if TYPE_CHECKING:  # faiss and sentence-transformers load only when memory is on
+    from reverie.memory.retrieval import ShortTermMemory
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RECENT_ANSWERS = 1000  # answers kept in memory so feedback can name them by id
@@ -36,8 +38,10 @@ NOTES_PROMPT = ("Notes from memory:\n{notes}\n\nAnswer using the notes when they
                 "the note you used, like [1].")
 
 
-def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
-    """The server for one workspace: it loads the release at startup and follows the release pointer."""
+def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | None,
+               api_key: str | None = None) -> FastAPI:
+    """The server for one workspace: it starts on `served` (loaded by the caller, so a model that cannot load is
+    a clear error rather than a failed startup) and follows the release pointer."""
     settings = workspace.config.serve
     state: dict = {}
     recent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> (model, prompt, answer)
@@ -49,14 +53,9 @@ def create_app(workspace: Workspace, api_key: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        release = workspace.registry.get_model(ensure_release(workspace))
-        slot = ModelSlot(workspace, load_for_serving(workspace, release))
+        slot = ModelSlot(workspace, served)
         batcher = Batcher(slot, settings.batch_size, settings.batch_wait_ms)
-        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue), memory=None)
-        if settings.retrieval:
-            from reverie.memory.retrieval import ShortTermMemory
-
-            state["memory"] = ShortTermMemory(workspace)
+        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue), memory=memory)
         tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run())]
         yield
         for task in tasks:
