@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reverie.errors import ReverieError
 from reverie.reporting.charts import pareto_png, trends_png
@@ -73,8 +74,8 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's (404, 405)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
         return _error(exc.status_code, str(exc.detail), kind, exc.headers)
 
