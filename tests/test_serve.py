@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import httpx
@@ -213,3 +215,39 @@ def test_a_thumbs_down_reaches_the_next_cycles_replay_and_lineage(server, worksp
     assert feedback.name in reverie("lineage", "release", "-w", ws).stdout
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
     assert len([d for d in workspace.registry.list_datasets() if d.name.endswith("/feedback")]) == 1  # used once
+
+
+def test_a_release_that_fails_to_load_leaves_the_old_one_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reverie.serving.slot as slot_module
+
+    class Registry:  # just the release pointer the watcher polls
+        alias = "m-broken"
+
+        def get_alias(self) -> str:
+            return self.alias
+
+        def get_model(self, model_id: str) -> SimpleNamespace:
+            return SimpleNamespace(id=model_id)
+
+    loads: list[str] = []
+
+    def load(workspace, record) -> Served:
+        loads.append(record.id)
+        if record.id == "m-broken":
+            raise OSError("adapter artifact missing")
+        return Served(record.id, None)
+
+    monkeypatch.setattr(slot_module, "load_for_serving", load)
+    workspace = SimpleNamespace(registry=Registry())
+    slot = ModelSlot(workspace, Served("m-old", None))
+
+    async def follow() -> None:
+        watcher = asyncio.create_task(slot.watch(0.01))
+        await asyncio.sleep(0.2)
+        assert slot.served.model_id == "m-old"  # still serving what it had
+        workspace.registry.alias = "m-fixed"  # the next release still gets followed
+        await asyncio.sleep(0.2)
+        watcher.cancel()
+
+    asyncio.run(follow())
+    assert slot.served.model_id == "m-fixed" and loads.count("m-broken") == 1  # tried once, not every poll
