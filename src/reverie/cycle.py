@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from reverie.engines.models import resolve_source
 from reverie.errors import ReverieError
 from reverie.memory.store import MemoryStore
+from reverie.model_card import lineage
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
 from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn
 from reverie.progress import status_line
-from reverie.registry import Cycle, ModelRecord, PhaseRun, RegistryStore
+from reverie.registry import Cycle, ModelRecord, PhaseRun
 from reverie.workspace import Workspace, code_version
 
 PHASES: tuple[Phase, ...] = (Learn(), Compress(), Dream(), Gate())
@@ -167,19 +168,10 @@ def rollback(workspace: Workspace) -> tuple[str, str]:
         if len(stack) < 2:
             raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
         registry.set_alias(stack[-2], "rollback")
-        if restored := MemoryStore(workspace).restore_unlearned(model_line(registry, stack[-2])):
+        line = {model.id for model in lineage(workspace, registry.get_model(stack[-2]))}
+        if restored := MemoryStore(workspace).restore_unlearned(line):
             status_line(f"memory: {len(restored)} document(s) recalled only by {stack[-1]} are back in memory")
         return stack[-1], stack[-2]
-
-
-def model_line(registry: RegistryStore, model_id: str) -> set[str]:
-    """The model and all its ancestors."""
-    line: set[str] = set()
-    current: str | None = model_id
-    while current and current not in line:
-        line.add(current)
-        current = registry.get_model(current).parent_id
-    return line
 
 
 def override_release(workspace: Workspace, model_id: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from reverie.data.dedup import ContaminationIndex
 from reverie.data.knowledge import Example
-from reverie.data.pool import evaluation_items
+from reverie.data.pool import contamination_index
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -78,7 +78,7 @@ def save_feedback_replay(ws: Workspace, cycle_id: str, replay_prefix: str) -> tu
     new = [row for row in read_inbox(ws) if row.id not in done and row.rating == "down"]
     if not new:
         return None, []
-    contamination = ContaminationIndex(evaluation_items(ws), ws.config.data.contamination_span)
+    contamination = contamination_index(ws)
     reasons = {row.id: reason for row in new if (reason := untrainable(row, contamination))}
     examples = [Example(prompt=row.prompt, completion=row.correction) for row in new if row.id not in reasons]
     with ws.artifacts.stage() as staged:

@@ -55,6 +55,11 @@ def evaluation_items(ws: Workspace) -> dict[str, str]:
     return items
 
 
+def contamination_index(ws: Workspace) -> ContaminationIndex:
+    """The evaluation items as they are now, indexed for leak checks."""
+    return ContaminationIndex(evaluation_items(ws), ws.config.data.contamination_span)
+
+
 def source_spec(ws: Workspace, name: str) -> SourceSpec:
     """A source named in data.sources; any other name is refused."""
     sources = ws.config.data.sources
@@ -73,7 +78,7 @@ def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str |
     spec = source_spec(ws, source)
     data = ws.config.data
     pool = PoolIndex.build((r for d in pool_datasets(ws) for r in load_records(ws, d)), data.near_duplicate_threshold)
-    contamination = ContaminationIndex(evaluation_items(ws), data.contamination_span)
+    contamination = contamination_index(ws)
     result = ingest(read_rows(path), spec, bucket, pool, data.min_tier, contamination)
     with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
         with ws.artifacts.stage() as staged:
@@ -111,7 +116,7 @@ def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
     if count == 0:
         return PoolDraw([], [], [])
     # Ingest checked each record against the evaluation items of its day; these may have changed since.
-    contamination = ContaminationIndex(evaluation_items(ws), ws.config.data.contamination_span)
+    contamination = contamination_index(ws)
     origin: dict[str, str] = {}
     records: list[Record] = []
     contaminated = 0

@@ -14,9 +14,8 @@ import faiss
 import numpy as np
 from pydantic import ValidationError
 
-from reverie.data.dedup import ContaminationIndex
 from reverie.data.knowledge import QA
-from reverie.data.pool import evaluation_items
+from reverie.data.pool import contamination_index
 from reverie.data.records import content_id
 from reverie.errors import ReverieError
 from reverie.memory.store import MemoryDocument, MemoryStore, chunk_text
@@ -95,7 +94,7 @@ class ShortTermMemory:
         """Index the document at once, or raise with the reason hygiene refused it (also kept in the store)."""
         questions = question_pairs(title, "questions", questions)
         train_questions = question_pairs(title, "train_questions", train_questions or [])
-        contamination = ContaminationIndex(evaluation_items(self.ws), self.ws.config.data.contamination_span)
+        contamination = contamination_index(self.ws)
         if reason := self.store.hygiene(text, train_questions, contamination):
             self.store.reject(title, reason, source)
             raise ReverieError(f"memory: {title!r} not added: {reason}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,18 +85,13 @@ class MemoryStore:
 
     def add(self, document: MemoryDocument, chunks: list[str], embeddings: np.ndarray) -> None:
         """The document and its chunks in one transaction: searchable completely or not at all."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._conn.execute("INSERT INTO documents (id, title, text, questions, source, status, added_at, "
                                "train_questions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
                 document.id, document.title, document.text, json.dumps(document.questions), document.source,
                 document.status, document.added_at, json.dumps(document.train_questions)))
             self._conn.executemany("INSERT INTO chunks (document_id, text, embedding) VALUES (?, ?, ?)", [
                 (document.id, chunk, vector.astype(np.float32).tobytes()) for chunk, vector in zip(chunks, embeddings)])
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
 
     def reject(self, title: str, reason: str, source: str) -> None:
         self._conn.execute("INSERT INTO rejected VALUES (?, ?, ?, ?)", (title, reason, source, time.time()))
@@ -120,15 +117,21 @@ class MemoryStore:
 
     def remove(self, document_id: str) -> bool:
         """Delete a document and its chunks (whatever its status); False when there is none by that id."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
             removed = self._conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+        return removed > 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All or nothing (the connection autocommits otherwise)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        return removed > 0
 
     def retire(self, document_ids: list[str], release_id: str) -> None:
         """Consolidated: release `release_id` answers the document's questions closed-book, so it leaves memory."""

@@ -18,6 +18,7 @@ A kept result is merged under the same A/B check as Compress, or kept as an adap
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from reverie.data.datasets import save_dataset, save_rejected
@@ -33,7 +34,7 @@ from reverie.engines.merging import merge_with_ab_check
 from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
 from reverie.engines.prompts import open_book_question, user_prompt_ids
 from reverie.engines.scoring import continuation_logprobs, perplexities
-from reverie.engines.training import train_sft
+from reverie.engines.training import IGNORE, tokenize, train_sft
 from reverie.generator import current_generator, load_plain
 from reverie.memory.store import cycle_knowledge
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -120,11 +121,12 @@ def probe_accuracy(loaded: LoadedModel, probe: list[tuple[str, str]], ws: Worksp
 
 def probe_answer_loss(loaded: LoadedModel, probe: list[tuple[str, str]], batch_size: int) -> float:
     """Negative log-likelihood per answer token given the question: it still moves once accuracy is saturated."""
-    tokenizer = loaded.tokenizer
-    rows = [(user_prompt_ids(tokenizer, question),
-             tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
-            for question, answer in probe]
-    logprobs = continuation_logprobs(loaded.model, tokenizer, rows, batch_size)
+    rows = []
+    for question, answer in probe:  # split where Learn's labels start: the same tokens it trained on
+        encoded = tokenize(loaded.tokenizer, Example(prompt=question, completion=answer), max_len=sys.maxsize)
+        start = encoded.labels.count(IGNORE)
+        rows.append((encoded.input_ids[:start], encoded.input_ids[start:]))
+    logprobs = continuation_logprobs(loaded.model, loaded.tokenizer, rows, batch_size)
     return -sum(logprobs) / max(1, sum(len(answer) for _, answer in rows))
 
 
