@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from reverie.progress import results
@@ -41,7 +42,7 @@ def ingest_command(
         table.add_row(step.step, str(step.rows_in), str(step.kept), str(step.removed), str(step.quarantined))
     out.print(table)
     for rejected in result.rejected[:10]:
-        out.print(f"  {rejected.origin}: {rejected.step}: {rejected.reason}", highlight=False)
+        out.print(escape(f"  {rejected.origin}: {rejected.step}: {rejected.reason}"), highlight=False)
     if len(result.rejected) > 10:
         out.print(f"  ... {len(result.rejected) - 10} more in {ws.artifacts.path(dataset.hash) / 'rejected.jsonl'}")
 
@@ -202,8 +203,7 @@ def redteam_pairs(
 ) -> None:
     """Write refusal training pairs for every must-refuse item outside the held-out half (the Gate's safety
     suites); ingest them with `reverie data ingest FILE --source team --bucket safety`."""
-    import json
-
+    from reverie.data.jsonl import jsonl_text
     from reverie.data.redteam import held_out, load_library, refusal_pairs
     from reverie.errors import ReverieError
 
@@ -212,6 +212,6 @@ def redteam_pairs(
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
     library = load_library(ws)
     pairs = refusal_pairs(library)
-    ws.write_text_atomic(output, "".join(json.dumps(p.to_json()) + "\n" for p in pairs))
+    ws.write_text_atomic(output, jsonl_text(p.to_json() for p in pairs))
     kept_back = sum(item.must_refuse and held_out(item) for item in library)
     out.print(f"wrote {len(pairs)} refusal pairs to {output} ({kept_back} held out for the safety suites)")

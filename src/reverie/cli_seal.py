@@ -5,7 +5,6 @@ Every long command journals its work under .reverie/seal/, so rerunning an inter
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -85,6 +84,7 @@ def generate(
 ) -> None:
     """Write self-edits for the workspace's documents with the current generator."""
     from reverie import generator
+    from reverie.data.jsonl import jsonl_text
     from reverie.data.knowledge import load_knowledge
     from reverie.engines.inner_loop import generate_self_edits
 
@@ -97,9 +97,8 @@ def generate(
     documents = load_knowledge(ws.config.data.knowledge, ws.root).documents
     edits = generate_self_edits(loaded.model, loaded.tokenizer, [(d.title, d.text) for d in documents], seal.style,
                                 samples, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size)
-    lines = [json.dumps({"id": d.id, "title": d.title, "self_edits": per_doc}) + "\n"
-             for d, per_doc in zip(documents, edits)]
-    ws.write_text_atomic(output, "".join(lines))
+    rows = ({"id": d.id, "title": d.title, "self_edits": per_doc} for d, per_doc in zip(documents, edits))
+    ws.write_text_atomic(output, jsonl_text(rows))
     items = sum(len(edit) for per_doc in edits for edit in per_doc)
     out.print(f"wrote {len(documents)} documents x {samples} self-edit(s), {items} items, by {record.id} to {output}")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
+from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
+from reverie.progress import status_line
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -14,13 +15,20 @@ from reverie.workspace import Workspace
 def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example]) -> DatasetRecord:
     """Write the examples as an artifact; the phase registers the record when it finishes."""
     with workspace.artifacts.stage() as staged:
-        lines = (json.dumps(e.to_json(), sort_keys=True) + "\n" for e in examples)
-        (staged.path / "examples.jsonl").write_text("".join(lines))
+        write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
     return DatasetRecord(staged.hash, name, len(examples), source, time.time())
 
 
 def save_rejected(workspace: Workspace, name: str, rows: list[Rejected]) -> DatasetRecord:
     """Write rows that were not kept, each with its reason, as a quarantine dataset."""
     with workspace.artifacts.stage() as staged:
-        (staged.path / "rejected.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+        write_jsonl(staged.path / "rejected.jsonl", rows)
     return DatasetRecord(staged.hash, name, len(rows), "quarantine", time.time())
+
+
+def remove_orphans(workspace: Workspace) -> None:
+    """Remove what an ingest or import killed mid-write left behind. Call it with the cycle lock held: then, if
+    no cycle waits to resume (a resume cleans up after itself), every artifact nothing references is an orphan."""
+    if workspace.registry.unfinished_cycle() is None:
+        if removed := workspace.artifacts.collect_garbage(workspace.registry.referenced_artifacts()):
+            status_line(f"removed {len(removed)} artifact(s) that an interrupted write left behind")

@@ -5,16 +5,18 @@ correction, or whose correction overlaps an evaluation item, beside it with the 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from rich.markup import escape
 
 from reverie.data.dedup import ContaminationIndex
+from reverie.data.jsonl import BadLine, append_jsonl, read_jsonl, scan_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.pool import contamination_index
+from reverie.data.text import UnicodeText
+from reverie.progress import status_line
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -25,10 +27,10 @@ class Feedback(BaseModel):
     id: str
     at: float
     model_id: str
-    prompt: str = Field(min_length=1)
-    answer: str
+    prompt: UnicodeText = Field(min_length=1)
+    answer: UnicodeText
     rating: Literal["up", "down"]
-    correction: str | None = None
+    correction: UnicodeText | None = None
 
 
 def inbox_path(ws: Workspace):
@@ -37,19 +39,13 @@ def inbox_path(ws: Workspace):
 
 def append_feedback(ws: Workspace, row: Feedback) -> None:
     """Append durably: a row acknowledged to the user is on disk."""
-    path = inbox_path(ws)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(row.model_dump_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_jsonl(inbox_path(ws), row)
 
 
-def read_inbox(ws: Workspace) -> list[Feedback]:
-    path = inbox_path(ws)
-    if not path.is_file():
-        return []
-    return [Feedback.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+def read_inbox(ws: Workspace) -> tuple[list[Feedback], list[BadLine]]:
+    """The feedback rows, and the lines that are not one (a torn append, a hand edit): those are reported and
+    skipped, so that one bad line does not stop every later Learn."""
+    return scan_jsonl(inbox_path(ws), Feedback.model_validate)
 
 
 def consumed_ids(ws: Workspace) -> set[str]:
@@ -57,8 +53,7 @@ def consumed_ids(ws: Workspace) -> set[str]:
     ids: set[str] = set()
     for dataset in ws.registry.list_datasets():
         if dataset.name.endswith(FEEDBACK_SUFFIX):
-            lines = (ws.artifacts.path(dataset.hash) / "feedback.jsonl").read_text().splitlines()
-            ids.update(json.loads(line)["id"] for line in lines)
+            ids.update(row["id"] for row in read_jsonl(ws.artifacts.path(dataset.hash) / "feedback.jsonl"))
     return ids
 
 
@@ -75,17 +70,20 @@ def untrainable(row: Feedback, contamination: ContaminationIndex) -> str | None:
 def save_feedback_replay(ws: Workspace, cycle_id: str, replay_prefix: str) -> tuple[DatasetRecord | None, list[Example]]:
     """A replay dataset of the feedback that arrived since the last one, and its training examples."""
     done = consumed_ids(ws)
-    new = [row for row in read_inbox(ws) if row.id not in done and row.rating == "down"]
+    rows, bad = read_inbox(ws)
+    for line in bad:  # left in the inbox as they are: a person can mend them, and nothing is lost
+        status_line(escape(f"feedback skipped: {line}"))
+    new = [row for row in rows if row.id not in done and row.rating == "down"]
     if not new:
         return None, []
     contamination = contamination_index(ws)
     reasons = {row.id: reason for row in new if (reason := untrainable(row, contamination))}
     examples = [Example(prompt=row.prompt, completion=row.correction) for row in new if row.id not in reasons]
     with ws.artifacts.stage() as staged:
-        (staged.path / "feedback.jsonl").write_text("".join(row.model_dump_json() + "\n" for row in new))
-        (staged.path / "examples.jsonl").write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))
-        (staged.path / "rejected.jsonl").write_text("".join(
-            json.dumps({"id": ident, "reason": reason}) + "\n" for ident, reason in reasons.items()))
+        write_jsonl(staged.path / "feedback.jsonl", new)
+        write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
+        write_jsonl(staged.path / "rejected.jsonl",
+                    ({"id": ident, "reason": reason} for ident, reason in reasons.items()))
     dataset = DatasetRecord(staged.hash, f"{replay_prefix}{cycle_id}{FEEDBACK_SUFFIX}", len(examples),
                             f"serving feedback: {len(new)} thumbs-down, {len(examples)} trained on", time.time())
     return dataset, examples

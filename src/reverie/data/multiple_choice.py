@@ -22,7 +22,7 @@ def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]
     text, origin = read_data_text(
         spec, base_dir, "eval.general_suite", ("builtin", "demo/general_mc.jsonl"), "a PIQA-format JSONL file"
     )
-    lines = text.splitlines()
+    lines = text.split("\n")  # JSON Lines end at \n only (see data/jsonl.py)
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -13,12 +13,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from reverie.data.datasets import remove_orphans
 from reverie.data.dedup import ContaminationIndex
 from reverie.data.ingest import IngestResult, PoolIndex, SourceSpec, ingest
+from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example, load_knowledge
 from reverie.data.mixing import BucketStats, mix_sample
 from reverie.data.multiple_choice import load_choice_items
-from reverie.data.readers import TEXT_SUFFIXES, read_rows
+from reverie.data.readers import folder_files, read_rows
 from reverie.data.records import Record
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
@@ -36,7 +38,7 @@ def pool_datasets(ws: Workspace) -> list[DatasetRecord]:
 def load_records(ws: Workspace, dataset: DatasetRecord) -> list[Record]:
     """The kept records of an ingested dataset."""
     path = ws.artifacts.path(dataset.hash) / "records.jsonl"
-    return [Record.model_validate_json(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path, Record.model_validate)
 
 
 def manifest(ws: Workspace, dataset: DatasetRecord) -> dict:
@@ -80,10 +82,14 @@ def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str |
     pool = PoolIndex.build((r for d in pool_datasets(ws) for r in load_records(ws, d)), data.near_duplicate_threshold)
     contamination = contamination_index(ws)
     result = ingest(read_rows(path), spec, bucket, pool, data.min_tier, contamination)
+    if result.steps[0].rows_in == 0:
+        raise ReverieError(f"{path}: no rows to ingest (an empty file, or a folder without .txt / .md files); "
+                           "nothing was registered")
     with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
+        remove_orphans(ws)
         with ws.artifacts.stage() as staged:
-            (staged.path / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.records))
-            (staged.path / "rejected.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in result.rejected))
+            write_jsonl(staged.path / "records.jsonl", result.records)
+            write_jsonl(staged.path / "rejected.jsonl", result.rejected)
             (staged.path / "manifest.json").write_text(json.dumps({
                 "input": str(path.resolve()), "input_sha256": _input_hash(path), "source": spec.__dict__,
                 "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
@@ -96,7 +102,7 @@ def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str |
 
 def _input_hash(path: Path) -> str:
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES) if path.is_dir() else [path]
+    files = folder_files(path)[0] if path.is_dir() else [path]
     for file in files:
         digest.update(file.read_bytes())
     return digest.hexdigest()

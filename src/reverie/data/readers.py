@@ -4,20 +4,30 @@ Each row comes with its origin (file and line, row, or file name). A row that ca
 JSON, a line or text file that is not UTF-8, a CSV row with the wrong number of cells) comes back with the
 reason instead of fields, so that it is quarantined, not lost. A CSV or Parquet file that cannot be parsed
 at all is refused as a whole, with the reason.
+
+Input is bounded at this edge, each bound a reason on the one row that crosses it: a JSONL line's bytes, its
+nesting depth and number sizes; a folder's file count and each file's size. A folder is read without leaving
+it: a symbolic link that points outside it, or to a folder, is quarantined, not followed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from reverie.errors import ReverieError
 
 FORMATS = (".jsonl", ".csv", ".parquet", "a folder of .txt / .md files")
 TEXT_SUFFIXES = (".txt", ".md")
+MAX_LINE_BYTES = 1 << 20  # one JSONL row
+MAX_DEPTH = 32  # objects and arrays nested in one row
+MAX_FILE_BYTES = 1 << 20  # one text file of a folder
+MAX_FILES = 10_000  # text files in one folder
+SHOWN_RAW_CHARS = 200  # of a row too large or too deep to keep whole in the quarantine
 
 
 @dataclass
@@ -46,22 +56,62 @@ def read_rows(path: Path) -> Iterator[RawRow]:
 
 def _jsonl(path: Path) -> Iterator[RawRow]:
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while line := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
             origin = f"{path}:{number}"
-            if not line.strip():
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                size = len(line) + _skip_rest_of_line(handle)
+                yield RawRow(origin, None, f"line of {size} bytes is over the limit of {MAX_LINE_BYTES}",
+                             _shown(line))
                 continue
-            try:
-                value = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield RawRow(origin, None, "not UTF-8 text", line.decode("utf-8", "replace"))
-                continue
-            except json.JSONDecodeError as exc:
-                yield RawRow(origin, None, f"not valid JSON: {exc.msg} (column {exc.colno})", line.decode().rstrip())
-                continue
-            if not isinstance(value, dict):
-                yield RawRow(origin, None, f"expected a JSON object, got {type(value).__name__}", value)
-            else:
-                yield RawRow(origin, value, raw=value)
+            if line.strip():
+                yield _json_row(origin, line)
+
+
+def _json_row(origin: str, line: bytes) -> RawRow:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return RawRow(origin, None, "not UTF-8 text", line.decode("utf-8", "replace"))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RawRow(origin, None, f"not valid JSON: {exc.msg} (column {exc.colno})", text.rstrip())
+    except RecursionError:
+        return RawRow(origin, None, f"nested deeper than the limit of {MAX_DEPTH}", _shown(line))
+    except ValueError as exc:  # an integer of more digits than Python converts
+        return RawRow(origin, None, f"not a usable JSON row: {exc}", _shown(line))
+    if not isinstance(value, dict):
+        return RawRow(origin, None, f"expected a JSON object, got {type(value).__name__}", _shown(line))
+    if _nesting(value) > MAX_DEPTH:
+        return RawRow(origin, None, f"nested deeper than the limit of {MAX_DEPTH}", _shown(line))
+    return RawRow(origin, value, raw=value)
+
+
+def _nesting(value: Any) -> int:
+    """Depth of nested objects and arrays, counted without recursion and only as far as one past the limit."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _skip_rest_of_line(handle: BinaryIO) -> int:
+    skipped = 0
+    while chunk := handle.readline(MAX_LINE_BYTES):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
+def _shown(line: bytes) -> str:
+    text = line[: SHOWN_RAW_CHARS * 4].decode("utf-8", "replace").rstrip()
+    return text[:SHOWN_RAW_CHARS] + (" ..." if len(line) > SHOWN_RAW_CHARS else "")
 
 
 def _csv(path: Path) -> Iterator[RawRow]:
@@ -94,9 +144,41 @@ def _parquet(path: Path) -> Iterator[RawRow]:
         yield RawRow(f"{path}#row{number}", {k: v for k, v in row.items() if v is not None}, raw=row)
 
 
+def folder_files(path: Path) -> tuple[list[Path], list[RawRow]]:
+    """The text files a folder ingest reads, in order, and a row for each symbolic link it does not follow.
+    Nothing outside the folder is read; a folder of more than MAX_FILES text files is refused whole."""
+    root = path.resolve()
+    files: list[Path] = []
+    refused: list[RawRow] = []
+    for folder, subfolders, names in os.walk(path):  # os.walk does not descend into linked folders
+        here = Path(folder)
+        for name in sorted(subfolders):
+            if (here / name).is_symlink():
+                refused.append(RawRow(str(here / name), None, "symbolic link to a folder: not followed"))
+        for name in sorted(names):
+            file = here / name
+            if file.suffix not in TEXT_SUFFIXES:
+                continue
+            if file.is_symlink() and not file.resolve().is_relative_to(root):
+                refused.append(RawRow(str(file), None, f"symbolic link to {file.resolve()}, outside {path}: "
+                                      "not followed"))
+            elif file.is_file():
+                files.append(file)
+    if len(files) > MAX_FILES:
+        raise ReverieError(f"{path}: {len(files)} text files, over the limit of {MAX_FILES} per ingest; "
+                           "ingest its subfolders one at a time")
+    return sorted(files), refused
+
+
 def _folder(path: Path) -> Iterator[RawRow]:
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES):
+    files, refused = folder_files(path)
+    yield from refused
+    for file in files:
         origin = str(file)
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            yield RawRow(origin, None, f"file of {size} bytes is over the limit of {MAX_FILE_BYTES}")
+            continue
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:

@@ -12,7 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reverie.data.knowledge import Example
-from reverie.data.text import normalize
+from reverie.data.text import UnicodeText, normalize
+
+
+MAX_FIELD_CHARS = 1_000_000  # a text, prompt or completion longer than this is quarantined at ingest
 
 
 class Provenance(BaseModel):
@@ -27,9 +30,9 @@ class Provenance(BaseModel):
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = ""
-    text: str | None = None
-    prompt: str | None = None
-    completion: str | None = None
+    text: UnicodeText | None = Field(None, max_length=MAX_FIELD_CHARS)
+    prompt: UnicodeText | None = Field(None, max_length=MAX_FIELD_CHARS)
+    completion: UnicodeText | None = Field(None, max_length=MAX_FIELD_CHARS)
     bucket: str = "general"
     provenance: Provenance
     meta: dict[str, Any] = Field(default_factory=dict)

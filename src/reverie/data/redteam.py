@@ -20,6 +20,8 @@ from typing import Iterator
 
 from pydantic import BaseModel
 
+from reverie.data.datasets import remove_orphans
+from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import content_id
 from reverie.errors import ReverieError
@@ -128,7 +130,7 @@ def load_library(ws: Workspace) -> list[RedTeamItem]:
     if not versions:
         return []
     path = ws.artifacts.path(versions[-1].hash) / "items.jsonl"
-    return [RedTeamItem.model_validate_json(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path, RedTeamItem.model_validate)
 
 
 def import_items(ws: Workspace, items: list[RedTeamItem]) -> tuple[DatasetRecord | None, int]:
@@ -141,8 +143,9 @@ def import_items(ws: Workspace, items: list[RedTeamItem]) -> tuple[DatasetRecord
         return None, 0
     sources = ", ".join(sorted({i.source for i in items}))
     with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
+        remove_orphans(ws)
         with ws.artifacts.stage() as staged:
-            (staged.path / "items.jsonl").write_text("".join(i.model_dump_json() + "\n" for i in library.values()))
+            write_jsonl(staged.path / "items.jsonl", library.values())
         dataset = DatasetRecord(staged.hash, f"{LIBRARY_PREFIX}{len(library_versions(ws)) + 1}", len(library),
                                 f"red-team import of {sources}", time.time())
         ws.registry.add_dataset(dataset)

@@ -13,6 +13,7 @@ import math
 import random
 import time
 
+from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example, Knowledge
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
@@ -35,7 +36,7 @@ def save_replay(ws: Workspace, cycle_id: str, candidate_id: str, examples: list[
     """The failures of one Gate as a dataset. The cycle is part of its content, so two Gates that fail the same
     questions still make two datasets (and the older one keeps fading)."""
     with ws.artifacts.stage() as staged:
-        (staged.path / "examples.jsonl").write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))
+        write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
         (staged.path / "gate.json").write_text(json.dumps({"cycle": cycle_id, "candidate": candidate_id}) + "\n")
     return DatasetRecord(staged.hash, f"{REPLAY_PREFIX}{cycle_id}", len(examples),
                          f"gate failures of {candidate_id}", time.time())
@@ -71,8 +72,8 @@ def draw_replay(ws: Workspace, base: int, seed: int, fresh: tuple[DatasetRecord,
     if fresh is not None:
         pool += [(1.0, example, fresh[0]) for example in fresh[1]]
     for dataset, age in replay_ages(ws):
-        lines = (ws.artifacts.path(dataset.hash) / "examples.jsonl").read_text().splitlines()
-        pool += [(settings.replay_decay ** age, Example(**json.loads(line)), dataset) for line in lines]
+        rows = read_jsonl(ws.artifacts.path(dataset.hash) / "examples.jsonl")
+        pool += [(settings.replay_decay ** age, Example(**row), dataset) for row in rows]
     count = replay_count(base, settings.replay_share, len(pool))
     rng = random.Random(seed)
     # Weighted sampling without replacement (Efraimidis-Spirakis keys): older failures fade.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from reverie.data.jsonl import read_jsonl
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
@@ -57,8 +58,7 @@ def dataset_rows(ws: Workspace, dataset: DatasetRecord) -> list[str]:
     if path is None:
         raise ReverieError(f"dataset {dataset.name} has no rows file ({', '.join(ROW_FILES)})")
     rows = []
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(path):
         if row.get("prompt") and row.get("completion"):
             rows.append(f"PROMPT: {row['prompt']}\nCOMPLETION: {row['completion']}")
         else:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from reverie.artifacts import ArtifactStore
 from reverie.config import TrainSettings
+from reverie.data.jsonl import CorruptFile, append_jsonl, scan_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.passages import Passage
 from reverie.data.self_edits import self_edit_examples, self_edit_prompt
@@ -51,11 +52,10 @@ class RoundResult:
 
 def read_journal(path: Path) -> dict[str, Any]:
     """The complete records of a journal (a torn last line is ignored); empty when there is none."""
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    entries = [json.loads(line) for line in data[: data.rfind(b"\n") + 1].decode().splitlines()]
-    return {entry["key"]: entry["value"] for entry in entries}
+    entries, bad = scan_jsonl(path, lambda row: (row["key"], row["value"]))
+    if corrupt := [line for line in bad if not line.torn]:
+        raise CorruptFile(corrupt)
+    return dict(entries)
 
 
 class TrialJournal:
@@ -82,11 +82,7 @@ class TrialJournal:
         return self.records.get(key)
 
     def add(self, key: str, value: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"key": key, "value": value}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, {"key": key, "value": value})
         self.records[key] = value
 
 

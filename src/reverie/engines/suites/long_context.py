@@ -21,7 +21,7 @@ INSTRUCTION = ("Answer the question using the passages above, and cite the numbe
 
 def load_needles() -> list[dict]:
     text = read_builtin("demo/needles.jsonl")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def filler_passages(texts: list[str]) -> list[str]:

@@ -47,7 +47,7 @@ class RobustnessSuite:
 
     def __init__(self, answer_tokens: int, batch_size: int):
         text = read_builtin("demo/robustness.jsonl")
-        self.items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        self.items = [json.loads(line) for line in text.split("\n") if line.strip()]
         self.answer_tokens = answer_tokens
         self.batch_size = batch_size
 

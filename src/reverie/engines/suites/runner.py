@@ -4,11 +4,12 @@ its items and a second run of the same model is free (and gives the same decisio
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
+from rich.markup import escape
+
+from reverie.data.jsonl import jsonl_text, scan_jsonl
 from reverie.data.knowledge import load_knowledge
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.redteam import load_safety_items
@@ -94,15 +95,17 @@ class SuiteRunner:
         path = self._items_path(record, key)
         stored = self.workspace.registry.get_metrics(record.id, key)
         if stored and path.is_file():
-            items = [ItemResult(**json.loads(line)) for line in path.read_text().splitlines()]
-            return SuiteReport(name, key, items, stored.get(SECONDS, 0.0))
+            items, bad = scan_jsonl(path, lambda row: ItemResult(**row))
+            if not bad:
+                return SuiteReport(name, key, items, stored.get(SECONDS, 0.0))
+            status_line(escape(f"{name}: stored results unreadable ({bad[0]}); evaluating again"))
         loaded = self.load(record)
         status_line(f"{name}: evaluating {record.id}")
         start = time.perf_counter()
         items = self.suite(name).run(loaded.model, loaded.tokenizer)
         report = SuiteReport(name, key, items, time.perf_counter() - start)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.workspace.write_text_atomic(path, "".join(json.dumps(asdict(i)) + "\n" for i in items))
+        self.workspace.write_text_atomic(path, jsonl_text(items))
         self.workspace.registry.log_metrics(record.id, key, report.means() | {SECONDS: report.seconds})
         return report
 

@@ -22,7 +22,7 @@ TOOL_PROMPT = (
 
 def load_structured_items() -> list[dict]:
     text = read_builtin("demo/structured.jsonl")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def extract_json_object(text: str) -> dict | None:
