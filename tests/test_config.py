@@ -102,3 +102,54 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
 def test_override_with_broken_yaml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, DEFAULT_YAML), ["learn.train.epochs=[3"])
+
+
+def test_duplicate_keys_are_reported_with_both_lines_among_the_other_problems(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("  min_tier: 1 ", "  min_tier: 2\n  min_tier: 1 ", 1).replace(
+        "compress:\n", "compress:\n  merge: false\n  squash: true\n", 1)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    message, tier = str(err.value), text.splitlines().index("  min_tier: 2") + 1
+    merge = [n for n, line in enumerate(text.splitlines(), start=1) if line.startswith("  merge: ")]
+    assert "3 problem(s)" in message
+    assert f"data.min_tier (lines {tier} and {tier + 1}): duplicate key" in message
+    assert f"compress.merge (lines {merge[0]} and {merge[1]}): duplicate key" in message
+    assert "compress.squash" in message
+
+
+def test_a_merge_key_override_is_not_a_duplicate(tmp_path: Path) -> None:
+    text = DEFAULT_YAML.replace("  train: {learning_rate: 2.0e-3,", "  train: &train {learning_rate: 2.0e-3,", 1)
+    text = text.replace("  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, seed: 0}",
+                        "  train:\n    <<: *train\n    epochs: 3", 1)
+    config = load_config(write(tmp_path, text))
+    assert config.dream.train.epochs == 3 and config.dream.train.learning_rate == 2e-3
+
+
+def test_bad_overrides_are_blamed_on_their_set_argument(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, DEFAULT_YAML), ["learn.train.epochs=abc", "learn.nope=1", "foo"])
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'reverie.yaml'} with the --set values: 3 problem(s)")
+    assert "learn.train.epochs (--set learn.train.epochs=abc): got 'abc'; Input should be a valid integer" in message
+    assert "learn.nope (--set learn.nope=1): unknown key (allowed: lora, train, pool_records," in message
+    assert "--set foo: expected KEY=VALUE" in message
+    assert "line" not in message
+
+
+def test_cli_names_the_set_argument_without_traceback(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "reverie", "init", str(tmp_path)], check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "reverie", "cycle", "-w", str(tmp_path), "--set",
+                             "learn.train.epochs=abc"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "learn.train.epochs (--set learn.train.epochs=abc): got 'abc'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "history"])
+def test_read_only_commands_refuse_an_invalid_config(tmp_path: Path, command: str) -> None:
+    subprocess.run([sys.executable, "-m", "reverie", "init", str(tmp_path)], check=True, capture_output=True)
+    config = tmp_path / "reverie.yaml"
+    config.write_text(config.read_text().replace("epochs: 8", "epochs: -3").replace("dtype: float32", "dtype: fp8"))
+    result = subprocess.run([sys.executable, "-m", "reverie", command, "-w", str(tmp_path)], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "2 problem(s)" in result.stderr and "learn.train.epochs" in result.stderr and "model.dtype" in result.stderr

@@ -104,3 +104,18 @@ def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tm
     assert status[memory_doc.id.removeprefix(MEMORY_PREFIX)] == expected
     MemoryStore(workspace).retire([memory_doc.id.removeprefix(MEMORY_PREFIX)], registry.get_alias())
     assert not [d for d in cycle_knowledge(workspace).documents if d.id.startswith(MEMORY_PREFIX)]
+
+
+def test_memory_add_says_what_is_wrong_with_the_path(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    reverie("init", ws)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\u00e9 notes".encode("latin-1"))
+    problems = {folder: f"{folder} is a directory; memory add takes one UTF-8 text or Markdown file",
+                tmp_path / "missing.md": f"{tmp_path / 'missing.md'} does not exist; memory add takes one UTF-8",
+                latin1: f"{latin1}: not UTF-8 text (byte 3 cannot be decoded)"}
+    for path, expected in problems.items():
+        result = reverie("memory", "add", str(path), "-w", ws, check=False)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr

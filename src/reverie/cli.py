@@ -57,8 +57,7 @@ def cycle(
     from reverie.cycle import abandon_cycle, run_cycle
 
     quiet_libraries()
-    ws = Workspace.open(workspace, set_ or [])
-    ws.config  # validate before any work
+    ws = Workspace.open(workspace, set_ or [], validate=True)
     if abandon:
         out.print(f"abandoned cycle {abandon_cycle(ws)}")
         return
@@ -77,8 +76,7 @@ def demo(
     quiet_libraries()
     if not (directory / "reverie.yaml").exists():
         Workspace.init(directory)
-    ws = Workspace.open(directory, set_ or [])
-    ws.config
+    ws = Workspace.open(directory, set_ or [], validate=True)
     started = time.time()
     outcome = run_cycle(ws, resume=ws.registry.unfinished_cycle() is not None)
     out.print(f"\ncycle {outcome.cycle_id} finished in {time.time() - started:.0f}s: "
@@ -98,7 +96,7 @@ def _print_scores(before: dict[str, float], after: dict[str, float]) -> None:
 @app.command()
 def status(workspace: WorkspaceOpt = Path(".")) -> None:
     """Show the current release and the cycle in progress with its phase."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     registry = ws.registry
     release = registry.get_alias()
     out.print(f"workspace: {ws.root.resolve()}")
@@ -129,7 +127,7 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
 @app.command()
 def history(workspace: WorkspaceOpt = Path(".")) -> None:
     """List releases and rollbacks with their key metrics."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     registry = ws.registry
     cycle_of = {c.result_model_id: c.id for c in registry.list_cycles() if c.result_model_id}
     table = Table(title="release history")
@@ -162,7 +160,7 @@ def rollback(workspace: WorkspaceOpt = Path(".")) -> None:
     """Point the release back at the previous release."""
     from reverie.cycle import rollback as roll_back
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     previous, restored = roll_back(ws)
     out.print(f"rolled back: release is now {restored} (was {previous})")
 
@@ -170,7 +168,7 @@ def rollback(workspace: WorkspaceOpt = Path(".")) -> None:
 @app.command()
 def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], workspace: WorkspaceOpt = Path(".")) -> None:
     """Print a model's card."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     record = resolve_model(ws, model)
     path = ws.cards_dir / f"{record.id}.md"
     if not path.is_file():
@@ -188,7 +186,7 @@ def lineage_command(
 
     from reverie.model_card import lineage
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     chain = lineage(ws, resolve_model(ws, model))
     root = Tree(f"{chain[0].id} ({chain[0].status})")
     node = root
@@ -211,7 +209,7 @@ def report(
     """Write the dashboard's charts and tables as one static HTML file, for people who do not run the server."""
     from reverie.reporting.page import static_report
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     if not output.parent.is_dir():
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
     ws.write_text_atomic(output, static_report(ws))
@@ -235,7 +233,7 @@ def serve(
     from reverie.serving.slot import load_for_serving
 
     quiet_libraries()
-    ws = Workspace.open(workspace, set_ or [])
+    ws = Workspace.open(workspace, set_ or [], validate=True)
     host, port = host or ws.config.serve.host, port or ws.config.serve.port
     check_binding(host, api_key)
     served = load_for_serving(ws, ws.registry.get_model(ensure_release(ws)))

@@ -33,7 +33,7 @@ def ingest_command(
     Every row that is not kept is stored with its reason; the counts of every step are printed."""
     from reverie.data.pool import ingest_path
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     dataset, result = ingest_path(ws, path, source, bucket, name)
     table = Table(title=f"ingest {path} -> {dataset.name} ({dataset.hash[:12]})")
     for column in ("step", "rows in", "kept", "removed", "quarantined"):
@@ -55,7 +55,7 @@ def stats(
     """The pool's datasets with their step counts, kept records per bucket, source and tier, and data.mix."""
     from reverie.data.pool import manifest, pool_datasets, pool_stats
 
-    ws = Workspace.open(workspace, set_ or [])
+    ws = Workspace.open(workspace, set_ or [], validate=True)
     datasets = Table(title="datasets in the pool")
     for column in ("dataset", "hash", "kept", "removed", "quarantined", "source"):
         datasets.add_column(column, no_wrap=True)
@@ -99,7 +99,7 @@ def review(
     from reverie.data.review import Decision, dataset_rows, find_dataset, sample_rows, save_review
     from reverie.errors import ReverieError
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     record = find_dataset(ws, dataset)
     rows = dataset_rows(ws, record)
     if not rows:
@@ -131,7 +131,7 @@ def dedup(
     from reverie.data.dedup import NearDuplicateIndex
     from reverie.data.pool import load_records, pool_datasets
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     index = NearDuplicateIndex(threshold or ws.config.data.near_duplicate_threshold)
     records = [r for d in pool_datasets(ws) for r in load_records(ws, d)]
     by_id = {r.id: r for r in records}
@@ -152,7 +152,7 @@ def replay(workspace: WorkspaceOpt = Path(".")) -> None:
     """The hard examples waiting to be replayed: each Gate's failures, with their age and current weight."""
     from reverie.data.replay import replay_ages
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     decay = ws.config.learn.replay_decay
     table = Table(title=f"replay (at most {ws.config.learn.replay_share:.0%} of each Learn, decay {decay})")
     for column in ("dataset", "hash", "examples", "age (cycles)", "weight", "source"):
@@ -173,7 +173,7 @@ def redteam_import(
     """Add a file's items to the library as a new version (the weekly refresh); known prompts are not repeated."""
     from reverie.data.redteam import import_items, read_items
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     dataset, new = import_items(ws, read_items(path, format_))
     if dataset is None:
         out.print(f"nothing new in {path.name}: the library stays as it is")
@@ -186,7 +186,7 @@ def redteam_stats(workspace: WorkspaceOpt = Path(".")) -> None:
     """Coverage of the newest library version per category."""
     from reverie.data.redteam import coverage, library_versions, load_library
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     versions = library_versions(ws)
     table = Table(title=f"red-team library {versions[-1].name if versions else '(empty)'}: coverage per category")
     for column in ("category", "must refuse", "must answer"):
@@ -207,7 +207,7 @@ def redteam_pairs(
     from reverie.data.redteam import held_out, load_library, refusal_pairs
     from reverie.errors import ReverieError
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     if not output.parent.is_dir():
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
     library = load_library(ws)

@@ -52,7 +52,7 @@ def eval_command(
     from reverie.cycle import ensure_release
 
     quiet_libraries()
-    ws = Workspace.open(workspace, set_ or [])
+    ws = Workspace.open(workspace, set_ or [], validate=True)
     record = ws.registry.get_model(ensure_release(ws)) if model == "release" else resolve_model(ws, model)
     from reverie.model_card import refresh_model_index
 
@@ -112,6 +112,6 @@ def release_command(
 
     if not override:
         raise ReverieError("only the Gate releases a model; to overrule it, pass --override and --reason")
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     override_release(ws, model, reason)
     results.print(f"released {model} over the Gate's verdict; reason recorded (see `reverie history`)")

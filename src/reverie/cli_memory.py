@@ -39,18 +39,29 @@ def add(
             answer_flag = flag.replace("question", "answer")
             raise ReverieError(f"--{flag} given {len(asked)} times but --{answer_flag} {len(answered)} times")
         pairs[flag] = [{"question": q, "answer": a} for q, a in zip(asked, answered)]
-    if not document.is_file():
-        raise ReverieError(f"{document} does not exist")
-    try:
-        text = document.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ReverieError(f"{document}: not UTF-8 text") from None
+    text = _read_document(document)
     quiet_libraries()
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     added = ShortTermMemory(ws).add(title or document.stem, text, pairs["question"], str(document),
                                     pairs["train-question"])
     results.print(f"added {added.id} ({added.title!r}) to memory: answered with citations now, consolidated at "
                   "the next cycle")
+
+
+def _read_document(document: Path) -> str:
+    """The document's text; each way a path can be wrong gets its own message."""
+    expected = "memory add takes one UTF-8 text or Markdown file"
+    if document.is_dir():
+        raise ReverieError(f"{document} is a directory; {expected} (add a folder's files one at a time)")
+    if not document.exists():
+        raise ReverieError(f"{document} does not exist; {expected}")
+    if not document.is_file():
+        raise ReverieError(f"{document} is not a regular file; {expected}")
+    try:
+        return document.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReverieError(f"{document}: not UTF-8 text (byte {exc.start} cannot be decoded); {expected}, so "
+                           "convert it first (for example with iconv -t UTF-8)") from None
 
 
 @memory_app.command("list")
@@ -58,7 +69,7 @@ def list_documents(workspace: WorkspaceOpt = Path(".")) -> None:
     """Documents in memory, those already consolidated, and those hygiene refused."""
     from reverie.memory.store import MemoryStore
 
-    store = MemoryStore(Workspace.open(workspace))
+    store = MemoryStore(Workspace.open(workspace, validate=True))
     table = Table(title="short-term memory")
     for column in ("id", "title", "status", "questions", "source"):
         table.add_column(column)
@@ -75,6 +86,6 @@ def remove(document_id: Annotated[str, typer.Argument(help="The id `reverie memo
     """Delete a document from memory: it is no longer retrieved, and no later cycle trains on it."""
     from reverie.memory.store import MemoryStore
 
-    if not MemoryStore(Workspace.open(workspace)).remove(document_id):
+    if not MemoryStore(Workspace.open(workspace, validate=True)).remove(document_id):
         raise ReverieError(f"no memory document {document_id!r}; `reverie memory list` shows the ids")
     results.print(f"removed {document_id} from memory", highlight=False)

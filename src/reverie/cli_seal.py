@@ -41,8 +41,7 @@ def _open(workspace: Path, overrides: list[str] | None) -> Workspace:
     from reverie.cycle import ensure_release
 
     quiet_libraries()
-    ws = Workspace.open(workspace, overrides or [])
-    ws.config  # validate before any work
+    ws = Workspace.open(workspace, overrides or [], validate=True)
     ensure_release(ws)
     return ws
 

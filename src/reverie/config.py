@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -345,67 +346,107 @@ class ReverieConfig(_Strict):
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse a CLI override `a.b.c=value` (the value is read as YAML: numbers, booleans, lists)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example learn.train.epochs=3")
-    key, raw = text.split("=", 1)
+    key, equals, raw = text.partition("=")
     path = key.strip().split(".")
+    if not equals or not all(path):
+        raise ConfigError(f"--set {shlex.quote(text)}: expected KEY=VALUE with a dotted KEY, for example "
+                          "learn.train.epochs=3")
     if path[0] == "gate" and len(path) > 3 and path[1] in THRESHOLD_SECTIONS:  # metric names contain a dot
         path = path[:2] + [".".join(path[2:])]
     try:
         return path, yaml.safe_load(raw)
     except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
+        raise ConfigError(f"--set {shlex.quote(text)}: the value {raw!r} is not valid YAML (a number, true/false, "
+                          "a word, or a [list])") from None
 
 
-def _apply_override(tree: dict, path: list[str], value: Any) -> None:
+def _apply_override(tree: dict, path: list[str], value: Any, given: str) -> None:
     node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(path[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
+            section = ".".join(path[: depth + 1])
+            raise ConfigError(f"--set {shlex.quote(given)}: {section} is a value ({node!r}), not a section with keys")
     node[path[-1]] = value
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line, for error messages."""
+def _parse(text: str) -> tuple[Any, dict[tuple, int], list[str]]:
+    """The YAML document, the 1-based line of each key path (for error messages), and a problem per repeated
+    key: YAML would let the last one win silently, undoing the first without a word."""
     lines: dict[tuple, int] = {}
+    repeats: list[str] = []
 
-    def walk(node: yaml.Node, prefix: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                path = (*prefix, key.value)
-                lines[path] = key.start_mark.line + 1
-                walk(value, path)
+    def walk(node: yaml.Node, prefix: tuple, above: frozenset[int]) -> None:
+        if not isinstance(node, yaml.MappingNode) or id(node) in above:  # `above`: a recursive anchor ends here
+            return
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            path, line = (*prefix, key.value), key.start_mark.line + 1
+            if key.value in first:
+                repeats.append(f"{'.'.join(path)} (lines {first[key.value]} and {line}): duplicate key; keep one "
+                               "(otherwise the later value silently replaces the earlier)")
+            first.setdefault(key.value, line)
+            lines[path] = line
+            walk(value, path, above | {id(node)})
 
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
+        root = loader.get_single_node()
+        if root is None:
+            return None, lines, repeats
+        walk(root, (), frozenset())  # before constructing: construction flattens merge keys into the mappings
+        return loader.construct_document(root), lines, repeats
+    finally:
+        loader.dispose()
 
 
-def _format_errors(error: ValidationError, source: str, lines: dict[tuple, int]) -> str:
-    out = [f"{source}: {error.error_count()} problem(s)"]
+def _section(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The config class that holds the keys at `loc`, if it is one (for listing the keys an unknown one could be)."""
+    node: Any = ReverieConfig
+    for part in loc:
+        if get_origin(node) is dict:
+            node = get_args(node)[1]
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        else:
+            return None
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _describe(error: ValidationError, lines: dict[tuple, int], overrides: dict[tuple, str]) -> list[str]:
+    """One line per problem: the key, where it was set (a line of the file or a --set argument), the value
+    given and what is allowed."""
+    out = []
     for item in error.errors():
         loc = tuple(str(p) for p in item["loc"])
         key = ".".join(loc) or "(top level)"
-        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        where = f" (line {line})" if line else ""
+        given = next((overrides[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in overrides), None)
+        if given is not None:
+            where = [f"--set {shlex.quote(given)}"]
+        else:
+            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+            where = [f"line {line}"] if line else []
+            where += [f"with --set {shlex.quote(g)}" for path, g in overrides.items() if path[: len(loc)] == loc]
+        at = f" ({'; '.join(where)})" if where else ""
         if item["type"] == "missing":
-            out.append(f"  {key}{where}: required key is missing")
+            out.append(f"{key}{at}: required key is missing")
         elif item["type"] == "extra_forbidden":
-            out.append(f"  {key}{where}: unknown key")
+            section = _section(loc[:-1])
+            allowed = f" (allowed: {', '.join(section.model_fields)})" if section else ""
+            out.append(f"{key}{at}: unknown key{allowed}")
         else:
             msg = item["msg"].removeprefix("Value error, ")
-            given = f"got {item['input']!r}; " if not isinstance(item["input"], dict) else ""
-            out.append(f"  {key}{where}: {given}{msg}")
-    return "\n".join(out)
+            value = f"got {item['input']!r}; " if not isinstance(item["input"], dict) else ""
+            out.append(f"{key}{at}: {value}{msg}")
+    return out
 
 
 def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
-    """Read and validate reverie.yaml, then apply `--set` overrides."""
+    """Read and validate reverie.yaml, then apply `--set` overrides; every problem is reported at once."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -413,17 +454,29 @@ def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        tree = yaml.safe_load(text) or {}
+        tree, lines, problems = _parse(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    tree = {} if tree is None else tree
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    applied: dict[tuple, str] = {}
     for override in overrides:
-        _apply_override(tree, *parse_override(override))
+        try:
+            key, value = parse_override(override)
+            _apply_override(tree, key, value, override)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        applied[tuple(key)] = override
     try:
-        return ReverieConfig.model_validate(tree)
+        config = ReverieConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path), _key_lines(text))) from None
+        problems += _describe(exc, lines, applied)
+    if problems:
+        source = f"{path} with the --set values" if overrides else str(path)
+        raise ConfigError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+    return config
 
 
 DEFAULT_YAML = """\

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from reverie.data.knowledge import load_knowledge
+from reverie.data.multiple_choice import load_choice_items
+from reverie.data.passages import load_passages
+from reverie.data.redteam import load_safety_items
 from reverie.engines.models import resolve_source
 from reverie.errors import ReverieError
-from reverie.memory.store import MemoryStore
+from reverie.memory.store import MemoryStore, cycle_knowledge
 from reverie.model_card import lineage
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
@@ -59,6 +65,38 @@ def ensure_release(workspace: Workspace) -> str:
     return base.id
 
 
+def check_inputs(workspace: Workspace) -> None:
+    """Check the config and every file it names before a cycle opens, and report all their problems in one
+    error: a mistake found inside a phase would leave an interrupted cycle behind, to be abandoned."""
+    config, root = workspace.config, workspace.root  # a broken config names no files to check: it fails alone
+    evaluation, passages = config.eval, config.dream.seal.passages
+    checks: dict[str, Callable[[], object]] = {
+        "data.knowledge": lambda: load_knowledge(config.data.knowledge, root),
+        "eval.general_suite": lambda: load_choice_items(evaluation.general_suite, root, evaluation.general_limit),
+        "eval.advbench": lambda: load_safety_items(evaluation.advbench, root, "eval.advbench"),
+        "eval.xstest": lambda: load_safety_items(evaluation.xstest, root, "eval.xstest"),
+    }
+    if passages != "knowledge":
+        checks["dream.seal.passages"] = lambda: load_passages(root / Path(passages).expanduser())
+    problems = _failures(checks)
+    if "data.knowledge" not in problems:  # the documents in short-term memory join the knowledge drop
+        problems |= _failures({"short-term memory": lambda: cycle_knowledge(workspace)})
+    if problems:
+        listed = "\n".join(f"  {key}: " + problem.replace("\n", "\n  ") for key, problem in problems.items())
+        raise ReverieError(f"nothing was run or recorded: {len(problems)} input(s) have problems\n{listed}")
+
+
+def _failures(checks: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """The message of each check that raised, by the config key (or input) it checks."""
+    failures = {}
+    for key, check in checks.items():
+        try:
+            check()
+        except (ReverieError, OSError) as exc:
+            failures[key] = str(exc).removeprefix(f"{key}: ")
+    return failures
+
+
 def _open_cycle(workspace: Workspace, resume: bool) -> Cycle:
     registry = workspace.registry
     unfinished = registry.unfinished_cycle()
@@ -92,6 +130,7 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
     """Run (or resume) one sleep cycle and release or reject its candidate."""
     registry = workspace.registry
     with workspace.cycle_lock():
+        check_inputs(workspace)
         cycle = _open_cycle(workspace, resume)
         handoff = {r.phase: r.outputs for r in registry.phase_runs(cycle.id) if r.status == "finished"}
         for phase in PHASES:

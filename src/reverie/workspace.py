@@ -51,10 +51,15 @@ class Workspace:
         return workspace
 
     @classmethod
-    def open(cls, root: Path, overrides: list[str] = ()) -> Workspace:
+    def open(cls, root: Path, overrides: list[str] = (), validate: bool = False) -> Workspace:
+        """An existing workspace. With `validate`, reverie.yaml and the --set values are checked now (a
+        ConfigError lists every problem), so a command reports a broken config before it does any work."""
         if not (root / CONFIG_FILE).is_file() or not (root / STATE_DIR).is_dir():
             raise ReverieError(f"{root} is not a reverie workspace (create one with `reverie init {root}`)")
-        return cls(root, overrides)
+        workspace = cls(root, overrides)
+        if validate:
+            workspace.config  # loads and checks it; cached for the rest of the command
+        return workspace
 
     @cached_property
     def config(self) -> ReverieConfig:

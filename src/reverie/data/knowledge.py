@@ -6,23 +6,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reverie.data.files import read_data_text
+from reverie.data.text import UnicodeText
 from reverie.errors import ReverieError
 
 
 class QA(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1)
-    answer: str = Field(min_length=1)
+    question: UnicodeText = Field(min_length=1)
+    answer: UnicodeText = Field(min_length=1)
 
 
 class Document(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    title: str = Field(min_length=1)
-    text: str = Field(min_length=1)
+    title: UnicodeText = Field(min_length=1)
+    text: UnicodeText = Field(min_length=1)
     train_qa: list[QA] = Field(default_factory=list)
     eval_qa: list[QA] = Field(default_factory=list)
 
@@ -60,7 +62,8 @@ class Example:
 
 
 def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
-    """Load 'demo' (built in) or a knowledge JSON file; problems name the file and the field."""
+    """Load 'demo' (built in) or a knowledge JSON file; every problem is reported at once, naming the file,
+    the field's JSON path (documents.3.train_qa.0.answer) and its line."""
     text, origin = read_data_text(
         spec, base_dir, "data.knowledge", ("demo", "demo/knowledge.json"), "a knowledge JSON file"
     )
@@ -71,8 +74,49 @@ def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
     try:
         return Knowledge.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise ReverieError(f"{origin}: {exc.error_count()} problem(s)\n" + "\n".join(problems)) from None
+        problems = _describe(exc, _json_lines(text))
+        raise ReverieError(f"{origin}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)) from None
+
+
+def _json_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The 1-based line of each value's JSON path. JSON is YAML, and a YAML node knows its line where a json
+    value does not; only called for a file with problems, and a file YAML cannot read just goes without lines."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, (*path, str(index)))
+
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _describe(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[str]:
+    out = []
+    for item in error.errors():
+        loc = tuple(str(p) for p in item["loc"])
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        where = f"{'.'.join(loc) or '(top level)'}" + (f" (line {line})" if line else "")
+        if item["type"] == "missing":
+            out.append(f"{where}: required field is missing")
+        elif item["type"] == "extra_forbidden":
+            model = {1: Knowledge, 3: Document}.get(len(loc), QA)  # the field's depth: top, document, question
+            out.append(f"{where}: unknown field (allowed: {', '.join(model.model_fields)})")
+        else:
+            shown = repr(item["input"]) if not isinstance(item["input"], (dict, list)) else ""
+            shown = f"got {shown[:60]}{'...' if len(shown) > 60 else ''}; " if shown else ""
+            out.append(f"{where}: {shown}{item['msg'].removeprefix('Value error, ')}")
+    return out
 
 
 def learn_examples(knowledge: Knowledge) -> list[Example]:
