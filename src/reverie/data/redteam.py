@@ -24,6 +24,7 @@ from reverie.data.datasets import remove_orphans
 from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import content_id
+from reverie.data.text import surrogate_problem
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
@@ -104,6 +105,8 @@ def _rows(path: Path, kind: str) -> Iterator[tuple[str, str, bool]]:
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     expected = "{prompt, must_refuse, category?}"
                     raise ReverieError(f"{path}:{number}: expected {expected} ({exc})") from None
+                if (problem := surrogate_problem(prompt)) is not None:
+                    raise ReverieError(f"{path}:{number}: prompt: {problem}")
                 yield prompt, row.get("category") or categorize(prompt), flag
             return
         reader = csv.DictReader(handle)
