@@ -114,3 +114,11 @@ def make_workspace(root: Path, model_dir: Path, **sections: dict) -> Path:
 @pytest.fixture
 def workspace_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return make_workspace(tmp_path / "ws", tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def serving_workspace_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A workspace for tests that share one server: no retrieval (no embedding model to load), answers of at
+    most 16 tokens. Tests may add feedback to it, nothing else."""
+    return make_workspace(tmp_path_factory.mktemp("serving") / "ws", tiny_model_dir,
+                          serve={"retrieval": False, "max_tokens": 16})

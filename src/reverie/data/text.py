@@ -6,7 +6,7 @@ import re
 import string
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import BeforeValidator
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -33,11 +33,12 @@ def surrogate_problem(text: str) -> str | None:
     return f"lone surrogate U+{ord(match.group()):04X} at character {match.start()}: not valid Unicode text"
 
 
-def _valid_unicode(text: str) -> str:
-    if (problem := surrogate_problem(text)) is not None:
+def _valid_unicode(value: object) -> object:
+    """Before any other check of the field, so that a length limit does not word the problem less clearly."""
+    if isinstance(value, str) and (problem := surrogate_problem(value)) is not None:
         raise ValueError(problem)
-    return text
+    return value
 
 
-UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
+UnicodeText = Annotated[str, BeforeValidator(_valid_unicode)]
 """A str field that refuses lone surrogates, for text that arrives from outside (JSON bodies, ingested rows)."""

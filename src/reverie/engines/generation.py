@@ -8,10 +8,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from reverie.progress import progress_bar
 
 
-def sampling_kwargs(temperature: float) -> dict:
-    """`model.generate` arguments for plain sampling at `temperature`, or greedy decoding at 0."""
-    if temperature > 0:
-        return {"do_sample": True, "temperature": temperature, "top_k": 0}
+GREEDY_BELOW = 1e-3  # logits / 1e-45 overflow to inf and NaN probabilities; this close to 0, greedy is the limit
+
+
+def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict:
+    """`model.generate` arguments for sampling at `temperature` (within nucleus `top_p`), or greedy decoding when
+    either is (nearly) 0."""
+    if temperature >= GREEDY_BELOW and top_p > 0:
+        return {"do_sample": True, "temperature": temperature, "top_k": 0} | ({"top_p": top_p} if top_p < 1 else {})
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 

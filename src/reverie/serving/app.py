@@ -4,30 +4,28 @@ included) on the current release, with hot switch, bounded requests and an API k
 from __future__ import annotations
 
 import asyncio
-from functools import partial
-import json
 import secrets
-import threading
 import time
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, AsyncIterator
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from reverie.data.feedback import Feedback, append_feedback
 from reverie.errors import ReverieError
 from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
-from reverie.serving.batcher import Admission, Batcher, Overloaded
-from reverie.data.feedback import Feedback, append_feedback
-from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest
+from reverie.serving.batcher import Admission, Batcher
+from reverie.serving.decoding import Sampling
+from reverie.serving.errors import ApiError, error_response, install_error_handlers
+from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest, Sampled
 from reverie.serving.slot import ModelSlot, Served
-from reverie.serving.streaming import stream_text
+from reverie.serving.streaming import events, stream_text
 from reverie.workspace import Workspace
 
 if TYPE_CHECKING:  # faiss and sentence-transformers load only when memory is on
@@ -64,76 +62,77 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
 
     # No /docs, /redoc or /openapi.json: they would be pages outside the API key.
     app = FastAPI(title="reverie", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
 
-    def authorized(request: Request, authorization: str | None = Header(None), key: str | None = None) -> None:
-        """Bearer header; ?key= only on GET, where a browser cannot send one (the page and its charts)."""
-        if api_key is None:
-            return
-        given = key if key is not None and request.method == "GET" else (authorization or "")
-        given = given.removeprefix("Bearer ").strip()
-        if not secrets.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>")
+    def check_key(given: str) -> None:
+        if api_key is not None and not secrets.compare_digest(given.removeprefix("Bearer ").strip().encode(),
+                                                              api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                           code="invalid_api_key", kind="authentication_error")
 
-    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's (404, 405)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
-        return _error(exc.status_code, str(exc.detail), kind, exc.headers)
+    def bearer(authorization: str | None = Header(None)) -> None:
+        """The API takes the key in the Authorization header only: a key in a URL ends up in logs."""
+        check_key(authorization or "")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _error(422, f"invalid request: {problems}", "invalid_request_error")
+    def bearer_or_query(authorization: str | None = Header(None), key: str | None = None) -> None:
+        """The page and its charts also take ?key=, since a browser's <img> cannot send a header."""
+        check_key(key if key is not None else authorization or "")
 
     @app.middleware("http")
     async def bounded_body(request: Request, call_next):
         if request.method == "POST":
             length = request.headers.get("content-length")
             if length is None:
-                return _error(411, "send a Content-Length header", "invalid_request_error")
+                return error_response(411, "send a Content-Length header")
             if int(length) > settings.max_request_bytes:
-                return _error(413, f"request body of {length} bytes is over serve.max_request_bytes "
-                              f"({settings.max_request_bytes})", "invalid_request_error")
+                return error_response(413, f"request body of {length} bytes is over serve.max_request_bytes "
+                                      f"({settings.max_request_bytes})")
         return await call_next(request)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        return _error(503, f"server busy: {exc}; retry shortly", "overloaded", {"Retry-After": "1"})
 
     @app.get("/health")
     async def health() -> dict:
         slot = state.get("slot")
         return {"status": "ok" if slot else "loading", "model": slot.served.model_id if slot else None}
 
-    @app.get("/", dependencies=[Depends(authorized)], response_class=HTMLResponse)
+    @app.get("/", dependencies=[Depends(bearer_or_query)], response_class=HTMLResponse)
     async def dashboard() -> str:
         return dashboard_html()
 
-    @app.get("/api/overview", dependencies=[Depends(authorized)])
+    @app.get("/api/overview", dependencies=[Depends(bearer_or_query)])
     async def api_overview() -> dict:
         return overview(workspace)
 
-    @app.get("/charts/trends.png", dependencies=[Depends(authorized)])
+    @app.get("/charts/trends.png", dependencies=[Depends(bearer_or_query)])
     async def trends_chart() -> Response:
         return Response(trends_png(overview(workspace)), media_type="image/png")
 
-    @app.get("/charts/pareto.png", dependencies=[Depends(authorized)])
+    @app.get("/charts/pareto.png", dependencies=[Depends(bearer_or_query)])
     async def pareto_chart() -> Response:
         return Response(pareto_png(overview(workspace)), media_type="image/png")
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models", dependencies=[Depends(bearer)])
     async def models() -> dict:
         served = state["slot"].served
-        return {"object": "list", "data": [
-            {"id": "reverie", "object": "model", "owned_by": "reverie", "root": served.model_id},
-            {"id": served.model_id, "object": "model", "owned_by": "reverie"},
-        ]}
+        model = {"object": "model", "created": served.created, "owned_by": "reverie"}
+        return {"object": "list", "data": [{"id": "reverie", **model, "root": served.model_id},
+                                           {"id": served.model_id, **model}]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    def serving(model: str) -> Served:
+        """The served model, if the request names it (or 'reverie'), as OpenAI refuses a model it does not have."""
+        served = state["slot"].served
+        if model not in ("reverie", served.model_id):
+            raise ApiError(404, f"the model {model!r} does not exist: this server serves 'reverie' "
+                           f"({served.model_id}), see /v1/models", param="model", code="model_not_found")
+        return served
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
     async def chat(body: ChatRequest):
-        tokenizer = state["slot"].served.loaded.tokenizer
+        tokenizer = serving(body.model).loaded.tokenizer
         if not tokenizer.chat_template:
-            raise HTTPException(400, "the served model has no chat template: use /v1/completions")
-        messages = [m.model_dump() for m in body.messages]
+            raise ApiError(400, "the served model has no chat template: use /v1/completions")
+        # The developer role is OpenAI's newer name for system, which chat templates know.
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content}
+                    for m in body.messages]
         asked = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
         hits = state["memory"].search(asked, settings.retrieval_k) if state["memory"] and body.retrieval else []
         if hits:
@@ -143,28 +142,30 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                                                         return_dict=True)["input_ids"])
         citations = [{"index": n, "document_id": hit.document_id, "title": hit.title, "score": round(hit.score, 3)}
                      for n, hit in enumerate(hits, start=1)]
-        return await _answer(prompt_ids, asked, body.max_tokens, body.temperature, body.stream, chat=True,
+        return await _answer([prompt_ids], asked, body, body.max_completion_tokens or body.max_tokens, chat=True,
                              citations=citations)
-
-    @app.post("/v1/memory", dependencies=[Depends(authorized)])
+    @app.post("/v1/memory", dependencies=[Depends(bearer)])
     async def add_memory(body: MemoryRequest) -> dict:
         """Short-term memory: indexed at once (after hygiene), consolidated into the weights at night."""
         if state["memory"] is None:
-            raise HTTPException(409, "short-term memory is off (serve.retrieval: false)")
+            raise ApiError(409, "short-term memory is off (serve.retrieval: false)")
         try:
             document = state["memory"].add(body.title, body.text, [q.model_dump() for q in body.questions], "api",
                                            [q.model_dump() for q in body.train_questions])
         except ReverieError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise ApiError(422, str(exc)) from None
         return {"id": document.id, "title": document.title}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/completions", dependencies=[Depends(bearer)])
     async def completions(body: CompletionRequest):
-        tokenizer = state["slot"].served.loaded.tokenizer
-        prompt_ids = tokenizer(body.prompt)["input_ids"]
-        return await _answer(prompt_ids, body.prompt, body.max_tokens, body.temperature, body.stream, chat=False)
+        tokenizer = serving(body.model).loaded.tokenizer
+        prompts = [tokenizer(prompt)["input_ids"] for prompt in body.prompts()]
+        if empty := [n for n, ids in enumerate(prompts) if not ids]:
+            which = "the prompt" if isinstance(body.prompt, str) else f"prompt {empty[0]}"
+            raise ApiError(400, f"{which} is empty: there is nothing to continue", param="prompt")
+        return await _answer(prompts, body.prompts()[0], body, body.max_tokens, chat=False)
 
-    @app.post("/v1/feedback", dependencies=[Depends(authorized)])
+    @app.post("/v1/feedback", dependencies=[Depends(bearer)])
     async def feedback(body: FeedbackRequest) -> dict:
         """Thumbs up/down and corrections; a thumbs-down with a correction becomes a hard example next Learn."""
         if body.id in recent:
@@ -172,75 +173,74 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         elif body.prompt and body.answer is not None:
             model_id, prompt, answer = state["slot"].served.model_id, body.prompt, body.answer
         else:
-            raise HTTPException(400, f"unknown id {body.id!r}: send prompt and answer with the rating")
+            raise ApiError(400, f"unknown id {body.id!r}: send prompt and answer with the rating", param="id")
         row = Feedback(id=uuid.uuid4().hex[:16], at=time.time(), model_id=model_id, prompt=prompt, answer=answer,
                        rating=body.rating, correction=body.correction)
         append_feedback(workspace, row)
         return {"id": row.id, "stored": True}
 
-    async def _answer(prompt_ids: list[int], asked: str, max_tokens: int | None, temperature: float, stream: bool,
-                      chat: bool, citations: list[dict] | None = None):
-        max_tokens = min(max_tokens or settings.max_tokens, settings.max_tokens)
-        admission: Admission = state["admission"]
+    def budget(prompt_tokens: int, asked: int | None) -> int:
+        """New tokens for one prompt: what was asked, cut to serve.max_tokens; unasked, what the context leaves."""
         context = state["slot"].served.loaded.model.config.max_position_embeddings
-        if len(prompt_ids) + max_tokens > context:
-            raise HTTPException(400, f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} is over the "
-                                f"model's context of {context} tokens")
-        if stream:
+        room = context - prompt_tokens
+        if room < 1:
+            raise ApiError(400, f"prompt of {prompt_tokens} tokens fills the model's context of {context} tokens",
+                           code="context_length_exceeded")
+        if asked is None:
+            return min(settings.max_tokens, room)
+        tokens = min(asked, settings.max_tokens)
+        if tokens > room:
+            raise ApiError(400, f"prompt of {prompt_tokens} tokens + max_tokens {tokens} is over the model's "
+                           f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
+        return tokens
+
+    async def _answer(prompts: list[list[int]], asked: str, body: Sampled, max_tokens: int | None, chat: bool,
+                      citations: list[dict] | None = None):
+        """Every check first, so that a stream and a plain answer refuse the same requests with the same status;
+        then n choices per prompt, batched, or one streamed."""
+        budgets = [budget(len(ids), max_tokens) for ids in prompts]
+        wanted = len(prompts) * body.n
+        if body.stream and wanted > 1:
+            raise ApiError(400, f"a stream carries one choice; this request asks for {wanted} (n and prompts)",
+                           param="n")
+        if wanted > settings.max_queue:
+            raise ApiError(400, f"{wanted} choices at once is over serve.max_queue ({settings.max_queue})",
+                           param="n")
+        sampling = Sampling.of(body.temperature, body.top_p, body.stops())
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        admission: Admission = state["admission"]
+        if body.stream:
             admission.acquire()  # released when generation ends, even if the client left before reading
             try:
-                model_id, pieces, cancel = stream_text(state["slot"], prompt_ids, max_tokens, temperature,
-                                                       on_end=admission.release)
+                stream = stream_text(state["slot"], prompts[0], budgets[0], sampling, on_end=admission.release)
             except BaseException:
                 admission.release()
                 raise
-            ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-            done = partial(remember, ident, model_id, asked)
-            return StreamingResponse(_events(ident, pieces, model_id, chat, cancel, done, citations or []),
+            try:  # a generation that fails before its first token is answered as the plain request would be
+                await asyncio.shield(asyncio.wrap_future(stream.started))
+            except BaseException:
+                stream.cancel.set()
+                raise
+            first = {"citations": citations} if chat else {}
+            return StreamingResponse(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
+                                            partial(remember, ident, stream.model_id, asked)),
                                      media_type="text/event-stream")
-        with admission:
-            output = await state["batcher"].submit(prompt_ids, max_tokens, temperature)
-        created, ident = int(time.time()), f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        remember(ident, output.model_id, asked, output.text)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": output.text}} if chat
-                  else {"index": 0, "text": output.text})
-        usage = {"prompt_tokens": output.prompt_tokens, "completion_tokens": output.completion_tokens,
-                 "total_tokens": output.prompt_tokens + output.completion_tokens}
-        return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
-                "model": output.model_id, "choices": [choice | {"finish_reason": output.finish_reason}],
-                "usage": usage} | ({"citations": citations} if chat else {})
+        with admission.hold(wanted):
+            outputs = await asyncio.gather(*(state["batcher"].submit(ids, tokens, sampling)
+                                             for ids, tokens in zip(prompts, budgets) for _ in range(body.n)))
+        remember(ident, outputs[0].model_id, asked, outputs[0].answer.text)  # feedback by id rates the first choice
+        answers = [output.answer for output in outputs]
+        choices = [({"index": n, "message": {"role": "assistant", "content": a.text}} if chat
+                    else {"index": n, "text": a.text}) | {"finish_reason": a.finish_reason}
+                   for n, a in enumerate(answers)]
+        prompt_tokens, completion_tokens = sum(map(len, prompts)), sum(a.completion_tokens for a in answers)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+                "model": outputs[0].model_id, "choices": choices, "usage": usage} | (
+            {"citations": citations} if chat else {})
 
     return app
-
-
-def _events(ident: str, pieces: Iterator[str], model_id: str, chat: bool, cancel: threading.Event,
-            done: Callable[[str], None], citations: list[dict]) -> Iterator[str]:
-    """OpenAI's server-sent events: one chunk per piece of text, a final chunk with finish_reason, [DONE]."""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
-        choice = {"index": 0, "finish_reason": finish} | (
-            {"delta": delta} if chat else {"text": delta.get("content", "")})
-        body = {"id": ident, "object": kind, "created": int(time.time()), "model": model_id, "choices": [choice]}
-        return f"data: {json.dumps(body | (extra or {}))}\n\n"
-
-    try:
-        if chat:
-            yield chunk({"role": "assistant", "content": ""}, extra={"citations": citations})
-        text = []
-        for piece in pieces:
-            if piece:
-                text.append(piece)
-                yield chunk({"content": piece})
-        done("".join(text))
-        yield chunk({}, "stop")
-        yield "data: [DONE]\n\n"
-    finally:  # the stream ended or the client left: stop generating either way
-        cancel.set()
-
-
-def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
 
 def check_binding(host: str, api_key: str | None) -> None:

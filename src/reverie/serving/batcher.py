@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
+from transformers import StoppingCriteriaList
 
-from reverie.engines.generation import sampling_kwargs
+from reverie.serving.decoding import Answer, Sampling, StopOnText, answer
 from reverie.serving.slot import ModelSlot
 
 
@@ -22,17 +25,14 @@ class Overloaded(Exception):
 class Job:
     prompt_ids: list[int]
     max_tokens: int
-    temperature: float
+    sampling: Sampling
     future: asyncio.Future = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Generated:
     model_id: str
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # 'stop' | 'length'
+    answer: Answer
 
 
 class Admission:
@@ -43,27 +43,30 @@ class Admission:
         self.active = 0
         self._lock = threading.Lock()  # streams are released from a worker thread
 
-    def acquire(self) -> None:
+    def acquire(self, count: int = 1) -> None:
+        """Admit `count` generations (a request's choices) together, or none of them."""
         with self._lock:
-            if self.active >= self.limit:
-                raise Overloaded(f"{self.active} requests in progress (serve.max_queue = {self.limit})")
-            self.active += 1
+            if self.active + count > self.limit:
+                raise Overloaded(f"{self.active} generations in progress, {count} more asked "
+                                 f"(serve.max_queue = {self.limit})")
+            self.active += count
 
-    def release(self) -> None:
+    def release(self, count: int = 1) -> None:
         with self._lock:
-            self.active -= 1
+            self.active -= count
 
-    def __enter__(self) -> Admission:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    @contextmanager
+    def hold(self, count: int) -> Iterator[None]:
+        self.acquire(count)
+        try:
+            yield
+        finally:
+            self.release(count)
 
 
 @torch.inference_mode()
 def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
-    """One batch on the served model; each job keeps its own token budget and stops at EOS."""
+    """One batch on the served model, all of one Sampling; each job keeps its own token budget."""
     with slot.lock:
         served = slot.served
         model, tokenizer = served.loaded.model, served.loaded.tokenizer
@@ -71,22 +74,17 @@ def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
         width = max(len(j.prompt_ids) for j in jobs)
         ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
         mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
-        temperature = jobs[0].temperature
+        sampling = jobs[0].sampling
+        stopping = StoppingCriteriaList([StopOnText(tokenizer, width, sampling.stop)] if sampling.stop else [])
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_tokens for j in jobs),
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling_kwargs(temperature))
-    results = []
-    for job, row in zip(jobs, out[:, width:].tolist()):
-        row = row[: job.max_tokens]
-        stopped = tokenizer.eos_token_id in row
-        if stopped:
-            row = row[: row.index(tokenizer.eos_token_id)]
-        text = tokenizer.decode(row, skip_special_tokens=True)
-        results.append(Generated(served.model_id, text, len(job.prompt_ids), len(row), "stop" if stopped else "length"))
-    return results
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stopping,
+                             **sampling.generate_kwargs())
+    return [Generated(served.model_id, answer(tokenizer, row[: job.max_tokens], sampling.stop))
+            for job, row in zip(jobs, out[:, width:].tolist())]
 
 
 class Batcher:
-    """Collects jobs and runs them in batches of equal temperature, one batch at a time."""
+    """Collects jobs and runs them in batches of equal Sampling, one batch at a time."""
 
     def __init__(self, slot: ModelSlot, batch_size: int, wait_ms: int):
         self.slot = slot
@@ -94,8 +92,8 @@ class Batcher:
         self.wait = wait_ms / 1000
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
 
-    async def submit(self, prompt_ids: list[int], max_tokens: int, temperature: float) -> Generated:
-        job = Job(prompt_ids, max_tokens, temperature, asyncio.get_running_loop().create_future())
+    async def submit(self, prompt_ids: list[int], max_tokens: int, sampling: Sampling) -> Generated:
+        job = Job(prompt_ids, max_tokens, sampling, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -109,8 +107,8 @@ class Batcher:
                     jobs.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            for temperature in dict.fromkeys(j.temperature for j in jobs):
-                group = [j for j in jobs if j.temperature == temperature]
+            for sampling in dict.fromkeys(j.sampling for j in jobs):
+                group = [j for j in jobs if j.sampling == sampling]
                 try:
                     outputs = await loop.run_in_executor(None, generate_batch, self.slot, group)
                 except Exception as exc:  # the batch's requests fail with it; the server keeps running

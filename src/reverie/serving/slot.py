@@ -19,6 +19,7 @@ from reverie.workspace import Workspace
 class Served:
     model_id: str
     loaded: LoadedModel
+    created: int  # unix time the version was registered, as /v1/models reports it
 
 
 def load_for_serving(workspace: Workspace, record: ModelRecord) -> Served:
@@ -29,7 +30,7 @@ def load_for_serving(workspace: Workspace, record: ModelRecord) -> Served:
     loaded.model.eval()
     if loaded.tokenizer.pad_token_id is None:
         loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
-    return Served(record.id, loaded)
+    return Served(record.id, loaded, int(record.created_at))
 
 
 class ModelSlot:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from reverie.engines.generation import sampling_kwargs
+from reverie.serving.decoding import Answer, Sampling, StopOnText, answer, until_stop
+from reverie.serving.errors import error_body
 from reverie.serving.slot import ModelSlot
+
+log = logging.getLogger(__name__)
 
 
 class StopWhenSet(StoppingCriteria):
@@ -19,32 +27,109 @@ class StopWhenSet(StoppingCriteria):
         self.event = event
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def stream_text(slot: ModelSlot, prompt_ids: list[int], max_tokens: int, temperature: float,
-                on_end: Callable[[], None]) -> tuple[str, Iterator[str], threading.Event]:
-    """(model id, pieces of text as they are generated, an event that stops generation when set). The model
-    lock is held until generation ends; then `on_end` runs, whether or not anyone read the pieces."""
+@dataclass(frozen=True)
+class Stream:
+    """A generation under way: its text as it comes, then how it ended."""
+
+    model_id: str
+    pieces: Iterator[str]  # already cut before a stop sequence
+    cancel: threading.Event  # set it to stop generating
+    started: Future[None]  # done at the first new token; failed if generation failed before one
+    outcome: Future[Answer]  # done when generation has ended (with the tokens and finish_reason)
+
+
+class _Streamer(TextIteratorStreamer):
+    """Also says when the first new token is out, so a failure before it is answered as an error (with the status
+    the same request would get unstreamed) rather than as an empty stream."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.started: Future[None] = Future()
+        self._puts = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        super().put(value)
+        self._puts += 1
+        if self._puts == 2:  # the first put is the prompt
+            self.started.set_result(None)
+
+
+def stream_text(slot: ModelSlot, prompt_ids: list[int], max_tokens: int, sampling: Sampling,
+                on_end: Callable[[], None]) -> Stream:
+    """Start generating in a thread. The model lock is held until generation ends; then `on_end` runs, whether
+    or not anyone read the pieces."""
     served = slot.served
     tokenizer = served.loaded.tokenizer
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _Streamer(tokenizer)
     cancel = threading.Event()
+    outcome: Future[Answer] = Future()
+    stopping = StoppingCriteriaList([StopWhenSet(cancel)])
+    if sampling.stop:
+        stopping.append(StopOnText(tokenizer, len(prompt_ids), sampling.stop))
 
     def run() -> None:
         try:
             with slot.lock, torch.inference_mode():
                 ids = torch.tensor([prompt_ids])
-                served.loaded.model.generate(
+                out = served.loaded.model.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids),
                     max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([StopWhenSet(cancel)]), **sampling_kwargs(temperature))
-        except Exception:
-            streamer.end()  # the client sees the stream end rather than waiting forever
-            raise
+                    stopping_criteria=stopping, **sampling.generate_kwargs())
+            outcome.set_result(answer(tokenizer, out[0, len(prompt_ids) :].tolist(), sampling.stop))
+        except Exception as exc:
+            outcome.set_exception(exc)
+            streamer.end()  # the reader sees the pieces end rather than waiting forever
         finally:
             on_end()
+            if not streamer.started.done():  # generation ended before a first token, perhaps failing
+                error = outcome.exception() if outcome.done() else None
+                if error is None:
+                    streamer.started.set_result(None)
+                else:
+                    streamer.started.set_exception(error)
 
     threading.Thread(target=run, daemon=True).start()
-    return served.model_id, iter(streamer), cancel
+    return Stream(served.model_id, until_stop(streamer, sampling.stop), cancel, streamer.started, outcome)
+
+
+def events(ident: str, stream: Stream, chat: bool, prompt_tokens: int, include_usage: bool, first: dict,
+           done: Callable[[str], None]) -> Iterator[str]:
+    """OpenAI's server-sent events: a chunk per piece of text, one with the finish_reason, with include_usage one
+    with the usage and no choices, then [DONE]. `first` rides on a chat's first chunk (its citations)."""
+    kind, created = ("chat.completion.chunk" if chat else "text_completion"), int(time.time())
+
+    def event(choices: list[dict], **extra: object) -> str:
+        body = {"id": ident, "object": kind, "created": created, "model": stream.model_id, "choices": choices}
+        return f"data: {json.dumps(body | ({'usage': None} if include_usage else {}) | extra)}\n\n"
+
+    def piece(text: str, finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": {"content": text} if text else {}} if chat else {"index": 0, "text": text}
+        return event([choice | {"finish_reason": finish}])
+
+    sent: list[str] = []
+    try:
+        if chat:
+            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], **first)
+        for text in stream.pieces:
+            if text:
+                sent.append(text)
+                yield piece(text)
+        try:
+            ended = stream.outcome.result()
+        except Exception as exc:  # the status line is long gone: the stream says so, as OpenAI's does
+            log.exception("generation failed in the middle of stream %s", ident)
+            yield f"data: {json.dumps(error_body(f'generation failed: {type(exc).__name__}', 'server_error'))}\n\n"
+            return
+        done("".join(sent))
+        yield piece("", ended.finish_reason)
+        if include_usage:
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": ended.completion_tokens,
+                     "total_tokens": prompt_tokens + ended.completion_tokens}
+            yield event([], usage=usage)
+        yield "data: [DONE]\n\n"
+    finally:  # the stream ended or the client left: stop generating either way
+        stream.cancel.set()
