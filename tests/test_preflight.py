@@ -55,7 +55,7 @@ def test_knowledge_problems_are_all_named_by_json_path_and_line(tmp_path: Path) 
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'knowledge.json'}: 3 problem(s)")
     assert "documents.1.id (line 5): got 'bad id'" in message
-    assert "documents.1.text (line 5): required field is missing" in message
+    assert "documents.1.text (line 5): required key is missing" in message
     assert "documents.1.train_qa.0.answer (line 6): got ''" in message
 
 

@@ -10,13 +10,14 @@ import hashlib
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from reverie.errors import ConfigError
 from reverie.metrics import SAFETY_SUITES, known_metrics, suite_of
+from reverie.validation import describe_errors, nearest, parse_yaml
 
 CONFIG_FILE = "reverie.yaml"
 
@@ -372,77 +373,16 @@ def _apply_override(tree: dict, path: list[str], value: Any, given: str) -> None
     node[path[-1]] = value
 
 
-def _parse(text: str) -> tuple[Any, dict[tuple, int], list[str]]:
-    """The YAML document, the 1-based line of each key path (for error messages), and a problem per repeated
-    key: YAML would let the last one win silently, undoing the first without a word."""
-    lines: dict[tuple, int] = {}
-    repeats: list[str] = []
-
-    def walk(node: yaml.Node, prefix: tuple, above: frozenset[int]) -> None:
-        if not isinstance(node, yaml.MappingNode) or id(node) in above:  # `above`: a recursive anchor ends here
-            return
-        first: dict[str, int] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            path, line = (*prefix, key.value), key.start_mark.line + 1
-            if key.value in first:
-                repeats.append(f"{'.'.join(path)} (lines {first[key.value]} and {line}): duplicate key; keep one "
-                               "(otherwise the later value silently replaces the earlier)")
-            first.setdefault(key.value, line)
-            lines[path] = line
-            walk(value, path, above | {id(node)})
-
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return None, lines, repeats
-        walk(root, (), frozenset())  # before constructing: construction flattens merge keys into the mappings
-        return loader.construct_document(root), lines, repeats
-    finally:
-        loader.dispose()
-
-
-def _section(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    """The config class that holds the keys at `loc`, if it is one (for listing the keys an unknown one could be)."""
-    node: Any = ReverieConfig
-    for part in loc:
-        if get_origin(node) is dict:
-            node = get_args(node)[1]
-        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
-            node = node.model_fields[part].annotation
-        else:
-            return None
-    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
-
-
-def _describe(error: ValidationError, lines: dict[tuple, int], overrides: dict[tuple, str]) -> list[str]:
-    """One line per problem: the key, where it was set (a line of the file or a --set argument), the value
-    given and what is allowed."""
-    out = []
-    for item in error.errors():
-        loc = tuple(str(p) for p in item["loc"])
-        key = ".".join(loc) or "(top level)"
-        given = next((overrides[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in overrides), None)
+def _place(lines: dict[tuple, int], overrides: dict[tuple, str]) -> Callable[[tuple[str, ...]], str]:
+    """Where a key was set: the --set argument that set it (or a value it feeds), else its line in the file."""
+    def place(loc: tuple[str, ...]) -> str:
+        given = nearest(overrides, loc)
         if given is not None:
-            where = [f"--set {shlex.quote(given)}"]
-        else:
-            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-            where = [f"line {line}"] if line else []
-            where += [f"with --set {shlex.quote(g)}" for path, g in overrides.items() if path[: len(loc)] == loc]
-        at = f" ({'; '.join(where)})" if where else ""
-        if item["type"] == "missing":
-            out.append(f"{key}{at}: required key is missing")
-        elif item["type"] == "extra_forbidden":
-            section = _section(loc[:-1])
-            allowed = f" (allowed: {', '.join(section.model_fields)})" if section else ""
-            out.append(f"{key}{at}: unknown key{allowed}")
-        else:
-            msg = item["msg"].removeprefix("Value error, ")
-            value = f"got {item['input']!r}; " if not isinstance(item["input"], dict) else ""
-            out.append(f"{key}{at}: {value}{msg}")
-    return out
+            return f"--set {shlex.quote(given)}"
+        where = [f"line {line}"] if (line := nearest(lines, loc)) else []
+        where += [f"with --set {shlex.quote(g)}" for path, g in overrides.items() if path[: len(loc)] == loc]
+        return "; ".join(where)
+    return place
 
 
 def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
@@ -454,7 +394,7 @@ def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        tree, lines, problems = _parse(text)
+        tree, lines, problems = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     tree = {} if tree is None else tree
@@ -472,7 +412,7 @@ def load_config(path: Path, overrides: list[str] = ()) -> ReverieConfig:
     try:
         config = ReverieConfig.model_validate(tree)
     except ValidationError as exc:
-        problems += _describe(exc, lines, applied)
+        problems += describe_errors(exc, ReverieConfig, _place(lines, applied))
     if problems:
         source = f"{path} with the --set values" if overrides else str(path)
         raise ConfigError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))

@@ -22,6 +22,7 @@ from reverie.data.readers import RawRow
 from reverie.data.quality import check_text
 from reverie.data.records import Provenance, Record, Rejected
 from reverie.progress import progress_bar
+from reverie.validation import brief
 
 RECORD_FIELDS = {"text", "prompt", "completion", "bucket", "meta"}
 
@@ -93,16 +94,11 @@ def _schema(rows: Iterable[RawRow], source: SourceSpec, bucket: str, now: float,
                 records.append(Record(**fields, provenance=provenance))
                 continue
             except ValidationError as exc:
-                reason = "; ".join(_describe(e) for e in exc.errors())
+                reason = brief(exc)
         rejected.append(Rejected(origin=row.origin, step="schema", reason=reason, row=row.raw))
         report.quarantined += 1
     report.kept = len(records)
     return records, report
-
-
-def _describe(error: dict) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "row"
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIndex, min_tier: int,

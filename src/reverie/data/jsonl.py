@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reverie.errors import ReverieError
+from reverie.validation import brief
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ def scan_jsonl(path: Path, parse: Callable[[Any], T] = lambda value: value) -> t
         except UnicodeDecodeError:
             bad.append(BadLine(path, number, "not UTF-8 text"))
         except ValidationError as exc:
-            bad.append(BadLine(path, number, _validation_reason(exc)))
+            bad.append(BadLine(path, number, brief(exc)))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             bad.append(BadLine(path, number, f"not a valid row: {exc}"))
     if torn.strip():
@@ -122,6 +123,3 @@ class CorruptFile(ReverieError):
         more = f"\n  ... and {len(bad) - SHOWN_BAD_LINES} more" if len(bad) > SHOWN_BAD_LINES else ""
         super().__init__(f"{bad[0].path}: {len(bad)} unreadable line(s)\n{shown}{more}")
 
-
-def _validation_reason(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in error.errors())

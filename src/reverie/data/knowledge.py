@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from reverie.data.files import read_data_text
 from reverie.data.text import UnicodeText
 from reverie.errors import ReverieError
+from reverie.validation import describe_errors, nearest, parse_yaml
 
 
 class QA(BaseModel):
@@ -74,49 +75,18 @@ def load_knowledge(spec: str, base_dir: Path) -> Knowledge:
     try:
         return Knowledge.model_validate(raw)
     except ValidationError as exc:
-        problems = _describe(exc, _json_lines(text))
+        lines = _json_lines(text)
+        problems = describe_errors(exc, Knowledge, lambda loc: f"line {line}" if (line := nearest(lines, loc)) else "")
         raise ReverieError(f"{origin}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)) from None
 
 
 def _json_lines(text: str) -> dict[tuple[str, ...], int]:
-    """The 1-based line of each value's JSON path. JSON is YAML, and a YAML node knows its line where a json
-    value does not; only called for a file with problems, and a file YAML cannot read just goes without lines."""
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                walk(value, (*path, str(key.value)))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, value in enumerate(node.value):
-                walk(value, (*path, str(index)))
-
+    """The line of each JSON path: JSON is YAML, and a YAML node knows its line where a json value does not.
+    Only called for a file with problems; one that YAML cannot read goes without lines."""
     try:
-        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return parse_yaml(text)[1]
     except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _describe(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[str]:
-    out = []
-    for item in error.errors():
-        loc = tuple(str(p) for p in item["loc"])
-        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
-        where = f"{'.'.join(loc) or '(top level)'}" + (f" (line {line})" if line else "")
-        if item["type"] == "missing":
-            out.append(f"{where}: required field is missing")
-        elif item["type"] == "extra_forbidden":
-            model = {1: Knowledge, 3: Document}.get(len(loc), QA)  # the field's depth: top, document, question
-            out.append(f"{where}: unknown field (allowed: {', '.join(model.model_fields)})")
-        else:
-            shown = repr(item["input"]) if not isinstance(item["input"], (dict, list)) else ""
-            shown = f"got {shown[:60]}{'...' if len(shown) > 60 else ''}; " if shown else ""
-            out.append(f"{where}: {shown}{item['msg'].removeprefix('Value error, ')}")
-    return out
+        return {}
 
 
 def learn_examples(knowledge: Knowledge) -> list[Example]:
