@@ -81,59 +81,59 @@ ASK = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 SURROGATE = "\ud800"
 
 
-def edge(name: str, path: str, body: dict | str) -> object:
-    return pytest.param(path, body, id=name)
+def edge(name: str, path: str, body: dict | str, status: int) -> object:
+    return pytest.param(path, body, status, id=name)
 
 
 EDGE_BODIES = [  # a str body is sent as it is, with Content-Type: application/json
-    edge("temperature 1e-45", CHAT, ASK | {"temperature": 1e-45}),
-    edge("temperature 1e-45 streamed", CHAT, ASK | {"temperature": 1e-45, "stream": True}),
-    edge("temperature NaN", CHAT, json.dumps(ASK)[:-1] + ', "temperature": NaN}'),
-    edge("temperature -Infinity", CHAT, json.dumps(ASK)[:-1] + ', "temperature": -Infinity}'),
-    edge("temperature -1", CHAT, ASK | {"temperature": -1}),
-    edge("temperature 3", CHAT, ASK | {"temperature": 3}),
-    edge("top_p 0", CHAT, ASK | {"top_p": 0, "temperature": 1}),
-    edge("max_tokens 0", CHAT, ASK | {"max_tokens": 0}),
-    edge("max_tokens -1", CHAT, ASK | {"max_tokens": -1}),
-    edge("max_tokens 1e30", CHAT, ASK | {"max_tokens": 10**30}),
-    edge("n 3", CHAT, ASK | {"n": 3, "temperature": 1}),
-    edge("n 1e9", CHAT, ASK | {"n": 10**9}),
-    edge("n 2 streamed", CHAT, ASK | {"n": 2, "stream": True}),
-    edge("include_usage", CHAT, ASK | {"stream": True, "stream_options": {"include_usage": True}}),
-    edge("four stops streamed", CHAT, ASK | {"stop": ["\n", "a", "b", "c"], "stream": True}),
-    edge("empty stops", CHAT, ASK | {"stop": ["", ""]}),
-    edge("ignored OpenAI fields", CHAT, ASK | {"seed": 7, "presence_penalty": 1, "logprobs": True, "tools": []}),
-    edge("unknown model", CHAT, ASK | {"model": "gpt-4o"}),
-    edge("model surrogate", CHAT, ASK | {"model": SURROGATE}),
-    edge("no messages", CHAT, ASK | {"messages": []}),
-    edge("developer with parts", CHAT, ASK | {"messages": [{"role": "developer", "content": [{"type": "text"}]}]}),
-    edge("image part", CHAT, ASK | {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
-    edge("tool role", CHAT, ASK | {"messages": [{"role": "tool", "content": "42", "tool_call_id": "1"}]}),
-    edge("content surrogate", CHAT, ASK | {"messages": [{"role": "user", "content": SURROGATE}]}),
-    edge("NUL and line separators", CHAT, ASK | {"messages": [{"role": "user", "content": "\x00\u2028\u2029\u0085"}]}),
-    edge("not JSON", CHAT, "{not json"),
-    edge("JSON array", CHAT, "[1, 2]"),
-    edge("empty body", CHAT, ""),
-    edge("empty prompt", COMPLETE, {"prompt": ""}),
-    edge("empty prompt streamed", COMPLETE, {"prompt": "", "stream": True}),
-    edge("an empty prompt of two", COMPLETE, {"prompt": ["a", ""]}),
-    edge("nine prompts", COMPLETE, {"prompt": ["a"] * 9}),
-    edge("token ids", COMPLETE, {"prompt": [1, 2, 3]}),
-    edge("prompt surrogate streamed", COMPLETE, {"prompt": SURROGATE, "stream": True}),
-    edge("NUL and line separators streamed", COMPLETE, {"prompt": "\x00\u2028\u2029\u0085", "stream": True}),
-    edge("stop surrogate", COMPLETE, {"prompt": "Once", "stop": SURROGATE}),
-    edge("feedback surrogate", "/v1/feedback", {"prompt": SURROGATE, "answer": "a", "rating": "down"}),
-    edge("feedback without answer", "/v1/feedback", {"rating": "up"}),
-    edge("feedback empty", "/v1/feedback", {}),
-    edge("memory title surrogate", "/v1/memory", {"title": SURROGATE, "text": "t"}),
+    edge("temperature 1e-45", CHAT, ASK | {"temperature": 1e-45}, 200),
+    edge("temperature 1e-45 streamed", CHAT, ASK | {"temperature": 1e-45, "stream": True}, 200),
+    edge("temperature NaN", CHAT, json.dumps(ASK)[:-1] + ', "temperature": NaN}', 400),
+    edge("temperature -Infinity", CHAT, json.dumps(ASK)[:-1] + ', "temperature": -Infinity}', 400),
+    edge("temperature -1", CHAT, ASK | {"temperature": -1}, 400),
+    edge("temperature 3", CHAT, ASK | {"temperature": 3}, 400),
+    edge("top_p 0", CHAT, ASK | {"top_p": 0, "temperature": 1}, 200),
+    edge("max_tokens 0", CHAT, ASK | {"max_tokens": 0}, 400),
+    edge("max_tokens -1", CHAT, ASK | {"max_tokens": -1}, 400),
+    edge("max_tokens 1e30", CHAT, ASK | {"max_tokens": 10**30}, 200),
+    edge("n 3", CHAT, ASK | {"n": 3, "temperature": 1}, 200),
+    edge("n 1e9", CHAT, ASK | {"n": 10**9}, 400),
+    edge("n 2 streamed", CHAT, ASK | {"n": 2, "stream": True}, 400),
+    edge("include_usage", CHAT, ASK | {"stream": True, "stream_options": {"include_usage": True}}, 200),
+    edge("four stops streamed", CHAT, ASK | {"stop": ["\n", "a", "b", "c"], "stream": True}, 200),
+    edge("empty stops", CHAT, ASK | {"stop": ["", ""]}, 200),
+    edge("ignored OpenAI fields", CHAT, ASK | {"seed": 7, "presence_penalty": 1, "logprobs": True, "tools": []}, 200),
+    edge("unknown model", CHAT, ASK | {"model": "gpt-4o"}, 404),
+    edge("model surrogate", CHAT, ASK | {"model": SURROGATE}, 400),
+    edge("no messages", CHAT, ASK | {"messages": []}, 400),
+    edge("developer with parts", CHAT, ASK | {"messages": [{"role": "developer", "content": [{"type": "text"}]}]}, 200),
+    edge("image part", CHAT, ASK | {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400),
+    edge("tool role", CHAT, ASK | {"messages": [{"role": "tool", "content": "42", "tool_call_id": "1"}]}, 400),
+    edge("content surrogate", CHAT, ASK | {"messages": [{"role": "user", "content": SURROGATE}]}, 400),
+    edge("NUL and line separators", CHAT, ASK | {"messages": [{"role": "user", "content": "\x00\u2028\u2029\u0085"}]}, 200),
+    edge("not JSON", CHAT, "{not json", 400),
+    edge("JSON array", CHAT, "[1, 2]", 400),
+    edge("empty body", CHAT, "", 400),
+    edge("empty prompt", COMPLETE, {"prompt": ""}, 400),
+    edge("empty prompt streamed", COMPLETE, {"prompt": "", "stream": True}, 400),
+    edge("an empty prompt of two", COMPLETE, {"prompt": ["a", ""]}, 400),
+    edge("nine prompts", COMPLETE, {"prompt": ["a"] * 9}, 400),
+    edge("token ids", COMPLETE, {"prompt": [1, 2, 3]}, 400),
+    edge("prompt surrogate streamed", COMPLETE, {"prompt": SURROGATE, "stream": True}, 400),
+    edge("NUL and line separators streamed", COMPLETE, {"prompt": "\x00\u2028\u2029\u0085", "stream": True}, 200),
+    edge("stop surrogate", COMPLETE, {"prompt": "Once", "stop": SURROGATE}, 400),
+    edge("feedback surrogate", "/v1/feedback", {"prompt": SURROGATE, "answer": "a", "rating": "down"}, 422),
+    edge("feedback without answer", "/v1/feedback", {"rating": "up"}, 400),
+    edge("feedback empty", "/v1/feedback", {}, 422),
+    edge("memory title surrogate", "/v1/memory", {"title": SURROGATE, "text": "t"}, 422),
     edge("memory question surrogate", "/v1/memory",
-         {"title": "t", "text": "t", "questions": [{"question": SURROGATE, "answer": "a"}]}),
+         {"title": "t", "text": "t", "questions": [{"question": SURROGATE, "answer": "a"}]}, 422),
 ]
 
 
-@pytest.mark.parametrize("path, body", EDGE_BODIES)
-def test_edge_bodies_get_an_answer_or_an_openai_error(schema: schemathesis.BaseSchema, path: str,
-                                                      body: dict | str) -> None:
+@pytest.mark.parametrize("path, body, status", EDGE_BODIES)
+def test_edge_bodies_get_their_answer_or_openai_error(schema: schemathesis.BaseSchema, path: str,
+                                                      body: dict | str, status: int) -> None:
     operation = schema[path]["POST"]
     if isinstance(body, str):  # not JSON, or Python's JSON (NaN) that json= would refuse to send
         response = operation.Case(body=body, media_type="text/plain").call(
@@ -141,3 +141,4 @@ def test_edge_bodies_get_an_answer_or_an_openai_error(schema: schemathesis.BaseS
     else:
         response = operation.Case(body=body).call()
     check(response)
+    assert response.status_code == status, response.text

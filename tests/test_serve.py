@@ -101,8 +101,8 @@ def test_streaming_sends_chunks_then_done(server) -> None:
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
 
 
-def test_bad_requests_get_clear_errors(server) -> None:
-    url, _ = server
+def test_bad_requests_get_clear_errors(shared_server: str) -> None:
+    url = shared_server
     invalid = chat(url, "x", temperature=9)
     assert invalid.status_code == 400 and invalid.json()["error"]["param"] == "temperature"  # as OpenAI answers
     huge = "word " * 20000
@@ -153,7 +153,7 @@ def test_a_cancelled_stream_stops_generating_and_gives_its_place_back(tiny_model
 
     def pieces_until_the_end(cancel_after: int | None) -> int:
         ended = threading.Event()
-        stream = stream_text(slot, prompt, 500, Sampling.of(0.0, 1.0, ()), on_end=ended.set)
+        stream = stream_text(slot, slot.served, prompt, 500, Sampling.of(0.0, 1.0, ()), on_end=ended.set)
         read = 0
         for _ in stream.pieces:
             read += 1
@@ -411,7 +411,8 @@ SURROGATE = '"\\ud800"'  # JSON text for a lone surrogate: valid JSON, not valid
 ])
 def test_a_lone_surrogate_is_refused_naming_the_field(shared_server: str, path: str, raw: str, field: str) -> None:
     response = post(shared_server, path, content=raw)
-    assert response.status_code in (400, 422) and is_openai_error(response)
+    expected = 400 if path in ("/v1/chat/completions", "/v1/completions") else 422  # OpenAI's, reverie's own
+    assert response.status_code == expected and is_openai_error(response)
     assert response.json()["error"]["param"] == field and "surrogate" in response.json()["error"]["message"]
 
 
@@ -541,3 +542,50 @@ def test_choices_count_against_the_queue(serving_workspace_dir: Path) -> None:
         admission.acquire(2)  # all of a request's choices or none
     admission.release(2)
     admission.acquire(3)
+
+
+def test_greedy_choices_are_generated_once(serving_workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, served = in_process_app(serving_workspace_dir)
+    calls: list[int] = []
+    generate = served.loaded.model.generate
+
+    def counted(**kwargs: object) -> torch.Tensor:
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(served.loaded.model, "generate", counted)
+    with client:
+        greedy = client.post("/v1/completions", json={"prompt": "Once", "n": 3, "max_tokens": 3}).json()
+        sampled = client.post("/v1/completions", json={"prompt": "Once", "n": 3, "max_tokens": 3,
+                                                        "temperature": 1.0}).json()
+    assert len({c["text"] for c in greedy["choices"]}) == 1 and len(greedy["choices"]) == 3
+    assert calls[0] == 1 and sum(calls[1:]) == 3  # one row for the greedy three, three rows when sampled
+    assert greedy["usage"]["completion_tokens"] == 3 * 3 and len(sampled["choices"]) == 3
+
+
+def test_the_batcher_skips_a_job_whose_client_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reverie.serving import batcher
+    from reverie.serving.decoding import Answer
+
+    generated: list[list[int]] = []
+
+    def fake_batch(slot: object, jobs: list) -> list[Answer]:
+        generated.extend(job.prompt_ids for job in jobs)
+        return [Answer("x", 1, "stop") for _ in jobs]
+
+    monkeypatch.setattr(batcher, "generate_batch", fake_batch)
+
+    async def main() -> Answer:
+        queue = batcher.Batcher(slot=None, batch_size=8, wait_ms=200)
+        runner = asyncio.create_task(queue.run())
+        sampling, served = Sampling.of(0.0, 1.0, ()), object()
+        left = asyncio.create_task(queue.submit(served, [1], 2, sampling))
+        stays = asyncio.create_task(queue.submit(served, [2], 2, sampling))
+        await asyncio.sleep(0.01)  # both are queued; the batch is still gathering
+        left.cancel()
+        answer = await stays
+        runner.cancel()
+        return answer
+
+    assert asyncio.run(main()).text == "x"
+    assert generated == [[2]]

@@ -65,7 +65,7 @@ def test_a_cycle_completes_after_odd_characters_are_ingested_and_posted(tmp_path
         assert down.status_code == 200
         surrogate = httpx.post(f"{url}/v1/feedback", timeout=30, headers={"content-type": "application/json"},
                                content=b'{"prompt": "p \\ud800", "answer": "a", "rating": "down", "correction": "c"}')
-        assert surrogate.status_code in (400, 422) and "surrogate" in surrogate.json()["error"]["message"]
+        assert surrogate.status_code == 422 and "surrogate" in surrogate.json()["error"]["message"]
         memory = httpx.post(f"{url}/v1/memory", timeout=60, json={
             "title": f"Bell{ODD}", "text": f"The harbour bell{ODD} of Osk is rung by Mara Vell at dawn each day.",
             "train_questions": [{"question": f"Who rings{ODD} the harbour bell?", "answer": "Mara Vell"}]})

@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, AsyncIterator
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 
 from reverie.data.feedback import Feedback, append_feedback
 from reverie.errors import ReverieError
@@ -22,10 +22,10 @@ from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher
 from reverie.serving.decoding import Sampling
-from reverie.serving.errors import ApiError, error_response, install_error_handlers
+from reverie.serving.errors import OPENAI_TAG, ApiError, error_response, install_error_handlers
 from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest, Sampled
 from reverie.serving.slot import ModelSlot, Served
-from reverie.serving.streaming import events, stream_text
+from reverie.serving.streaming import CancellingStream, events, stream_text
 from reverie.workspace import Workspace
 
 if TYPE_CHECKING:  # faiss and sentence-transformers load only when memory is on
@@ -125,9 +125,10 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                            f"({served.model_id}), see /v1/models", param="model", code="model_not_found")
         return served
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
+    @app.post("/v1/chat/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
     async def chat(body: ChatRequest):
-        tokenizer = serving(body.model).loaded.tokenizer
+        served = serving(body.model)  # this request is checked, tokenized and generated on this one model
+        tokenizer = served.loaded.tokenizer
         if not tokenizer.chat_template:
             raise ApiError(400, "the served model has no chat template: use /v1/completions")
         # The developer role is OpenAI's newer name for system, which chat templates know.
@@ -142,8 +143,9 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                                                         return_dict=True)["input_ids"])
         citations = [{"index": n, "document_id": hit.document_id, "title": hit.title, "score": round(hit.score, 3)}
                      for n, hit in enumerate(hits, start=1)]
-        return await _answer([prompt_ids], asked, body, body.max_completion_tokens or body.max_tokens, chat=True,
-                             citations=citations)
+        return await _answer(served, [prompt_ids], asked, body, body.max_completion_tokens or body.max_tokens,
+                             chat=True, citations=citations)
+
     @app.post("/v1/memory", dependencies=[Depends(bearer)])
     async def add_memory(body: MemoryRequest) -> dict:
         """Short-term memory: indexed at once (after hygiene), consolidated into the weights at night."""
@@ -156,14 +158,15 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
             raise ApiError(422, str(exc)) from None
         return {"id": document.id, "title": document.title}
 
-    @app.post("/v1/completions", dependencies=[Depends(bearer)])
+    @app.post("/v1/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
     async def completions(body: CompletionRequest):
-        tokenizer = serving(body.model).loaded.tokenizer
-        prompts = [tokenizer(prompt)["input_ids"] for prompt in body.prompts()]
+        served = serving(body.model)
+        texts = body.prompts()
+        prompts = [served.loaded.tokenizer(text)["input_ids"] for text in texts]
         if empty := [n for n, ids in enumerate(prompts) if not ids]:
             which = "the prompt" if isinstance(body.prompt, str) else f"prompt {empty[0]}"
             raise ApiError(400, f"{which} is empty: there is nothing to continue", param="prompt")
-        return await _answer(prompts, body.prompts()[0], body, body.max_tokens, chat=False)
+        return await _answer(served, prompts, texts[0], body, body.max_tokens, chat=False)
 
     @app.post("/v1/feedback", dependencies=[Depends(bearer)])
     async def feedback(body: FeedbackRequest) -> dict:
@@ -179,9 +182,9 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         append_feedback(workspace, row)
         return {"id": row.id, "stored": True}
 
-    def budget(prompt_tokens: int, asked: int | None) -> int:
+    def budget(served: Served, prompt_tokens: int, asked: int | None) -> int:
         """New tokens for one prompt: what was asked, cut to serve.max_tokens; unasked, what the context leaves."""
-        context = state["slot"].served.loaded.model.config.max_position_embeddings
+        context = served.loaded.model.config.max_position_embeddings
         room = context - prompt_tokens
         if room < 1:
             raise ApiError(400, f"prompt of {prompt_tokens} tokens fills the model's context of {context} tokens",
@@ -194,15 +197,15 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
         return tokens
 
-    async def _answer(prompts: list[list[int]], asked: str, body: Sampled, max_tokens: int | None, chat: bool,
-                      citations: list[dict] | None = None):
+    async def _answer(served: Served, prompts: list[list[int]], asked: str, body: Sampled, max_tokens: int | None,
+                      chat: bool, citations: list[dict] | None = None):
         """Every check first, so that a stream and a plain answer refuse the same requests with the same status;
         then n choices per prompt, batched, or one streamed."""
-        budgets = [budget(len(ids), max_tokens) for ids in prompts]
+        budgets = [budget(served, len(ids), max_tokens) for ids in prompts]
         wanted = len(prompts) * body.n
         if body.stream and wanted > 1:
             raise ApiError(400, f"a stream carries one choice; this request asks for {wanted} (n and prompts)",
-                           param="n")
+                           param="n" if body.n > 1 else "prompt")
         if wanted > settings.max_queue:
             raise ApiError(400, f"{wanted} choices at once is over serve.max_queue ({settings.max_queue})",
                            param="n")
@@ -212,7 +215,8 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         if body.stream:
             admission.acquire()  # released when generation ends, even if the client left before reading
             try:
-                stream = stream_text(state["slot"], prompts[0], budgets[0], sampling, on_end=admission.release)
+                stream = stream_text(state["slot"], served, prompts[0], budgets[0], sampling,
+                                     on_end=admission.release)
             except BaseException:
                 admission.release()
                 raise
@@ -222,14 +226,18 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                 stream.cancel.set()
                 raise
             first = {"citations": citations} if chat else {}
-            return StreamingResponse(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
-                                            partial(remember, ident, stream.model_id, asked)),
-                                     media_type="text/event-stream")
+            return CancellingStream(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
+                                           partial(remember, ident, stream.model_id, asked)), stream.cancel)
+        runs = 1 if sampling.greedy else body.n  # greedy choices are identical: generated once, repeated
         with admission.hold(wanted):
-            outputs = await asyncio.gather(*(state["batcher"].submit(ids, tokens, sampling)
-                                             for ids, tokens in zip(prompts, budgets) for _ in range(body.n)))
-        remember(ident, outputs[0].model_id, asked, outputs[0].answer.text)  # feedback by id rates the first choice
-        answers = [output.answer for output in outputs]
+            # Every job ends before the places are given back, even when one fails.
+            outputs = await asyncio.gather(*(state["batcher"].submit(served, ids, tokens, sampling)
+                                             for ids, tokens in zip(prompts, budgets) for _ in range(runs)),
+                                           return_exceptions=True)
+        if failed := next((output for output in outputs if isinstance(output, BaseException)), None):
+            raise failed
+        answers = [answer for answer in outputs for _ in range(body.n // runs)]
+        remember(ident, served.model_id, asked, answers[0].text)  # feedback by id rates the first choice
         choices = [({"index": n, "message": {"role": "assistant", "content": a.text}} if chat
                     else {"index": n, "text": a.text}) | {"finish_reason": a.finish_reason}
                    for n, a in enumerate(answers)]
@@ -237,7 +245,7 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": outputs[0].model_id, "choices": choices, "usage": usage} | (
+                "model": served.model_id, "choices": choices, "usage": usage} | (
             {"citations": citations} if chat else {})
 
     return app

@@ -14,7 +14,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from reverie.serving.decoding import Answer, Sampling, StopOnText, answer
-from reverie.serving.slot import ModelSlot
+from reverie.serving.slot import ModelSlot, Served
 
 
 class Overloaded(Exception):
@@ -23,16 +23,11 @@ class Overloaded(Exception):
 
 @dataclass
 class Job:
+    served: Served  # the model the request was checked and tokenized against: it is generated on that one
     prompt_ids: list[int]
     max_tokens: int
     sampling: Sampling
     future: asyncio.Future = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Generated:
-    model_id: str
-    answer: Answer
 
 
 class Admission:
@@ -65,10 +60,10 @@ class Admission:
 
 
 @torch.inference_mode()
-def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
-    """One batch on the served model, all of one Sampling; each job keeps its own token budget."""
+def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Answer]:
+    """One batch, all of one model and one Sampling; each job keeps its own token budget."""
     with slot.lock:
-        served = slot.served
+        served = jobs[0].served
         model, tokenizer = served.loaded.model, served.loaded.tokenizer
         pad = tokenizer.pad_token_id
         width = max(len(j.prompt_ids) for j in jobs)
@@ -79,12 +74,11 @@ def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Generated]:
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_tokens for j in jobs),
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stopping,
                              **sampling.generate_kwargs())
-    return [Generated(served.model_id, answer(tokenizer, row[: job.max_tokens], sampling.stop))
-            for job, row in zip(jobs, out[:, width:].tolist())]
+    return [answer(tokenizer, row[: job.max_tokens], sampling.stop) for job, row in zip(jobs, out[:, width:].tolist())]
 
 
 class Batcher:
-    """Collects jobs and runs them in batches of equal Sampling, one batch at a time."""
+    """Collects jobs and runs them in batches of one model and equal Sampling, one batch at a time."""
 
     def __init__(self, slot: ModelSlot, batch_size: int, wait_ms: int):
         self.slot = slot
@@ -92,8 +86,8 @@ class Batcher:
         self.wait = wait_ms / 1000
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
 
-    async def submit(self, prompt_ids: list[int], max_tokens: int, sampling: Sampling) -> Generated:
-        job = Job(prompt_ids, max_tokens, sampling, asyncio.get_running_loop().create_future())
+    async def submit(self, served: Served, prompt_ids: list[int], max_tokens: int, sampling: Sampling) -> Answer:
+        job = Job(served, prompt_ids, max_tokens, sampling, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -107,8 +101,9 @@ class Batcher:
                     jobs.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            for sampling in dict.fromkeys(j.sampling for j in jobs):
-                group = [j for j in jobs if j.sampling == sampling]
+            jobs = [j for j in jobs if not j.future.cancelled()]  # a client that left is not generated for
+            for kind in dict.fromkeys((id(j.served), j.sampling) for j in jobs):
+                group = [j for j in jobs if (id(j.served), j.sampling) == kind]
                 try:
                     outputs = await loop.run_in_executor(None, generate_batch, self.slot, group)
                 except Exception as exc:  # the batch's requests fail with it; the server keeps running

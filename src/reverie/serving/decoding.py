@@ -23,9 +23,12 @@ class Sampling:
     @classmethod
     def of(cls, temperature: float, top_p: float, stop: tuple[str, ...]) -> Sampling:
         """Every greedy request is the same Sampling (0, 1), so that they batch together."""
-        if sampling_kwargs(temperature, top_p)["do_sample"]:
-            return cls(temperature, top_p, stop)
-        return cls(0.0, 1.0, stop)
+        sampling = cls(temperature, top_p, stop)
+        return cls(0.0, 1.0, stop) if sampling.greedy else sampling
+
+    @property
+    def greedy(self) -> bool:
+        return not sampling_kwargs(self.temperature, self.top_p)["do_sample"]
 
     def generate_kwargs(self) -> dict:
         return sampling_kwargs(self.temperature, self.top_p)
@@ -58,13 +61,20 @@ def answer(tokenizer: PreTrainedTokenizerBase, row: list[int], stop: tuple[str, 
 
 
 class StopOnText(StoppingCriteria):
-    """Ends each row once its new text holds a stop sequence (the text is cut there by `answer`)."""
+    """Ends each row once its new text holds a stop sequence (the text is cut there by `answer`).
+
+    Only the last few tokens are decoded at each step, enough to hold the longest stop sequence (a character is
+    at most 4 byte tokens), so the check costs the same at the 1000th token as at the first. (transformers'
+    `stop_strings` matches token strings, and on byte-level vocabularies it stopped where the text held no stop.)
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, stop: tuple[str, ...]):
         self.tokenizer, self.start, self.stop = tokenizer, start, stop
+        self.window = 4 * max(map(len, stop)) + 4
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window):]
+        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
         return torch.tensor([first_stop(text, self.stop) is not None for text in texts], dtype=torch.bool,
                             device=input_ids.device)
 

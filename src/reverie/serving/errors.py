@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from reverie.serving.batcher import Overloaded
 
 # OpenAI answers an invalid body with 400; reverie's own routes (memory, feedback) keep FastAPI's 422.
-OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions")
+OPENAI_TAG = "openai"  # the tag of the routes that answer as OpenAI's do
 
 
 class ApiError(Exception):
@@ -83,7 +83,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = _problems(exc.errors())
-        status = 400 if request.url.path in OPENAI_ROUTES else 422
+        route = request.scope.get("route")
+        status = 400 if OPENAI_TAG in getattr(route, "tags", ()) else 422
         return error_response(status, "invalid request: " + "; ".join(text for text, _ in problems),
                               param=problems[0][1] if problems else None)
 

@@ -17,14 +17,11 @@ from reverie.data.text import UnicodeText
 MAX_CHOICES = 8  # n, and prompts in one completion request: each is a generation the queue must hold
 
 
-Text = UnicodeText  # every string of a request: a lone surrogate is refused at the door
-
-
 class TextPart(BaseModel):
     """One part of a message's content (`{"type": "text", "text": …}`); other types are named and refused."""
 
-    type: Text
-    text: Text = ""
+    type: UnicodeText
+    text: UnicodeText = ""
 
 
 def _joined(content: str | list[TextPart]) -> str:
@@ -44,7 +41,7 @@ def _no_tools(role: str) -> str:
 
 class Message(BaseModel):
     role: Annotated[Literal["system", "developer", "user", "assistant", "tool"], AfterValidator(_no_tools)]
-    content: Annotated[Text | list[TextPart], AfterValidator(_joined)]  # a string once validated
+    content: Annotated[UnicodeText | list[TextPart], AfterValidator(_joined)]  # a string once validated
 
 
 class StreamOptions(BaseModel):
@@ -54,14 +51,14 @@ class StreamOptions(BaseModel):
 class Sampled(BaseModel):
     """What the two generating endpoints share."""
 
-    model: Text = Field("reverie", description="'reverie' or the served model's id, as /v1/models lists them")
+    model: UnicodeText = Field("reverie", description="'reverie' or the served model's id, as /v1/models lists them")
     max_tokens: int | None = Field(
         None, ge=1, description="Cut to serve.max_tokens; unset, as many as that and the context allow")
     temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False,
                                description="0 (or below engines.generation.GREEDY_BELOW) is greedy")
     top_p: float = Field(1.0, ge=0, le=1, allow_inf_nan=False, description="Nucleus sampling; 0 is greedy")
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="Choices per prompt; a stream has one")
-    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = Field(
+    stop: UnicodeText | Annotated[list[UnicodeText], Field(max_length=4)] | None = Field(
         None, description="Up to 4 sequences; the answer ends before the first one it generates (empty ones: none)")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -81,7 +78,7 @@ class ChatRequest(Sampled):
 
 
 class CompletionRequest(Sampled):
-    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_CHOICES)] = Field(
+    prompt: UnicodeText | Annotated[list[UnicodeText], Field(min_length=1, max_length=MAX_CHOICES)] = Field(
         description="A string, or several (each answered with n choices); one with no tokens is refused (400)")
 
     def prompts(self) -> list[str]:
@@ -89,16 +86,16 @@ class CompletionRequest(Sampled):
 
 
 class FeedbackRequest(BaseModel):
-    id: Text | None = Field(None, description="The id of a completion this server returned")
-    prompt: Text | None = None  # needed when the id is unknown (e.g. after a restart)
-    answer: Text | None = None
+    id: UnicodeText | None = Field(None, description="The id of a completion this server returned")
+    prompt: UnicodeText | None = None  # needed when the id is unknown (e.g. after a restart)
+    answer: UnicodeText | None = None
     rating: Literal["up", "down"]
-    correction: Text | None = Field(None, min_length=1, description="What the answer should have been")
+    correction: UnicodeText | None = Field(None, min_length=1, description="What the answer should have been")
 
 
 class MemoryRequest(BaseModel):
-    title: Text = Field(min_length=1, max_length=300)
-    text: Text = Field(min_length=1)
+    title: UnicodeText = Field(min_length=1, max_length=300)
+    text: UnicodeText = Field(min_length=1)
     questions: list[QA] = Field(default_factory=list, description="[{question, answer}] for recall")
     train_questions: list[QA] = Field(
         default_factory=list, description="[{question, answer}] Learn trains on (other wording than the checks)")

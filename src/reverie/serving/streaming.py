@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from starlette.responses import StreamingResponse
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from reverie.serving.decoding import Answer, Sampling, StopOnText, answer, until_stop
 from reverie.serving.errors import error_body
-from reverie.serving.slot import ModelSlot
+from reverie.serving.slot import ModelSlot, Served
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,10 @@ class _Streamer(TextIteratorStreamer):
             self.started.set_result(None)
 
 
-def stream_text(slot: ModelSlot, prompt_ids: list[int], max_tokens: int, sampling: Sampling,
+def stream_text(slot: ModelSlot, served: Served, prompt_ids: list[int], max_tokens: int, sampling: Sampling,
                 on_end: Callable[[], None]) -> Stream:
-    """Start generating in a thread. The model lock is held until generation ends; then `on_end` runs, whether
-    or not anyone read the pieces."""
-    served = slot.served
+    """Start generating on `served` (the model the request was checked against) in a thread. The model lock is
+    held until generation ends; then `on_end` runs, whether or not anyone read the pieces."""
     tokenizer = served.loaded.tokenizer
     streamer = _Streamer(tokenizer)
     cancel = threading.Event()
@@ -80,14 +80,13 @@ def stream_text(slot: ModelSlot, prompt_ids: list[int], max_tokens: int, samplin
                     eos_token_id=tokenizer.eos_token_id, streamer=streamer,
                     stopping_criteria=stopping, **sampling.generate_kwargs())
             outcome.set_result(answer(tokenizer, out[0, len(prompt_ids) :].tolist(), sampling.stop))
-        except Exception as exc:
+        except BaseException as exc:
             outcome.set_exception(exc)
             streamer.end()  # the reader sees the pieces end rather than waiting forever
         finally:
             on_end()
             if not streamer.started.done():  # generation ended before a first token, perhaps failing
-                error = outcome.exception() if outcome.done() else None
-                if error is None:
+                if (error := outcome.exception()) is None:
                     streamer.started.set_result(None)
                 else:
                     streamer.started.set_exception(error)
@@ -111,25 +110,37 @@ def events(ident: str, stream: Stream, chat: bool, prompt_tokens: int, include_u
         return event([choice | {"finish_reason": finish}])
 
     sent: list[str] = []
+    if chat:
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], **first)
+    for text in stream.pieces:
+        if text:
+            sent.append(text)
+            yield piece(text)
     try:
-        if chat:
-            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], **first)
-        for text in stream.pieces:
-            if text:
-                sent.append(text)
-                yield piece(text)
+        ended = stream.outcome.result()
+    except Exception as exc:  # the status line is long gone: the stream says so, as OpenAI's does
+        log.exception("generation failed in the middle of stream %s", ident)
+        yield f"data: {json.dumps(error_body(f'generation failed: {type(exc).__name__}', 'server_error'))}\n\n"
+        return
+    done("".join(sent))
+    yield piece("", ended.finish_reason)
+    if include_usage:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": ended.completion_tokens,
+                 "total_tokens": prompt_tokens + ended.completion_tokens}
+        yield event([], usage=usage)
+    yield "data: [DONE]\n\n"
+
+
+class CancellingStream(StreamingResponse):
+    """A stream that stops generation however the response ends: finished, failed, or a client that left, even
+    one that left before the first byte (then the body's generator never starts, so it cannot do this itself)."""
+
+    def __init__(self, content: Iterator[str], cancel: threading.Event):
+        super().__init__(content, media_type="text/event-stream")
+        self.cancel = cancel
+
+    async def __call__(self, scope, receive, send) -> None:
         try:
-            ended = stream.outcome.result()
-        except Exception as exc:  # the status line is long gone: the stream says so, as OpenAI's does
-            log.exception("generation failed in the middle of stream %s", ident)
-            yield f"data: {json.dumps(error_body(f'generation failed: {type(exc).__name__}', 'server_error'))}\n\n"
-            return
-        done("".join(sent))
-        yield piece("", ended.finish_reason)
-        if include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": ended.completion_tokens,
-                     "total_tokens": prompt_tokens + ended.completion_tokens}
-            yield event([], usage=usage)
-        yield "data: [DONE]\n\n"
-    finally:  # the stream ended or the client left: stop generating either way
-        stream.cancel.set()
+            await super().__call__(scope, receive, send)
+        finally:
+            self.cancel.set()
