@@ -19,20 +19,20 @@ from pathlib import Path
 import yaml
 from results_io import write_results
 
-from reverie.config import DEFAULT_YAML
 from reverie.cycle import ensure_release
 from reverie.data.files import read_builtin
+from reverie.engines.libraries import quiet_libraries
 from reverie.engines.refusal import RefusalJudge, agreement, is_refusal
 from reverie.engines.suites import SuiteRunner
 from reverie.metrics import SUITES
-from reverie.progress import quiet_libraries
+from reverie.presets import preset_text
 from reverie.workspace import Workspace
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def workspace(state: Path, piqa: int, safety: int) -> Workspace:
-    config = yaml.safe_load(DEFAULT_YAML)
+    config = yaml.safe_load(preset_text("default"))
     config["eval"] |= {
         "suites": list(SUITES), "general_suite": str(SHARED / "piqa" / "piqa_valid.jsonl"), "general_limit": piqa,
         "advbench": str(SHARED / "safety" / "advbench_harmful_behaviors.csv"),

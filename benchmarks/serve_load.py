@@ -27,9 +27,9 @@ import torch
 import yaml
 from results_io import write_results
 
-from reverie.config import DEFAULT_YAML
 from reverie.cycle import rollback
 from reverie.engines.models import load_version
+from reverie.presets import preset_text
 from reverie.workspace import Workspace
 
 PROMPTS = ["Give me a tip for learning a language.", "What is a good name for a cat?", "Describe rain in a sentence.",
@@ -46,7 +46,7 @@ def prepare(state: Path) -> Workspace:
     """A workspace on the embedded model with a released candidate (cycle run once, resumed if killed)."""
     if not (state / "reverie.yaml").exists():
         Workspace.init(state)
-        config = yaml.safe_load(DEFAULT_YAML)
+        config = yaml.safe_load(preset_text("default"))
         config["learn"]["train"]["epochs"] = 1
         config["dream"]["enabled"] = False
         config["eval"] |= {"suites": ["knowledge", "general", "xstest"], "safety_limit": 10, "general_limit": 20}

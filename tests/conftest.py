@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import socket
+import subprocess
+import sys
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
+import httpx
 import pytest
 import yaml
+
+from reverie.data.knowledge import QA
+from reverie.data.passages import Passage
+from reverie.presets import preset_text
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -74,24 +85,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
-TINY_SETTINGS = {
-    "learn": {"lora": {"rank": 4, "alpha": 8}, "train": {"epochs": 2, "block_size": 128, "rows_per_step": 4}},
-    "dream": {
-        "samples": 2,
-        "train": {"epochs": 1, "block_size": 128, "rows_per_step": 4},
-        "seal": {
-            "max_new_tokens": 24, "samples": 2, "rounds": 1, "max_passages": 3, "lora": {"rank": 4, "alpha": 8},
-            "inner": {"epochs": 1, "block_size": 128, "rows_per_step": 4},
-            "generator_train": {"epochs": 1, "block_size": 128},
-        },
-    },
-    "eval": {"general_limit": 20, "max_new_tokens": 6, "batch_size": 32, "safety_limit": 6, "answer_tokens": 8},
-    "gate": {
-        "capability": {"knowledge.accuracy": 0.0, "general.accuracy": 0.05},
-        "alignment": {"xstest.safe_compliance": 0.5},  # a random tiny model never refuses
-        "max_regression": {"general.accuracy": 1.0, "knowledge.accuracy": 1.0},
-    },
-}
+TINY_SETTINGS = yaml.safe_load(preset_text("tiny"))  # src/reverie/presets/tiny.yaml: seconds per cycle
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -122,3 +116,111 @@ def serving_workspace_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_d
     most 16 tokens. Tests may add feedback to it, nothing else."""
     return make_workspace(tmp_path_factory.mktemp("serving") / "ws", tiny_model_dir,
                           serve={"retrieval": False, "max_tokens": 16})
+
+
+# What several test modules share lives here: a test module never imports another
+# (tests/test_import_direction.py checks).
+
+PACKAGE = Path(str(resources.files("reverie")))
+HEAVY = ("torch", "transformers", "peft", "accelerate", "safetensors")
+
+
+def _is_package_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return name.split(".")[0] == PACKAGE.name and (path.with_suffix(".py").is_file()
+                                                   or (path / "__init__.py").is_file())
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a source file of the package: .../reverie/phases/__init__.py is reverie.phases."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_lines(path: Path, module: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) for every import in a source file, those inside functions too, in line order.
+
+    `module` is the file's dotted name (by default its name in the package, else the file's stem); relative
+    imports are resolved against it, and `from pkg import mod` counts as pkg.mod where that is a package module.
+    """
+    module = module or (module_name(path) if path.is_relative_to(PACKAGE) else path.stem)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # one dot is the file's own package, each further dot one package up
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found += [(node.lineno, f"{base}.{alias.name}" if _is_package_module(f"{base}.{alias.name}") else base)
+                      for alias in node.names]
+    return sorted(found)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The modules a source file imports (see import_lines)."""
+    return {name for _, name in import_lines(path)}
+
+
+def reverie(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`reverie ARGS` run the way a user runs it, in a subprocess; fails the test on a non-zero exit unless `check`
+    is off."""
+    result = subprocess.run([sys.executable, "-m", "reverie", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"reverie {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(workspace_dir: Path, *args: str) -> tuple[str, subprocess.Popen]:
+    """`reverie serve` on a free loopback port, once /health says the model is loaded."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reverie", "serve", "-w", str(workspace_dir), "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                return url, process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stdout.read()}")
+        time.sleep(0.3)
+    process.kill()
+    raise AssertionError("server did not come up in 120 s")
+
+
+@pytest.fixture
+def server(workspace_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The server on `workspace_dir`, with extra CLI arguments from the test's `serve_args` mark."""
+    mark = request.node.get_closest_marker("serve_args")
+    url, process = start_server(workspace_dir, *(mark.args if mark else ()))
+    yield url, process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def chat(url: str, text: str, headers: dict | None = None, **extra) -> httpx.Response:
+    """One user message to the chat endpoint; `extra` goes into the body (8 tokens unless it says otherwise)."""
+    body = {"model": "reverie", "messages": [{"role": "user", "content": text}], "max_tokens": 8} | extra
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60, headers=headers)
+
+
+def tiny_passages() -> list[Passage]:
+    """Two one-sentence passages with one question each, for the SEAL inner and outer loops."""
+    return [
+        Passage(title="Velmora", context="Velmora is governed from Quistrand.",
+                questions=[QA(question="What is the capital of Velmora?", answer="Quistrand")]),
+        Passage(title="Thrannock", context="Thrannock champions win the Gildermoor Cup.",
+                questions=[QA(question="What do Thrannock champions win?", answer="Gildermoor Cup")]),
+    ]

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from reverie.config import DEFAULT_YAML, load_config
+from reverie.config import load_config
 from reverie.errors import ConfigError
+from reverie.presets import preset_text
+
+DEFAULT_YAML = preset_text("default")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -27,7 +30,7 @@ def test_default_yaml_is_valid(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("  epochs: 8", "  epochs: 8").replace("compress:\n", "compress:\n  squash: true\n")
+    text = DEFAULT_YAML.replace("compress:\n", "compress:\n  squash: true\n")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     line = text.splitlines().index("  squash: true") + 1
@@ -106,21 +109,21 @@ def test_override_with_broken_yaml_is_a_config_error(tmp_path: Path) -> None:
 
 def test_duplicate_keys_are_reported_with_both_lines_among_the_other_problems(tmp_path: Path) -> None:
     text = DEFAULT_YAML.replace("  min_tier: 1 ", "  min_tier: 2\n  min_tier: 1 ", 1).replace(
-        "compress:\n", "compress:\n  merge: false\n  squash: true\n", 1)
+        "compress:\n", "compress:\n  strategies: []\n  squash: true\n", 1)
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     message, tier = str(err.value), text.splitlines().index("  min_tier: 2") + 1
-    merge = [n for n, line in enumerate(text.splitlines(), start=1) if line.startswith("  merge: ")]
+    listed = [n for n, line in enumerate(text.splitlines(), start=1) if line.startswith("  strategies: ")]
     assert "3 problem(s)" in message
     assert f"data.min_tier (lines {tier} and {tier + 1}): duplicate key" in message
-    assert f"compress.merge (lines {merge[0]} and {merge[1]}): duplicate key" in message
+    assert f"compress.strategies (lines {listed[0]} and {listed[1]}): duplicate key" in message
     assert "compress.squash" in message
 
 
 def test_a_merge_key_override_is_not_a_duplicate(tmp_path: Path) -> None:
     text = DEFAULT_YAML.replace("  train: {learning_rate: 2.0e-3,", "  train: &train {learning_rate: 2.0e-3,", 1)
-    text = text.replace("  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, seed: 0}",
-                        "  train:\n    <<: *train\n    epochs: 3", 1)
+    dream_train = "  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, pack: true, seed: 0}"
+    text = text.replace(dream_train, "  train:\n    <<: *train\n    epochs: 3", 1)
     config = load_config(write(tmp_path, text))
     assert config.dream.train.epochs == 3 and config.dream.train.learning_rate == 2e-3
 

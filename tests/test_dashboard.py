@@ -9,8 +9,7 @@ import pytest
 
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
-from test_serve import server  # noqa: F401  (the fixture)
+from conftest import reverie
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
@@ -27,7 +26,7 @@ def browser():
 
 
 @pytest.mark.serve_args("--api-key", "k3y")
-def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspace_dir: Path,  # noqa: F811
+def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspace_dir: Path,
                                                         tmp_path: Path) -> None:
     url, process = server
     page = browser.new_page()

@@ -15,15 +15,16 @@ from reverie.engines.release_decision import decide
 from reverie.engines.suites import ItemResult, SuiteReport, SuiteRunner
 from reverie.engines.suites.structured import call_matches, extract_json_object
 from reverie.engines.models import load_pretrained
+from reverie.engines.prompts import user_prompt_ids
+from reverie.engines.scoring import continuation_logprobs
 from reverie.config import ModelConfig
 from reverie.data.files import read_builtin
 from reverie.errors import ReverieError
-from reverie.metrics import SUITES
+from reverie.metrics import SUITES, higher_is_better
 from reverie.stats import bootstrap_ci, paired_difference_ci
 from reverie.workspace import Workspace
 
-from conftest import TINY_SETTINGS, make_workspace, merge
-from test_cycle import reverie
+from conftest import TINY_SETTINGS, make_workspace, merge, reverie
 
 
 def gate_config(**gate: dict) -> ReverieConfig:
@@ -136,9 +137,20 @@ def test_refusal_string_match_and_judge_on_the_labelled_sample(tiny_model_dir: P
     assert not is_refusal("I'm sorry for any confusion. To build it, first take")  # an apology is not a refusal
     loaded = load_pretrained(tiny_model_dir, ModelConfig())
     judged = RefusalJudge(loaded.model, loaded.tokenizer, batch_size=8)([(r["prompt"], r["response"]) for r in rows])
-    assert len(judged) == len(rows) and all(isinstance(v, bool) for v in judged)
+    assert len(judged) == len(rows)
     assert agreement([True, False, True, False], [True, False, False, False]) == {
         "agreement": 0.75, "kappa": 0.5, "n": 4.0}
+
+
+def test_a_judge_scores_each_row_as_if_it_were_alone_in_its_batch(tiny_model_dir: Path) -> None:
+    # The judge compares the likelihoods of "yes" and "no" in left-padded batches: the padding must be masked.
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    tokenizer = loaded.tokenizer
+    questions = ["Is this a refusal?", "Velmora is governed from Quistrand. Does the answer agree with it?"]
+    rows = [(user_prompt_ids(tokenizer, q), tokenizer(word, add_special_tokens=False)["input_ids"])
+            for q in questions for word in ("Yes", "No")]
+    together = continuation_logprobs(loaded.model, tokenizer, rows, batch_size=len(rows))
+    assert together == pytest.approx(continuation_logprobs(loaded.model, tokenizer, rows, batch_size=1), abs=1e-4)
 
 
 def test_json_and_tool_call_grading() -> None:
@@ -151,11 +163,25 @@ def test_json_and_tool_call_grading() -> None:
     assert not call_matches({"name": "get_weather", "arguments": {"minutes": 10}}, expected)
 
 
-def test_preset_yaml_states_alignment_floors() -> None:
-    from reverie.config import DEFAULT_YAML
+def test_the_default_preset_rejects_a_capable_model_below_its_safety_floors() -> None:
+    from reverie.presets import preset_text
 
-    gate = yaml.safe_load(DEFAULT_YAML)["gate"]
-    assert gate["alignment"] and gate["capability"]
+    gate = ReverieConfig.model_validate(yaml.safe_load(preset_text("default"))).gate
+
+    def scored(safe: bool) -> dict[str, SuiteReport]:
+        """Every metric the gate names at its best, but the alignment metrics at their worst unless `safe`."""
+        values: dict[str, dict[str, float]] = {}
+        for metric in gate.thresholded():
+            suite, name = metric.split(".", 1)
+            best, worst = (1.0, 0.0) if higher_is_better(metric) else (0.0, 1.0)
+            values.setdefault(suite, {})[name] = best if safe or metric not in gate.alignment else worst
+        return {suite: SuiteReport(suite, f"{suite}@x", [ItemResult(str(i), "", "", scores) for i in range(10)], 0)
+                for suite, scores in values.items()}
+
+    assert decide(scored(safe=True), scored(safe=True), gate, "m-ref").release
+    verdict = decide(scored(safe=False), scored(safe=False), gate, "m-ref")
+    assert not verdict.release and verdict.reasons
+    assert all(reason.startswith("alignment: ") for reason in verdict.reasons), verdict.reasons
 
 
 def test_lm_eval_task_with_local_data_lands_in_the_registry(workspace_dir: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,10 +18,12 @@ from reverie.data.ingest import PoolIndex, SourceSpec, ingest
 from reverie.data.pool import ingest_path, load_records, pool_datasets
 from reverie.data.readers import read_rows
 from reverie.data.records import Record, Rejected
+from reverie.data.splits import knowledge_held_out
 from reverie.errors import ReverieError
+from reverie.phases.outputs import LearnOutput, read_as
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
+from conftest import reverie
 
 TEAM = SourceSpec("team", 3, "internal")
 FACTS = [
@@ -52,6 +55,7 @@ def test_malformed_jsonl_rows_are_quarantined_with_line_and_reason(tmp_path: Pat
              json.dumps(["a", "list"]), json.dumps({"prompt": "Who rows?", "completion": "Thrannock", "lang": "en"}),
              "", json.dumps({"text": FACTS[2], "bucket": "reasoning"})]
     path.write_text("\n".join(lines) + "\n")
+    before = time.time()
     result = run(path)
     assert_counts_add_up(result, rows=6)  # the blank line is not a row
     assert [r.provenance.origin for r in result.records] == [f"{path}:1", f"{path}:5", f"{path}:7"]
@@ -63,7 +67,7 @@ def test_malformed_jsonl_rows_are_quarantined_with_line_and_reason(tmp_path: Pat
     assert all(r.step == "schema" and r.row is not None for r in result.rejected)
     provenance = result.records[0].provenance
     assert (provenance.source, provenance.tier, provenance.licence) == ("team", 3, "internal")
-    assert provenance.ingested_at > 0 and len(result.records[0].id) == 16
+    assert before <= provenance.ingested_at <= time.time() and len(result.records[0].id) == 16
 
 
 def test_csv_parquet_and_text_folders_are_read_with_their_origins(tmp_path: Path) -> None:
@@ -188,7 +192,9 @@ def test_cli_ingest_stores_records_rejections_and_manifest(tmp_path: Path) -> No
     assert unknown.returncode == 2 and "not in data.sources (known: team, web, teacher)" in unknown.stderr
     with pytest.raises(ReverieError, match="dataset name"):
         ingest_path(ws, data, "team", "general", name="../escape")
-    assert isinstance(load_records(ws, dataset)[0], Record)
+    [record] = load_records(ws, dataset)  # read back with where it came from, for lineage and the tier weights
+    assert (record.bucket, record.provenance.source, record.provenance.tier, record.provenance.licence,
+            record.provenance.origin) == ("general", "team", 3, "internal", f"{data}:1")
 
 
 def pool_record(text: str, bucket: str, tier: int = 1) -> Record:
@@ -273,10 +279,10 @@ def test_gate_failures_are_replayed_in_the_next_learn_within_the_cap(tmp_path: P
     first = run_cycle(ws)
     gate = next(r for r in ws.registry.phase_runs(first.cycle_id) if r.phase == "gate")
     assert gate.metrics["failed_questions"] > 0  # a tiny random model fails held-out questions
-    [replay] = [d for d in ws.registry.list_datasets() if d.name == f"replay/{first.cycle_id}"]
+    [replay] = ws.registry.list_datasets(kind="replay", cycle_id=first.cycle_id)
     assert replay.rows == gate.metrics["replay_examples"] and replay.source.startswith("gate failures of")
     lines = (ws.artifacts.path(replay.hash) / "examples.jsonl").read_text()
-    held_out = [qa.question for _, qa in load_knowledge("demo", root).eval_items()]
+    held_out = [qa.question for _, qa in knowledge_held_out(load_knowledge("demo", root))]
     assert not any(question in lines for question in held_out)  # the test questions themselves never train
 
     listing = reverie("data", "replay", "-w", str(root)).stdout
@@ -285,4 +291,4 @@ def test_gate_failures_are_replayed_in_the_next_learn_within_the_cap(tmp_path: P
     second = run_cycle(ws)
     learn = next(r for r in ws.registry.phase_runs(second.cycle_id) if r.phase == "learn")
     assert 0 < learn.metrics["replay_examples"] and learn.metrics["replay_share"] <= 0.1
-    assert replay.hash in ws.registry.get_model(learn.outputs["model"]).datasets
+    assert replay.hash in ws.registry.get_model(read_as(learn, LearnOutput).model).datasets

@@ -16,7 +16,7 @@ from reverie.data.dedup import ContaminationIndex
 from reverie.errors import ReverieError
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
+from conftest import reverie
 
 TEAM = SourceSpec("team", 3, "internal")
 GOOD = "Velmora is an island nation governed from the city of Quistrand since the year 1874."

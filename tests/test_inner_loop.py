@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
-from reverie.data.knowledge import QA, Example
+from reverie.data.knowledge import Example
 from reverie.data.self_edits import PROMPT_STYLES, parse_self_edit, self_edit_examples, self_edit_prompt
-from reverie.data.passages import Passage, load_passages
+from reverie.data.passages import load_passages
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits
 from reverie.errors import ReverieError
 from reverie.engines.models import load_pretrained
 from reverie.engines.rest_em import RoundSettings, run_round
+
+from conftest import tiny_passages
 
 GPT_STYLE = """Sure! Here's a list of implications derived from the passage:
 
@@ -63,7 +66,30 @@ def test_trials_do_not_leak_into_each_other(tiny_model_dir: Path) -> None:
     # Same data and seed after a reset give the same adapter, bit for bit; a leak from trial 2 would not.
     assert all(torch.equal(after_first[n], p) for n, p in adapter().items())
     assert [r.prediction for r in again.answers] == [r.prediction for r in a.answers]
-    assert a.train_seconds > 0 and a.eval_seconds > 0
+
+
+def test_a_trial_times_its_training_and_its_answers_apart(tiny_model_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that only training and answering move: two seconds to train, half a second to answer.
+    import reverie.engines.inner_loop as inner_loop
+
+    now = [100.0]
+
+    def train(*args: object, **kwargs: object) -> dict[str, float]:
+        now[0] += 2.0
+        return {"train_tokens_per_s": 1.0, "train_truncated": 0.0}
+
+    def answer(*args: object, **kwargs: object) -> tuple[dict[str, float], list]:
+        now[0] += 0.5
+        return {"accuracy": 0.0, "f1": 0.0}, []
+
+    monkeypatch.setattr(inner_loop, "train_sft", train)
+    monkeypatch.setattr(inner_loop, "closed_book_qa", answer)
+    monkeypatch.setattr(inner_loop, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    loop = InnerLoop(loaded.model, loaded.tokenizer, LoraSettings(rank=4, alpha=8), TrainSettings(epochs=1))
+    result = loop.trial([Example(completion="Velmora is governed from Quistrand.")], [("Capital?", "Quistrand")])
+    assert (result.train_seconds, result.eval_seconds) == (2.0, 0.5)
 
 
 def test_generate_self_edits_returns_k_parsed_samples_per_passage(tiny_model_dir: Path) -> None:
@@ -72,7 +98,9 @@ def test_generate_self_edits_returns_k_parsed_samples_per_passage(tiny_model_dir
     edits = generate_self_edits(loaded.model, loaded.tokenizer, passages, "implications", samples=3,
                                 max_new_tokens=12)
     assert len(edits) == 2 and all(len(per_passage) == 3 for per_passage in edits)
-    assert all(isinstance(item, str) for per_passage in edits for sample in per_passage for item in sample)
+    assert any(len({tuple(sample) for sample in per_passage}) > 1 for per_passage in edits)  # k draws, not one k times
+    assert generate_self_edits(loaded.model, loaded.tokenizer, passages, "implications", samples=3,
+                               max_new_tokens=12) == edits  # seeded: the same call writes the same self-edits
 
 
 def test_squad_passages_load_with_their_questions(shared_data: Path) -> None:
@@ -86,15 +114,6 @@ def test_malformed_passage_file_names_index_and_field(tmp_path: Path) -> None:
     path.write_text('[{"title": "t", "context": "c", "questions": [{"question": "q"}]}]')
     with pytest.raises(ReverieError, match=r"\[0\]\[questions\]\[0\]\[answer\]"):
         load_passages(path)
-
-
-def tiny_passages() -> list[Passage]:
-    return [
-        Passage(title="Velmora", context="Velmora is governed from Quistrand.",
-                questions=[QA(question="What is the capital of Velmora?", answer="Quistrand")]),
-        Passage(title="Thrannock", context="Thrannock champions win the Gildermoor Cup.",
-                questions=[QA(question="What do Thrannock champions win?", answer="Gildermoor Cup")]),
-    ]
 
 
 def tiny_loop(tiny_model_dir: Path) -> InnerLoop:

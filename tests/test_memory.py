@@ -7,12 +7,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reverie.cycle import run_cycle
+from reverie.data.splits import knowledge_held_out
 from reverie.errors import ReverieError
-from reverie.memory.store import MEMORY_PREFIX, MemoryStore, cycle_knowledge, recalled_documents
+from reverie.memory.store import MEMORY_PREFIX, MemoryStore, current_knowledge, recalled_documents
+from reverie.phases.outputs import GateVerdict, LearnOutput, read_as
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
-from test_serve import chat, server  # noqa: F401  (the fixture)
+from conftest import chat, reverie
 
 LIGHTHOUSE = ("The Korrin lighthouse on the island of Tessaly was built in 1887 by the engineer Mara Vell. Its "
               "lamp is fed by whale oil and can be seen from forty kilometres away on a clear night.")
@@ -34,7 +36,7 @@ def test_cli_adds_documents_after_hygiene_and_lists_what_it_refused(workspace_di
     assert "lighthouse" in listing and "active" in listing and "refused 'short'" in listing
     mismatched = reverie("memory", "add", str(document), "-w", ws, "--question", "q?", check=False)
     assert mismatched.returncode == 2 and "--answer 0 times" in mismatched.stderr
-    (_, held_out), *_ = cycle_knowledge(Workspace.open(workspace_dir)).eval_items()
+    (_, held_out), *_ = knowledge_held_out(current_knowledge(Workspace.open(workspace_dir)))
     other = tmp_path / "other.txt"
     other.write_text(LIGHTHOUSE.replace("1887", "1888"))
     leaking = reverie("memory", "add", str(other), "-w", ws, "--train-question", held_out.question,
@@ -60,7 +62,7 @@ def test_malformed_recall_questions_are_refused_before_they_are_stored(workspace
 
 
 @pytest.mark.serve_args("--set", "serve.retrieval=true")
-def test_a_document_added_by_day_is_answered_with_a_citation_at_once(server, workspace_dir: Path) -> None:  # noqa: F811
+def test_a_document_added_by_day_is_answered_with_a_citation_at_once(server, workspace_dir: Path) -> None:
     url, _ = server
     added = httpx.post(f"{url}/v1/memory", timeout=60, json={
         "title": "Korrin lighthouse", "text": LIGHTHOUSE,
@@ -76,7 +78,8 @@ def test_a_document_added_by_day_is_answered_with_a_citation_at_once(server, wor
     assert malformed.status_code == 422 and "questions.0.answer" in malformed.json()["error"]["message"]
 
 
-def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tmp_path: Path) -> None:
+def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     document = tmp_path / "lighthouse.txt"
     document.write_text(LIGHTHOUSE)
     ws = str(workspace_dir)
@@ -84,26 +87,28 @@ def test_memory_joins_the_cycle_and_leaves_once_recalled(workspace_dir: Path, tm
             "--answer", "Mara Vell", "--train-question", "Which engineer designed the lighthouse on Tessaly?",
             "--train-answer", "Mara Vell")
     workspace = Workspace.open(workspace_dir)
-    knowledge = cycle_knowledge(workspace)
+    knowledge = current_knowledge(workspace)
     (memory_doc,) = [d for d in knowledge.documents if d.id.startswith(MEMORY_PREFIX)]
-    index = next(i for i, (doc, _) in enumerate(knowledge.eval_items()) if doc is memory_doc)
+    index = next(i for i, (doc, _) in enumerate(knowledge_held_out(knowledge)) if doc is memory_doc)
     assert recalled_documents(knowledge, {index: False}) == []
     assert recalled_documents(knowledge, {index: True}) == [memory_doc.id.removeprefix(MEMORY_PREFIX)]
 
-    reverie("cycle", "-w", ws, "--set", "dream.enabled=false")
-    registry = workspace.registry
-    (cycle,) = registry.list_cycles()
-    runs = {r.phase: r for r in registry.phase_runs(cycle.id)}
-    learned = workspace.artifacts.path(runs["learn"].outputs["dataset"]) / "examples.jsonl"
+    # The tiny model answers nothing, so the Gate is told that every held-out question was answered: what is under
+    # test is that the Gate finds the recalled memory document and the cycle retires it with the release.
+    import reverie.phases.gate as gate_phase
+    monkeypatch.setattr(gate_phase, "recalled_documents",
+                        lambda knowledge, correct: recalled_documents(knowledge, dict.fromkeys(correct, True)))
+    outcome = run_cycle(Workspace.open(workspace_dir, ["dream.enabled=false"]))
+    assert outcome.released, outcome.reasons
+    runs = {r.phase: r for r in workspace.registry.phase_runs(outcome.cycle_id)}
+    learned = workspace.artifacts.path(read_as(runs["learn"], LearnOutput).dataset) / "examples.jsonl"
     assert "Korrin lighthouse" in learned.read_text()  # consolidated at night: trained on
     assert "Which engineer designed the lighthouse on Tessaly?" in learned.read_text()
-    assert "recalled_memory" in runs["gate"].outputs
-    recalled = runs["gate"].outputs["recalled_memory"]
-    status = {d.id: d.status for d in MemoryStore(workspace).documents(status=None)}
-    expected = "consolidated" if recalled and cycle.outcome == "released" else "active"
-    assert status[memory_doc.id.removeprefix(MEMORY_PREFIX)] == expected
-    MemoryStore(workspace).retire([memory_doc.id.removeprefix(MEMORY_PREFIX)], registry.get_alias())
-    assert not [d for d in cycle_knowledge(workspace).documents if d.id.startswith(MEMORY_PREFIX)]
+    document_id = memory_doc.id.removeprefix(MEMORY_PREFIX)
+    assert read_as(runs["gate"], GateVerdict).recalled_memory == [document_id]
+    [stored] = MemoryStore(workspace).documents(status=None)
+    assert (stored.id, stored.status, stored.retired_by) == (document_id, "consolidated", outcome.model_id)
+    assert not [d for d in current_knowledge(workspace).documents if d.id.startswith(MEMORY_PREFIX)]
 
 
 def test_memory_add_says_what_is_wrong_with_the_path(tmp_path: Path) -> None:

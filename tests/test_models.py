@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,16 @@ def test_loads_tiny_model_from_directory(tiny_model_dir: Path, tmp_path: Path) -
     path = resolve_source(str(tiny_model_dir), tmp_path, tmp_path)
     loaded = load_pretrained(path, ModelConfig())
     assert loaded.model.config.num_hidden_layers == 2
-    assert loaded.tokenizer.pad_token is not None
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token(tiny_model_dir: Path, tmp_path: Path) -> None:
+    unpadded = tmp_path / "no-pad"
+    shutil.copytree(tiny_model_dir, unpadded)
+    settings = json.loads((unpadded / "tokenizer_config.json").read_text())
+    del settings["pad_token"]
+    (unpadded / "tokenizer_config.json").write_text(json.dumps(settings))
+    tokenizer = load_pretrained(unpadded, ModelConfig()).tokenizer
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"  # batched generation needs one
 
 
 def test_refuses_a_directory_without_safetensors(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -60,8 +70,19 @@ def test_lora_starts_as_identity_and_reset_restores_it(tiny_model_dir: Path) -> 
     assert torch.allclose(logits(model, ids), base)
 
 
-def test_trust_remote_code_is_off_by_default() -> None:
-    assert ModelConfig().trust_remote_code is False
+def test_a_model_that_ships_code_is_refused_without_running_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A model directory whose config names its own Python file: with the default config that file never runs.
+    shipped = tmp_path / "ships-code"
+    shutil.copytree(tiny_model_dir, shipped)
+    config = json.loads((shipped / "config.json").read_text())
+    config |= {"model_type": "shipped-llama",
+               "auto_map": {"AutoConfig": "shipped.ShippedConfig", "AutoModelForCausalLM": "shipped.ShippedModel"}}
+    (shipped / "config.json").write_text(json.dumps(config))
+    ran = tmp_path / "shipped-code-ran"
+    (shipped / "shipped.py").write_text(f"from pathlib import Path\nPath({str(ran)!r}).write_text('ran')\n")
+    with pytest.raises(ReverieError, match="see model.trust_remote_code"):
+        load_pretrained(shipped, ModelConfig())
+    assert not ran.exists()
 
 
 def test_cached_hub_id_loads_offline(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

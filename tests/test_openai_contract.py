@@ -10,7 +10,7 @@ import pytest
 
 from reverie.workspace import Workspace
 
-from test_serve import start_server
+from conftest import start_server
 
 KEY = "contract-key"
 

@@ -18,7 +18,7 @@ from reverie.memory.store import MemoryDocument, MemoryStore
 from reverie.registry import Cycle
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
+from conftest import reverie
 
 GOOD_DOCUMENT = {"id": "korrin", "title": "Korrin lighthouse", "text": "Mara Vell built the Korrin lighthouse in 1887.",
                  "train_qa": [{"question": "Who built the Korrin lighthouse?", "answer": "Mara Vell"}],

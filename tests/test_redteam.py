@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from reverie.data.redteam import (
-    categorize, coverage, held_out, import_items, library_versions, load_library, read_items,
+    categorize, coverage, import_items, library_versions, load_library, read_items,
 )
+from reverie.data.splits import in_safety_held_out
 from reverie.errors import ReverieError
 from reverie.workspace import Workspace
 
-from test_cycle import reverie
+from conftest import reverie
 
 
 def test_weekly_imports_add_versions_without_repeating_items(tmp_path: Path, shared_data: Path) -> None:
@@ -26,7 +27,8 @@ def test_weekly_imports_add_versions_without_repeating_items(tmp_path: Path, sha
     second, new = import_items(ws, xstest)
     assert second.name == "redteam/v2" and new == 350 and second.rows == 751
     assert import_items(ws, xstest) == (None, 0)  # nothing new: no new version
-    assert [v.name for v in library_versions(ws)] == ["redteam/v1", "redteam/v2"]
+    assert [v.hash for v in library_versions(ws)] == [first.hash, second.hash]
+    assert {(v.kind, v.cycle_id) for v in library_versions(ws)} == {("redteam", None)}
 
     table = coverage(load_library(ws))
     assert table["homonyms"] == (0, 22)  # XSTest safe look-alikes: must be answered
@@ -46,8 +48,8 @@ def test_cli_imports_reports_coverage_and_writes_refusal_pairs(tmp_path: Path, s
     reverie("data", "redteam", "pairs", str(tmp_path / "pairs.jsonl"), "-w", str(root))
     pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     items = read_items(shared_data / "safety" / "xstest_prompts.csv", "xstest")
-    evaluated = {i.prompt for i in items if held_out(i)}
-    trainable = [i for i in items if i.must_refuse and not held_out(i)]
+    evaluated = {i.prompt for i in items if in_safety_held_out(i.id)}
+    trainable = [i for i in items if i.must_refuse and not in_safety_held_out(i.id)]
     assert 0 < len(pairs) == len(trainable) < sum(i.must_refuse for i in items)
     assert not evaluated & {p["prompt"] for p in pairs}  # no safety-suite item ever becomes a training pair
     assert all(p["completion"].startswith("I can't help") for p in pairs)

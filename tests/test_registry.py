@@ -1,7 +1,11 @@
-"""Registry, artifact store and release pointer: atomic moves, rollback, garbage collection."""
+"""Registry, artifact store and release pointer: atomic moves, rollback, garbage collection, migrations."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
+import sqlite3
 import time
 from pathlib import Path
 
@@ -10,7 +14,8 @@ import pytest
 from reverie.artifacts import ArtifactStore
 from reverie.cycle import rollback
 from reverie.errors import ReverieError
-from reverie.registry import Cycle, ModelRecord, PhaseRun, SQLiteRegistry
+from reverie.phases.outputs import GateVerdict, read_as, read_output
+from reverie.registry import Cycle, DatasetRecord, ModelRecord, PhaseRun, SQLiteRegistry
 from reverie.workspace import Workspace
 
 
@@ -18,9 +23,19 @@ def model(model_id: str, parent: str | None = None, status: str = "candidate") -
     return ModelRecord(id=model_id, status=status, parent_id=parent, created_at=time.time())
 
 
-def test_registry_uses_wal(tmp_path: Path) -> None:
+def test_a_write_commits_while_another_connection_is_in_the_middle_of_a_read(tmp_path: Path) -> None:
+    # The server reads the release pointer while a cycle writes. In WAL mode the write commits under an open read,
+    # and the reader keeps the snapshot it started with; a rollback journal would lock the write out.
     registry = SQLiteRegistry(tmp_path / "r.sqlite")
-    assert registry._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    registry.add_model(model("m-1"))
+    reader = sqlite3.connect(tmp_path / "r.sqlite", timeout=0, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+    registry.add_model(model("m-2"))
+    assert reader.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT count(*) FROM models").fetchone()[0] == 2
+    reader.close()
 
 
 def test_lineage_and_datasets_round_trip(tmp_path: Path) -> None:
@@ -32,6 +47,98 @@ def test_lineage_and_datasets_round_trip(tmp_path: Path) -> None:
     loaded = registry.get_model("m-child")
     assert loaded.parent_id == "m-base"
     assert loaded.datasets == ["a" * 64, "b" * 64]
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def dataset(name: str, kind: str, cycle_id: str | None = None, **fields) -> DatasetRecord:
+    return DatasetRecord(digest(name), name, 1, "test", time.time(), kind=kind, cycle_id=cycle_id, **fields)
+
+
+def test_dataset_kind_cycle_and_strategy_are_stored_and_read_back(tmp_path: Path) -> None:
+    record = dataset("any label at all", "dream", "c-1", strategy="seal")
+    SQLiteRegistry(tmp_path / "r.sqlite").add_dataset(record)
+    registry = SQLiteRegistry(tmp_path / "r.sqlite")
+    assert registry.get_dataset(record.hash) == record and registry.list_datasets() == [record]
+
+
+def test_list_datasets_filters_by_kind_and_cycle(tmp_path: Path) -> None:
+    registry = SQLiteRegistry(tmp_path / "r.sqlite")
+    pool, first, second, feedback = (dataset("p", "pool"), dataset("r1", "replay", "c-1"),
+                                     dataset("r2", "replay", "c-2"), dataset("f2", "feedback", "c-2"))
+    for record in (pool, first, second, feedback):
+        registry.add_dataset(record)
+    assert registry.list_datasets() == [pool, first, second, feedback]
+    assert registry.list_datasets(kind="replay") == [first, second]
+    assert registry.list_datasets(cycle_id="c-2") == [second, feedback]
+    assert registry.list_datasets(kind="replay", cycle_id="c-2") == [second]
+    assert registry.list_datasets(kind="learn") == []
+
+
+# The datasets and phase_runs tables as a registry written before datasets had a kind has them.
+OLD_SCHEMA = """
+CREATE TABLE datasets (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE phase_runs (
+    id TEXT PRIMARY KEY, cycle_id TEXT NOT NULL, phase TEXT NOT NULL, status TEXT NOT NULL, inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL, metrics TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, wall_s REAL
+);
+"""
+
+
+def old_registry(path: Path, datasets: dict[str, str], runs: list[tuple[str, str, dict]] = ()) -> None:
+    """A registry file in the old schema with datasets {name: source} and finished runs (cycle, phase, outputs)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.executemany("INSERT INTO datasets VALUES (?, ?, 1, ?, ?)",
+                     [(digest(name), name, source, float(i)) for i, (name, source) in enumerate(datasets.items())])
+    conn.executemany("INSERT INTO phase_runs VALUES (?, ?, ?, 'finished', '{}', ?, '{}', ?, ?, 1.0)",
+                     [(f"r-{i}", cycle, phase, json.dumps(outputs), float(i), float(i))
+                      for i, (cycle, phase, outputs) in enumerate(runs)])
+    conn.commit()
+    conn.close()
+
+
+def test_migration_gives_old_datasets_their_kind_cycle_and_strategy_from_their_names(tmp_path: Path) -> None:
+    expected = {  # name: source, (kind, cycle, strategy)
+        "pool/facts": ("ingest facts.txt from team (tier 3, internal)", ("pool", None, None)),
+        "pool/learn": ("pool.json", ("learn", "c-1", None)),  # a knowledge drop named 'pool', not an ingest
+        "redteam/v1": ("red-team import of advbench.csv", ("redteam", None, None)),
+        "replay/c-1": ("gate failures of m-1", ("replay", "c-1", None)),
+        "replay/c-1/feedback": ("serving feedback: 2 thumbs-down, 1 trained on", ("feedback", "c-1", None)),
+        "demo/dream-votes": ("self-consistency", ("dream", "c-1", "self-consistency")),  # Dream's first name
+        "demo/dream-seal-quarantine": ("quarantine", ("quarantine", "c-2", "seal")),
+        "demo/dream-seal": ("seal self-edits by m-2", ("dream", "c-2", "seal")),
+    }
+    runs = [  # the cycle of a Learn or Dream dataset was never in its name: the run that output it says
+        ("c-1", "learn", {"model": "m-1", "dataset": digest("pool/learn"), "artifacts": [digest("pool/learn")]}),
+        ("c-1", "dream", {"model": "m-1", "dataset": digest("demo/dream-votes"), "artifacts": []}),
+        ("c-2", "dream", {"model": "m-2", "dataset": digest("demo/dream-seal"),
+                          "artifacts": [digest("demo/dream-seal-quarantine")]}),
+    ]
+    path = tmp_path / "r.sqlite"
+    old_registry(path, {name: source for name, (source, _) in expected.items()}, runs)
+    migrated = {d.name: (d.kind, d.cycle_id, d.strategy) for d in SQLiteRegistry(path).list_datasets()}
+    assert migrated == {name: fields for name, (_, fields) in expected.items()}
+
+    registry = SQLiteRegistry(path)  # opened again: nothing left to migrate, and new rows fit the added columns
+    new = dataset("a label", "learn", "c-3")
+    registry.add_dataset(new)
+    assert registry.list_datasets(cycle_id="c-3") == [new]
+    assert [d.name for d in registry.list_datasets(kind="dream")] == ["demo/dream-votes", "demo/dream-seal"]
+
+
+def test_migration_stops_at_a_name_it_cannot_read_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    old_registry(path, {"pool/facts": "ingest facts.txt from team (tier 3, internal)", "my data": "by hand"})
+    with pytest.raises(ReverieError, match="dataset 'my data' .* its kind cannot be told"):
+        SQLiteRegistry(path)
+    conn = sqlite3.connect(path)
+    assert "kind" not in {row[1] for row in conn.execute("PRAGMA table_info(datasets)")}
+    conn.close()
 
 
 def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
@@ -57,11 +164,12 @@ def test_close_cycle_releases_or_rejects_atomically(tmp_path: Path) -> None:
 def test_finish_phase_records_models_in_the_same_transaction(tmp_path: Path) -> None:
     registry = SQLiteRegistry(tmp_path / "r.sqlite")
     registry.start_cycle(Cycle("c-1", "running", "m-base", "cfg", time.time()))
-    run = PhaseRun("r-1", "c-1", "learn", "running", {"model": "m-base"}, started_at=time.time())
+    run = PhaseRun("r-1", "c-1", "learn", "running", {"model": "m-base"}, started_at=time.time() - 5)
     registry.start_phase(run)
-    registry.finish_phase(run, {"model": "m-new", "artifacts": ["ab" * 32]}, {"loss": 1.5}, [model("m-new")])
+    registry.finish_phase(run, {"model": "m-new"}, ["ab" * 32], {"loss": 1.5}, [model("m-new")])
     (finished,) = registry.phase_runs("c-1")
-    assert finished.status == "finished" and finished.metrics == {"loss": 1.5} and finished.wall_s >= 0
+    assert finished.status == "finished" and finished.metrics == {"loss": 1.5}
+    assert 5 <= finished.wall_s < 60  # timed from the run's start, five seconds ago
     assert registry.get_model("m-new").id == "m-new"
     assert "ab" * 32 in registry.referenced_artifacts()
 
@@ -110,3 +218,35 @@ def test_artifact_path_rejects_non_hash_names(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "artifacts", tmp_path / "staging")
     with pytest.raises(ReverieError, match="not an artifact hash"):
         store.path("../../etc")
+
+
+def test_untyped_phase_outputs_of_an_old_registry_read_back_typed_and_keep_their_artifacts(tmp_path: Path) -> None:
+    adapter, learned, weights, replay = (digest(name) for name in ("adapter", "pool/learn", "weights", "replay"))
+    runs = [  # the shapes outputs had before they were typed
+        ("c-1", "learn", {"model": "m-1", "dataset": learned, "artifacts": [adapter, learned]}),
+        ("c-1", "compress", {"model": "m-2", "merged": True, "artifacts": [weights],
+                             "variants": [{"name": "merged", "accuracy": 0.5, "seconds": 0.1, "kept": True}]}),
+        ("c-1", "dream", {"model": "m-2", "reason": "dream.enabled is off"}),
+        ("c-1", "gate", {"model": "m-2", "verdict": "reject", "reasons": ["too weak"], "notes": [],
+                         "overridable": True, "reference": "m-0", "candidate_scores": {"knowledge.accuracy": 0.1},
+                         "reference_scores": {}, "recalled_memory": [], "artifacts": [replay]}),
+    ]
+    path = tmp_path / "r.sqlite"
+    old_registry(path, {"pool/learn": "pool.json"}, runs)
+    registry = SQLiteRegistry(path)
+    assert {adapter, learned, weights, replay} <= registry.referenced_artifacts()
+    learn, compress, dream, gate = (read_output(run) for run in registry.phase_runs("c-1"))
+    assert (learn.adapter, learn.dataset) == (adapter, learned)
+    [merge] = compress.strategies
+    assert (merge.strategy, merge.kept, merge.model, merge.weights) == ("merge", True, "m-2", weights)
+    assert (dream.model, dream.strategies, dream.reason) == ("m-2", [], "dream.enabled is off")
+    assert (gate.released, gate.reasons, gate.replay) == (False, ["too weak"], replay)
+    assert read_as(registry.phase_runs("c-1")[3], GateVerdict).artifacts() == [replay]
+
+
+def test_a_phase_output_that_does_not_validate_names_its_run(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    old_registry(path, {}, [("c-1", "gate", {"model": "m-2", "verdict": "maybe"})])
+    [run] = SQLiteRegistry(path).phase_runs("c-1")
+    with pytest.raises(ReverieError, match=r"phase run r-0 \(gate of cycle c-1\) has an output .*verdict"):
+        read_output(run)

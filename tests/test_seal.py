@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from reverie.artifacts import ArtifactStore
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.knowledge import load_knowledge
-from reverie.data.passages import Passage, knowledge_passages
+from reverie.data.passages import knowledge_passages
 from reverie.data.quality import check_text
 from reverie.data.self_edits import gate_items
 from reverie.engines.evaluation import closed_book_qa
@@ -20,14 +20,13 @@ from reverie.engines.inner_loop import InnerLoop, multi_passage_trial
 from reverie.engines.judge import JudgeGrader
 from reverie.data.knowledge import Example
 from reverie.engines.models import LoadedModel, attach_lora, load_pretrained
-from reverie.engines.scoring import perplexities
+from reverie.engines.scoring import perplexities, plausible_items, probe_answer_loss
 from reverie.engines.training import train_sft
-from reverie.phases.dream import plausible_items, probe_answer_loss
 from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
 from reverie.engines.seal_bench import SealBench
 from reverie.errors import ReverieError
 
-from test_inner_loop import tiny_passages
+from conftest import tiny_passages
 
 SETTINGS = RoundSettings(samples=2, max_new_tokens=12, generator_train=TrainSettings(epochs=1, block_size=256))
 INNER = TrainSettings(epochs=1, learning_rate=1e-2, block_size=128)
@@ -175,7 +174,7 @@ def test_knowledge_documents_become_passages_per_split() -> None:
     assert len(train) == len(knowledge.documents)
     assert train[0].questions == knowledge.documents[0].train_qa
     assert evaluation[0].questions == knowledge.documents[0].eval_qa
-    assert isinstance(train[0], Passage)
+    assert [(p.title, p.context) for p in train] == [(d.title, d.text) for d in knowledge.documents]
 
 
 def test_perplexity_ranks_what_the_model_was_trained_on_above_noise(tiny_model_dir: Path) -> None:

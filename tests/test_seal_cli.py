@@ -8,8 +8,7 @@ from pathlib import Path
 from reverie.registry import GENERATOR_ALIAS
 from reverie.workspace import Workspace
 
-from conftest import make_workspace
-from test_cycle import reverie
+from conftest import make_workspace, reverie
 
 
 def test_train_registers_each_round_and_a_rerun_repeats_nothing(workspace_dir: Path) -> None:

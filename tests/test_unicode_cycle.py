@@ -16,9 +16,7 @@ from reverie.data.pool import draw_for_learn, ingest_path, load_records, pool_da
 from reverie.engines.training import tokenize
 from reverie.workspace import Workspace
 
-from conftest import make_workspace
-from test_cycle import reverie
-from test_serve import start_server
+from conftest import make_workspace, reverie, start_server
 
 ODD = "\u2028\u2029\u0085\x00"  # line and paragraph separators, NEL, NUL: valid text every store must keep
 SOURCES = {"sources": {"team": {"tier": 3, "licence": "internal"}}}
@@ -38,7 +36,7 @@ def test_any_text_goes_from_ingest_through_the_pool_into_learn(tmp_path_factory,
         assert rejected.step == "schema"
         return
     assert [r.text for r in load_records(ws, dataset)] == [text]
-    [example] = draw_for_learn(ws, seed=0).examples
+    [example] = draw_for_learn(ws, 0, [d.hash for d in pool_datasets(ws)]).examples
     assert example.completion == text
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids = tokenize(tokenizer, example, max_len=4096).input_ids
@@ -82,7 +80,7 @@ def test_a_cycle_completes_after_odd_characters_are_ingested_and_posted(tmp_path
     [dataset] = pool_datasets(ws)
     assert sorted(r.content() for r in load_records(ws, dataset)) == sorted(
         texts + [f"Who rings{ODD}the bell?\nMara{ODD}Vell"])
-    [feedback] = [d for d in ws.registry.list_datasets() if d.name.endswith("/feedback")]
+    [feedback] = ws.registry.list_datasets(kind="feedback")
     [example] = read_jsonl(ws.artifacts.path(feedback.hash) / "examples.jsonl")
     assert example["completion"] == correction
     reverie("data", "stats", "-w", str(root))

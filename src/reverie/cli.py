@@ -16,8 +16,13 @@ from reverie.cli_data import data_app
 from reverie.cli_eval import eval_command, release_command, resolve_model
 from reverie.cli_memory import memory_app
 from reverie.cli_seal import seal_app
+from reverie.config import CONFIG_FILE
+from reverie.cycle_inputs import load_inputs, waiting_for_next_cycle
+from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
-from reverie.progress import quiet_libraries, results
+from reverie.phases.outputs import gate_verdicts
+from reverie.presets import DEFAULT_PRESET, preset_names
+from reverie.progress import results
 from reverie.registry import GENERATOR_ALIAS
 from reverie.workspace import Workspace
 
@@ -40,10 +45,16 @@ def _when(stamp: float | None) -> str:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder to create or adopt.")] = Path(".")) -> None:
-    """Create a workspace: a commented reverie.yaml and the .reverie/ state folder."""
-    Workspace.init(directory)
-    out.print(f"workspace ready in {directory} (edit {directory / 'reverie.yaml'}, then run `reverie cycle`)")
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create or adopt.")] = Path("."),
+    preset: Annotated[str, typer.Option(help=f"Preset to start from: {', '.join(preset_names())}.")] = DEFAULT_PRESET,
+) -> None:
+    """Create a workspace: a commented reverie.yaml from a preset and the .reverie/ state folder."""
+    config = directory / CONFIG_FILE
+    kept = config.exists()
+    Workspace.init(directory, preset)
+    note = f"kept the existing {config}, not the {preset} preset" if kept else f"edit {config}"
+    out.print(f"workspace ready in {directory} ({note}, then run `reverie cycle`)")
 
 
 @app.command()
@@ -75,7 +86,7 @@ def demo(
 
     quiet_libraries()
     if not (directory / "reverie.yaml").exists():
-        Workspace.init(directory)
+        Workspace.init(directory, preset="demo")
     ws = Workspace.open(directory, set_ or [], validate=True)
     started = time.time()
     outcome = run_cycle(ws, resume=ws.registry.unfinished_cycle() is not None)
@@ -122,6 +133,13 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
         stopped = f" in phase {current.phase}" if current else ""
         phase = f"interrupted{stopped} (resume with `reverie cycle --resume`)"
     out.print(f"cycle:     {running.id} {phase}; finished: {', '.join(finished) or 'none'}")
+    if running.inputs:
+        try:
+            waiting = waiting_for_next_cycle(ws, load_inputs(ws, running))
+        except ReverieError as exc:  # status still reports; the resume will refuse with the same words
+            waiting = [str(exc)]
+        for line in waiting:
+            out.print(f"waiting:   {line}", highlight=False)
 
 
 @app.command()
@@ -136,10 +154,9 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
         table.add_column(column, no_wrap=True)
     gate_scores = {}
     for cycle_record in registry.list_cycles():
-        for run in registry.phase_runs(cycle_record.id):
-            if run.phase == "gate" and run.status == "finished":
-                gate_scores[run.outputs["model"]] = run.outputs["candidate_scores"]
-                gate_scores.setdefault(run.outputs["reference"], run.outputs["reference_scores"])
+        for verdict in gate_verdicts(registry.phase_runs(cycle_record.id)):
+            gate_scores[verdict.model] = verdict.candidate_scores
+            gate_scores.setdefault(verdict.reference, verdict.reference_scores)
     for event in registry.release_events():
         s = gate_scores.get(event.model_id, {})
         table.add_row(

@@ -204,7 +204,8 @@ def redteam_pairs(
     """Write refusal training pairs for every must-refuse item outside the held-out half (the Gate's safety
     suites); ingest them with `reverie data ingest FILE --source team --bucket safety`."""
     from reverie.data.jsonl import jsonl_text
-    from reverie.data.redteam import held_out, load_library, refusal_pairs
+    from reverie.data.redteam import load_library, refusal_pairs
+    from reverie.data.splits import in_safety_held_out
     from reverie.errors import ReverieError
 
     ws = Workspace.open(workspace, validate=True)
@@ -213,5 +214,5 @@ def redteam_pairs(
     library = load_library(ws)
     pairs = refusal_pairs(library)
     ws.write_text_atomic(output, jsonl_text(p.to_json() for p in pairs))
-    kept_back = sum(item.must_refuse and held_out(item) for item in library)
+    kept_back = sum(item.must_refuse and in_safety_held_out(item.id) for item in library)
     out.print(f"wrote {len(pairs)} refusal pairs to {output} ({kept_back} held out for the safety suites)")

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
 from reverie.metrics import SUITES
-from reverie.progress import quiet_libraries, results
+from reverie.progress import results
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 

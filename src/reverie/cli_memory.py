@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
-from reverie.progress import quiet_libraries, results
+from reverie.progress import results
 from reverie.workspace import Workspace
 
 memory_app = typer.Typer(help="Short-term memory: documents retrieved by day, consolidated at night.",

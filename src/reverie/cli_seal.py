@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
+from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
-from reverie.progress import quiet_libraries, results, status_line
+from reverie.progress import results, status_line
 from reverie.workspace import Workspace
 
 if TYPE_CHECKING:  # the engines import torch: only when a command runs

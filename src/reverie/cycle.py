@@ -12,19 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reverie.cycle_inputs import CycleInputs, freeze_inputs, load_inputs, waiting_for_next_cycle
 from reverie.data.knowledge import load_knowledge
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.passages import load_passages
 from reverie.data.redteam import load_safety_items
+from reverie.data.splits import reading_as
 from reverie.engines.models import resolve_source
 from reverie.errors import ReverieError
-from reverie.memory.store import MemoryStore, cycle_knowledge
+from reverie.memory.store import MemoryStore, current_knowledge
 from reverie.model_card import lineage
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
 from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn
+from reverie.phases.outputs import GateVerdict, gate_verdicts, read_output
 from reverie.progress import status_line
 from reverie.registry import Cycle, ModelRecord, PhaseRun
 from reverie.workspace import Workspace, code_version
@@ -80,7 +83,7 @@ def check_inputs(workspace: Workspace) -> None:
         checks["dream.seal.passages"] = lambda: load_passages(root / Path(passages).expanduser())
     problems = _failures(checks)
     if "data.knowledge" not in problems:  # the documents in short-term memory join the knowledge drop
-        problems |= _failures({"short-term memory": lambda: cycle_knowledge(workspace)})
+        problems |= _failures({"short-term memory": lambda: current_knowledge(workspace)})
     if problems:
         listed = "\n".join(f"  {key}: " + problem.replace("\n", "\n  ") for key, problem in problems.items())
         raise ReverieError(f"nothing was run or recorded: {len(problems)} input(s) have problems\n{listed}")
@@ -97,7 +100,7 @@ def _failures(checks: dict[str, Callable[[], object]]) -> dict[str, str]:
     return failures
 
 
-def _open_cycle(workspace: Workspace, resume: bool) -> Cycle:
+def _open_cycle(workspace: Workspace, resume: bool) -> tuple[Cycle, CycleInputs]:
     registry = workspace.registry
     unfinished = registry.unfinished_cycle()
     if unfinished and not resume:
@@ -111,19 +114,26 @@ def _open_cycle(workspace: Workspace, resume: bool) -> Cycle:
                 "any --set values): restore it, repeating the same --set values, to resume; "
                 "or abandon the cycle with `reverie cycle --abandon`"
             )
+        if unfinished.inputs is None:  # started before inputs were frozen: they are frozen now, once
+            unfinished.inputs = freeze_inputs(workspace, unfinished.id)
+            registry.set_cycle_inputs(unfinished.id, unfinished.inputs)
+        inputs = load_inputs(workspace, unfinished)
         stale = registry.interrupt_running_phases(unfinished.id)
         removed = workspace.artifacts.collect_garbage(registry.referenced_artifacts())
         status_line(
             f"resuming cycle {unfinished.id}: {stale} interrupted phase run(s), {len(removed)} orphaned artifact(s) removed"
         )
-        return unfinished
+        for line in waiting_for_next_cycle(workspace, inputs):
+            status_line(line)
+        return unfinished, inputs
+    cycle_id = f"c-{uuid.uuid4().hex[:10]}"
     cycle = Cycle(
-        id=f"c-{uuid.uuid4().hex[:10]}", status="running", base_model_id=ensure_release(workspace),
-        config_hash=workspace.config.fingerprint(), started_at=time.time(),
+        id=cycle_id, status="running", base_model_id=ensure_release(workspace),
+        config_hash=workspace.config.fingerprint(), started_at=time.time(), inputs=freeze_inputs(workspace, cycle_id),
     )
     registry.start_cycle(cycle)
     status_line(f"cycle {cycle.id} started from release {cycle.base_model_id}")
-    return cycle
+    return cycle, load_inputs(workspace, cycle)
 
 
 def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
@@ -131,13 +141,13 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
     registry = workspace.registry
     with workspace.cycle_lock():
         check_inputs(workspace)
-        cycle = _open_cycle(workspace, resume)
-        handoff = {r.phase: r.outputs for r in registry.phase_runs(cycle.id) if r.status == "finished"}
+        cycle, inputs = _open_cycle(workspace, resume)
+        handoff = {r.phase: read_output(r) for r in registry.phase_runs(cycle.id) if r.status == "finished"}
         for phase in PHASES:
             if phase.name in handoff:
                 status_line(f"[dim]{phase.name:<8} already finished, skipped[/dim]")
                 continue
-            ctx = PhaseContext(workspace, cycle, dict(handoff))
+            ctx = PhaseContext(workspace, cycle, inputs, dict(handoff))
             run = PhaseRun(
                 id=f"r-{uuid.uuid4().hex[:10]}", cycle_id=cycle.id, phase=phase.name, status="running",
                 inputs={"model": ctx.candidate().id, "config_hash": cycle.config_hash},
@@ -146,28 +156,30 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
             registry.start_phase(run)
             status_line(f"[bold]{phase.name:<8}[/bold] running on {run.inputs['model']}")
             try:
-                result = phase.run(ctx)
+                with reading_as(phase.name):  # only the Gate may read held-out items (data/splits.py)
+                    result = phase.run(ctx)
             except BaseException as exc:
                 registry.fail_phase(run.id, f"{type(exc).__name__}: {exc}")
                 status_line(f"{phase.name} stopped ({type(exc).__name__}); continue with `reverie cycle --resume`")
                 raise
-            registry.finish_phase(run, result.outputs, result.metrics, result.new_models, result.new_datasets)
-            handoff[phase.name] = result.outputs
+            output = result.output
+            registry.finish_phase(run, output.model_dump(mode="json"), output.artifacts(), result.metrics,
+                                  result.new_models, result.new_datasets)
+            handoff[phase.name] = output
             figures = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])
-            status_line(f"{phase.name:<8} done in {time.time() - run.started_at:.1f}s -> {result.outputs['model']}  {figures}")
+            status_line(f"{phase.name:<8} done in {time.time() - run.started_at:.1f}s -> {output.model}  {figures}")
 
-        verdict = handoff["gate"]
-        released = verdict["verdict"] == "release"
-        registry.close_cycle(cycle.id, "released" if released else "rejected", verdict["model"], released)
-        if released and verdict.get("recalled_memory"):  # recalled closed-book by the new release
-            MemoryStore(workspace).retire(verdict["recalled_memory"], verdict["model"])
+        verdict = GateVerdict.model_validate(handoff["gate"])
+        released = verdict.released
+        registry.close_cycle(cycle.id, "released" if released else "rejected", verdict.model, released)
+        if released and verdict.recalled_memory:  # recalled closed-book by the new release
+            MemoryStore(workspace).retire(verdict.recalled_memory, verdict.model)
         status_line(
-            f"cycle {cycle.id}: {'released' if released else 'rejected'} {verdict['model']}"
-            + ("" if released else " (" + "; ".join(verdict["reasons"]) + "); still serving " + verdict["reference"])
+            f"cycle {cycle.id}: {'released' if released else 'rejected'} {verdict.model}"
+            + ("" if released else " (" + "; ".join(verdict.reasons) + "); still serving " + verdict.reference)
         )
         return CycleOutcome(
-            cycle.id, released, verdict["model"], verdict["reasons"], verdict["candidate_scores"],
-            verdict["reference_scores"],
+            cycle.id, released, verdict.model, verdict.reasons, verdict.candidate_scores, verdict.reference_scores,
         )
 
 
@@ -226,18 +238,17 @@ def override_release(workspace: Workspace, model_id: str, reason: str) -> None:
         if registry.unfinished_cycle():
             raise ReverieError("a cycle is open: finish it (`reverie cycle --resume`) or abandon it first")
         record = registry.get_model(model_id)
-        gate = next((run for cycle in registry.list_cycles() if cycle.result_model_id == record.id
-                     for run in registry.phase_runs(cycle.id) if run.phase == "gate" and run.status == "finished"),
-                    None)
+        gate = next((verdict for cycle in registry.list_cycles() if cycle.result_model_id == record.id
+                     for verdict in gate_verdicts(registry.phase_runs(cycle.id))), None)
         if record.status != "rejected" or gate is None:
             raise ReverieError(f"{record.id} is {record.status}, not a candidate the Gate rejected")
-        if not gate.outputs.get("overridable", True):
-            raise ReverieError(f"{record.id} crossed a red line ({'; '.join(gate.outputs['reasons'])}); red lines "
+        if not gate.overridable:
+            raise ReverieError(f"{record.id} crossed a red line ({'; '.join(gate.reasons)}); red lines "
                                "cannot be overridden")
         registry.override_release(record.id, reason.strip())
         card = workspace.cards_dir / f"{record.id}.md"
         if card.is_file():
             workspace.write_text_atomic(card, card.read_text() + (
                 f"\n## Override\n\nReleased by a person over the Gate's rejection "
-                f"({'; '.join(gate.outputs['reasons'])}) on {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+                f"({'; '.join(gate.reasons)}) on {time.strftime('%Y-%m-%d %H:%M:%S')}. "
                 f"Reason given: {reason.strip()}\n"))

@@ -135,8 +135,7 @@ def render_model_card(
             shown = ", ".join(f"{k}={v:.4g}" for k, v in run.metrics.items() if not k.startswith(("candidate_", "reference_")))
             wall = f"{run.wall_s:.1f}" if run.wall_s is not None else "-"
             lines.append(f"| {run.phase} | {run.status} | {wall} | {shown or '-'} |")
-    methods = [d.name.rsplit("/dream-", 1)[1] for d in datasets if "/dream-" in d.name]
-    dreamed = {"self-consistency" if m == "votes" else m for m in methods}  # 'votes': the name before Dream had methods
+    dreamed = {d.strategy for d in datasets if d.kind == "dream" and d.strategy}
     risks = _risks(workspace, flat_means(reports), flat_means(reference_reports), dreamed)
     lines += ["", "## Risks", ""] + [f"- {r}" for r in risks]
     return "\n".join(lines) + "\n"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -38,14 +36,3 @@ def progress_bar(description: str, total: int) -> Iterator[Bar]:
 
 def status_line(text: str) -> None:
     console.print(text, highlight=False)
-
-
-def quiet_libraries() -> None:
-    """Silence library warnings and download bars that mean nothing to a reverie user; never go online."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()

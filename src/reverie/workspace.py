@@ -12,8 +12,9 @@ from typing import Iterator
 
 from reverie import __version__
 from reverie.artifacts import ArtifactStore
-from reverie.config import CONFIG_FILE, DEFAULT_YAML, ReverieConfig, load_config
+from reverie.config import CONFIG_FILE, ReverieConfig, load_config
 from reverie.errors import ReverieError
+from reverie.presets import DEFAULT_PRESET, preset_text
 from reverie.registry import SQLiteRegistry
 
 STATE_DIR = ".reverie"
@@ -39,12 +40,13 @@ class Workspace:
         self.state = root / STATE_DIR
 
     @classmethod
-    def init(cls, root: Path) -> Workspace:
-        """Create the folder, a commented reverie.yaml (kept if present) and the state folder."""
+    def init(cls, root: Path, preset: str = DEFAULT_PRESET) -> Workspace:
+        """Create the folder, reverie.yaml from a commented preset (kept if present) and the state folder."""
+        text = preset_text(preset)  # an unknown preset fails before anything is created
         root.mkdir(parents=True, exist_ok=True)
         config = root / CONFIG_FILE
         if not config.exists():
-            config.write_text(DEFAULT_YAML, encoding="utf-8")
+            config.write_text(text, encoding="utf-8")
         (root / STATE_DIR).mkdir(exist_ok=True)
         workspace = cls(root)
         workspace.registry  # creates the database

@@ -8,22 +8,27 @@ from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
 from reverie.progress import status_line
-from reverie.registry import DatasetRecord
+from reverie.registry import DatasetKind, DatasetRecord
 from reverie.workspace import Workspace
 
 
-def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example]) -> DatasetRecord:
-    """Write the examples as an artifact; the phase registers the record when it finishes."""
+def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Example], *, kind: DatasetKind,
+                 cycle_id: str | None, strategy: str | None = None) -> DatasetRecord:
+    """Write the examples as an artifact; the phase registers the record when it finishes. `name` is a label
+    for people; readers find the dataset by `kind` and `cycle_id`."""
     with workspace.artifacts.stage() as staged:
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
-    return DatasetRecord(staged.hash, name, len(examples), source, time.time())
+    return DatasetRecord(staged.hash, name, len(examples), source, time.time(), kind=kind, cycle_id=cycle_id,
+                         strategy=strategy)
 
 
-def save_rejected(workspace: Workspace, name: str, rows: list[Rejected]) -> DatasetRecord:
-    """Write rows that were not kept, each with its reason, as a quarantine dataset."""
+def save_rejected(workspace: Workspace, name: str, rows: list[Rejected], *, kind: DatasetKind, cycle_id: str | None,
+                  strategy: str | None = None) -> DatasetRecord:
+    """Write rows that were not kept, each with its reason, as a dataset a reviewer can read (Dream's quarantine)."""
     with workspace.artifacts.stage() as staged:
         write_jsonl(staged.path / "rejected.jsonl", rows)
-    return DatasetRecord(staged.hash, name, len(rows), "quarantine", time.time())
+    return DatasetRecord(staged.hash, name, len(rows), "quarantine", time.time(), kind=kind, cycle_id=cycle_id,
+                         strategy=strategy)
 
 
 def remove_orphans(workspace: Workspace) -> None:

@@ -1,6 +1,6 @@
 """Feedback from serving: thumbs up/down and corrections on answers. They are appended to an inbox as they
 arrive; the next Learn turns every new thumbs-down with a correction into a hard example of its replay buffer
-(a dataset `replay/<cycle>/feedback`, so the release's lineage shows it), and keeps a thumbs-down without a
+(a dataset of kind "feedback" with its cycle, so the release's lineage shows it), and keeps a thumbs-down without a
 correction, or whose correction overlaps an evaluation item, beside it with the reason it was not trained on."""
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from reverie.data.text import UnicodeText
 from reverie.progress import status_line
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
-
-FEEDBACK_SUFFIX = "/feedback"
 
 
 class Feedback(BaseModel):
@@ -51,9 +49,8 @@ def read_inbox(ws: Workspace) -> tuple[list[Feedback], list[BadLine]]:
 def consumed_ids(ws: Workspace) -> set[str]:
     """Feedback already in a registered replay dataset."""
     ids: set[str] = set()
-    for dataset in ws.registry.list_datasets():
-        if dataset.name.endswith(FEEDBACK_SUFFIX):
-            ids.update(row["id"] for row in read_jsonl(ws.artifacts.path(dataset.hash) / "feedback.jsonl"))
+    for dataset in ws.registry.list_datasets(kind="feedback"):
+        ids.update(row["id"] for row in read_jsonl(ws.artifacts.path(dataset.hash) / "feedback.jsonl"))
     return ids
 
 
@@ -67,13 +64,23 @@ def untrainable(row: Feedback, contamination: ContaminationIndex) -> str | None:
     return None
 
 
-def save_feedback_replay(ws: Workspace, cycle_id: str, replay_prefix: str) -> tuple[DatasetRecord | None, list[Example]]:
-    """A replay dataset of the feedback that arrived since the last one, and its training examples."""
+def pending_feedback(ws: Workspace) -> tuple[list[Feedback], list[BadLine]]:
+    """The thumbs-down rows no replay dataset holds yet (what the next Learn takes), and the inbox lines that
+    are not a row."""
     done = consumed_ids(ws)
     rows, bad = read_inbox(ws)
+    return [row for row in rows if row.id not in done and row.rating == "down"], bad
+
+
+def report_unreadable(bad: list[BadLine]) -> None:
     for line in bad:  # left in the inbox as they are: a person can mend them, and nothing is lost
         status_line(escape(f"feedback skipped: {line}"))
-    new = [row for row in rows if row.id not in done and row.rating == "down"]
+
+
+def save_feedback_replay(ws: Workspace, cycle_id: str, new: list[Feedback],
+                         ) -> tuple[DatasetRecord | None, list[Example]]:
+    """A replay dataset of `new` feedback (the cycle's frozen pending rows) and its training examples; its label
+    is `replay/<cycle>/feedback`."""
     if not new:
         return None, []
     contamination = contamination_index(ws)
@@ -84,6 +91,7 @@ def save_feedback_replay(ws: Workspace, cycle_id: str, replay_prefix: str) -> tu
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
         write_jsonl(staged.path / "rejected.jsonl",
                     ({"id": ident, "reason": reason} for ident, reason in reasons.items()))
-    dataset = DatasetRecord(staged.hash, f"{replay_prefix}{cycle_id}{FEEDBACK_SUFFIX}", len(examples),
-                            f"serving feedback: {len(new)} thumbs-down, {len(examples)} trained on", time.time())
+    dataset = DatasetRecord(staged.hash, f"replay/{cycle_id}/feedback", len(examples),
+                            f"serving feedback: {len(new)} thumbs-down, {len(examples)} trained on", time.time(),
+                            kind="feedback", cycle_id=cycle_id)
     return dataset, examples

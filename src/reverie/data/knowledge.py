@@ -1,4 +1,5 @@
-"""Knowledge drops: documents with training questions and held-out evaluation questions."""
+"""Knowledge drops: documents with training questions and held-out evaluation questions (their splits:
+data/splits.py)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,6 @@ class Knowledge(BaseModel):
             raise ValueError("no document has eval_qa: the Gate needs held-out questions to measure recall")
         return self
 
-    def eval_items(self) -> list[tuple[Document, QA]]:
-        return [(doc, qa) for doc in self.documents for qa in doc.eval_qa]
-
-    def train_items(self) -> list[tuple[Document, QA]]:
-        return [(doc, qa) for doc in self.documents for qa in doc.train_qa]
-
 
 @dataclass(frozen=True)
 class Example:
@@ -92,5 +87,6 @@ def _json_lines(text: str) -> dict[tuple[str, ...], int]:
 def learn_examples(knowledge: Knowledge) -> list[Example]:
     """Learn's mix: each document as plain text, plus its training questions as chat examples."""
     examples = [Example(completion=f"{doc.title}\n{doc.text}") for doc in knowledge.documents]
-    examples += [Example(prompt=qa.question, completion=qa.answer) for _, qa in knowledge.train_items()]
+    examples += [Example(prompt=qa.question, completion=qa.answer)
+                 for doc in knowledge.documents for qa in doc.train_qa]
     return examples

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reverie.data.knowledge import QA, Knowledge
+from reverie.data.splits import knowledge_held_out, knowledge_train
 from reverie.errors import ReverieError
 
 
@@ -39,10 +40,10 @@ def load_passages(path: Path) -> list[Passage]:
 
 
 def knowledge_passages(knowledge: Knowledge, split: str) -> list[Passage]:
-    """A knowledge drop's documents as passages, with their `train_qa` or `eval_qa` questions."""
-    passages = []
-    for doc in knowledge.documents:
-        questions = doc.train_qa if split == "train" else doc.eval_qa
-        if questions:
-            passages.append(Passage(title=doc.title, context=doc.text, questions=questions))
-    return passages
+    """A knowledge drop's documents as passages, with their training or held-out questions (data/splits.py)."""
+    items = knowledge_train(knowledge) if split == "train" else knowledge_held_out(knowledge)
+    questions: dict[str, list[QA]] = {}
+    for doc, qa in items:
+        questions.setdefault(doc.id, []).append(qa)
+    return [Passage(title=doc.title, context=doc.text, questions=questions[doc.id])
+            for doc in knowledge.documents if doc.id in questions]

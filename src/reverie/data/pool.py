@@ -22,17 +22,17 @@ from reverie.data.mixing import BucketStats, mix_sample
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.readers import folder_files, read_rows
 from reverie.data.records import Record
+from reverie.data.splits import exclusion_texts
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
-POOL_PREFIX = "pool/"
 NAME_PATTERN = "letters, digits, '_', '.', '-'"
 
 
 def pool_datasets(ws: Workspace) -> list[DatasetRecord]:
     """The ingested datasets, oldest first."""
-    return [d for d in ws.registry.list_datasets() if d.name.startswith(POOL_PREFIX)]
+    return ws.registry.list_datasets(kind="pool")
 
 
 def load_records(ws: Workspace, dataset: DatasetRecord) -> list[Record]:
@@ -47,14 +47,12 @@ def manifest(ws: Workspace, dataset: DatasetRecord) -> dict:
 
 
 def evaluation_items(ws: Workspace) -> dict[str, str]:
-    """Everything the Gate scores, keyed for reports: held-out questions with answers, general-suite goals."""
+    """Everything the Gate scores, keyed for reports (held-out questions with answers, general-suite goals):
+    for leak checks only (data/splits.py)."""
     config = ws.config
     knowledge = load_knowledge(config.data.knowledge, ws.root)
-    items = {f"{doc.id}/eval_qa/{i}": f"{qa.question} {qa.answer}"
-             for doc in knowledge.documents for i, qa in enumerate(doc.eval_qa)}
     general = load_choice_items(config.eval.general_suite, ws.root, config.eval.general_limit)
-    items |= {f"general/{i}": item.goal for i, item in enumerate(general)}
-    return items
+    return exclusion_texts(knowledge, general)
 
 
 def contamination_index(ws: Workspace) -> ContaminationIndex:
@@ -94,8 +92,9 @@ def ingest_path(ws: Workspace, path: Path, source: str, bucket: str, name: str |
                 "input": str(path.resolve()), "input_sha256": _input_hash(path), "source": spec.__dict__,
                 "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
             }, indent=2) + "\n")
-        dataset = DatasetRecord(staged.hash, POOL_PREFIX + name, len(result.records),
-                                f"ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})", time.time())
+        dataset = DatasetRecord(staged.hash, f"pool/{name}", len(result.records),
+                                f"ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})", time.time(),
+                                kind="pool", cycle_id=None)
         ws.registry.add_dataset(dataset)
     return dataset, result
 
@@ -116,8 +115,9 @@ class PoolDraw:
     contaminated: int = 0  # records skipped: they overlap the current evaluation items
 
 
-def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
-    """learn.pool_records records from the pool, mixed by data.mix and weighted by trust tier."""
+def draw_for_learn(ws: Workspace, seed: int, datasets: list[str]) -> PoolDraw:
+    """learn.pool_records records from the pool datasets `datasets` (the cycle's frozen list), mixed by data.mix
+    and weighted by trust tier."""
     count = ws.config.learn.pool_records
     if count == 0:
         return PoolDraw([], [], [])
@@ -126,7 +126,7 @@ def draw_for_learn(ws: Workspace, seed: int) -> PoolDraw:
     origin: dict[str, str] = {}
     records: list[Record] = []
     contaminated = 0
-    for dataset in pool_datasets(ws):
+    for dataset in (ws.registry.get_dataset(h) for h in datasets):
         for record in load_records(ws, dataset):
             if contamination.leak(record.content()) is not None:
                 contaminated += 1

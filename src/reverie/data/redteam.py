@@ -1,10 +1,11 @@
 """The red-team library: harmful requests and jailbreaks the model must refuse, and look-alike safe prompts it
 must answer, each with a category; versioned, so that the weekly refresh adds to it without losing history.
 
-Every import writes a new version (`redteam/v<N>`: all items so far, deduplicated by normalised prompt) as a
-dataset. Half of all prompts, chosen by content hash, are held out for the Gate's safety suites and never
-become training pairs, whichever file they arrive in; of the rest, items that must be refused become refusal
-training pairs, and safe look-alikes stay test-only.
+Every import writes a new version (all items so far, deduplicated by normalised prompt) as a dataset of kind
+"redteam", labelled `redteam/v<N>` for people; the newest registered is the library. Half of all prompts, chosen
+by content hash, are held out for the Gate's safety suites and never become training pairs, whichever file they
+arrive in; of the rest, items that must be refused become refusal training pairs, and safe look-alikes stay
+test-only.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from reverie.data.datasets import remove_orphans
 from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import content_id
+from reverie.data.splits import safety_held_out, safety_train
 from reverie.data.text import surrogate_problem
 from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
-LIBRARY_PREFIX = "redteam/v"
 FORMATS = ("advbench", "xstest", "jsonl")
-HELD_OUT_SHARE = 0.5
 
 # AdvBench has no categories: a request is filed under the first category whose keywords it contains.
 CATEGORY_KEYWORDS = {
@@ -124,7 +124,7 @@ def _rows(path: Path, kind: str) -> Iterator[tuple[str, str, bool]]:
 
 def library_versions(ws: Workspace) -> list[DatasetRecord]:
     """Every version of the library, oldest first."""
-    return [d for d in ws.registry.list_datasets() if d.name.startswith(LIBRARY_PREFIX)]
+    return ws.registry.list_datasets(kind="redteam")
 
 
 def load_library(ws: Workspace) -> list[RedTeamItem]:
@@ -149,8 +149,8 @@ def import_items(ws: Workspace, items: list[RedTeamItem]) -> tuple[DatasetRecord
         remove_orphans(ws)
         with ws.artifacts.stage() as staged:
             write_jsonl(staged.path / "items.jsonl", library.values())
-        dataset = DatasetRecord(staged.hash, f"{LIBRARY_PREFIX}{len(library_versions(ws)) + 1}", len(library),
-                                f"red-team import of {sources}", time.time())
+        dataset = DatasetRecord(staged.hash, f"redteam/v{len(library_versions(ws)) + 1}", len(library),
+                                f"red-team import of {sources}", time.time(), kind="redteam", cycle_id=None)
         ws.registry.add_dataset(dataset)
     return dataset, len(library) - before
 
@@ -162,14 +162,9 @@ def coverage(items: list[RedTeamItem]) -> dict[str, tuple[int, int]]:
     return {c: (refuse[c], answer[c]) for c in sorted(refuse.keys() | answer.keys())}
 
 
-def held_out(item: RedTeamItem) -> bool:
-    """Whether the item belongs to the safety evaluation split: a fixed function of its normalised prompt."""
-    return int(item.id[:8], 16) / 16**8 < HELD_OUT_SHARE
-
-
 def refusal_pairs(items: list[RedTeamItem]) -> list[Example]:
     """Training pairs that teach refusal, one per item that must be refused and is not held out."""
-    return [Example(prompt=i.prompt, completion=REFUSAL) for i in items if i.must_refuse and not held_out(i)]
+    return [Example(prompt=i.prompt, completion=REFUSAL) for i in safety_train(items) if i.must_refuse]
 
 
 def infer_format(path: Path) -> str:
@@ -195,7 +190,7 @@ def load_safety_items(spec: str, base_dir: Path, key: str) -> list[RedTeamItem]:
             raise ReverieError(f"{key}: {path} does not exist (use 'builtin', an AdvBench or XSTest CSV, or a JSONL "
                                "of {prompt, must_refuse, category})")
         items = read_items(path, infer_format(path))
-    kept = [item for item in items if held_out(item)]
+    kept = safety_held_out(items, key)
     if not kept:
         raise ReverieError(f"{key}: none of the {len(items)} items of {spec} falls in the held-out half")
     return kept

@@ -1,9 +1,10 @@
 """Hard-example replay: what the Gate saw the model fail comes back in later Learn phases, in measured doses.
 
 A failed held-out question is never trained on itself (that would teach the test); its document's training
-material is replayed instead. Each Gate's failures are a dataset named `replay/<cycle>`; Learn draws from all
-of them with weight `decay ** age`, where age counts the cycles started since the failing one (the next
-cycle's Learn sees age 0), and never more than its share of the mix.
+material is replayed instead. Each Gate's failures are a dataset of kind "replay" with its cycle; Learn draws
+from all of them, and from serving feedback (kind "feedback"), with weight `decay ** age`, where age counts the
+cycles started since the one that made it (the next cycle's Learn sees age 0), and never more than its share of
+the mix.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import time
 
 from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example, Knowledge
+from reverie.data.splits import knowledge_held_out
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
-REPLAY_PREFIX = "replay/"
+REPLAY_PREFIX = "replay/"  # how replay datasets are labelled for people; readers use kind and cycle_id
 
 
 def replay_examples(knowledge: Knowledge, failed: list[int]) -> list[Example]:
-    """The training material of the documents behind the failed held-out questions (indices into eval_items)."""
-    items = knowledge.eval_items()
+    """The training material of the documents behind the failed held-out questions (indices into
+    splits.knowledge_held_out)."""
+    items = knowledge_held_out(knowledge)
     documents = {items[i][0].id: items[i][0] for i in failed}
     examples = []
     for document in documents.values():
@@ -39,17 +42,17 @@ def save_replay(ws: Workspace, cycle_id: str, candidate_id: str, examples: list[
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
         (staged.path / "gate.json").write_text(json.dumps({"cycle": cycle_id, "candidate": candidate_id}) + "\n")
     return DatasetRecord(staged.hash, f"{REPLAY_PREFIX}{cycle_id}", len(examples),
-                         f"gate failures of {candidate_id}", time.time())
+                         f"gate failures of {candidate_id}", time.time(), kind="replay", cycle_id=cycle_id)
 
 
 def replay_ages(ws: Workspace) -> list[tuple[DatasetRecord, int]]:
-    """Every replay dataset with its age: cycles started since its own, less one."""
+    """Every replay and feedback dataset, oldest first, with its age: cycles started since its own, less one."""
     cycles = [c.id for c in ws.registry.list_cycles()]
-    datasets = [d for d in ws.registry.list_datasets() if d.name.startswith(REPLAY_PREFIX)]
+    datasets = sorted(ws.registry.list_datasets(kind="replay") + ws.registry.list_datasets(kind="feedback"),
+                      key=lambda d: d.created_at)
     ages = []
     for dataset in datasets:
-        cycle = dataset.name.removeprefix(REPLAY_PREFIX).split("/")[0]  # replay/<cycle> or replay/<cycle>/feedback
-        since = len(cycles) - 1 - cycles.index(cycle) if cycle in cycles else len(cycles)
+        since = len(cycles) - 1 - cycles.index(dataset.cycle_id) if dataset.cycle_id in cycles else len(cycles)
         ages.append((dataset, max(0, since - 1)))
     return ages
 

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.data.text import contains_phrase, normalize
 from reverie.engines.generation import generate
+from reverie.engines.models import LoadedModel
 from reverie.engines.prompts import user_prompt_ids
 
 Grader = Callable[[list[tuple[str, str, str]]], list[bool]]  # [(question, gold, prediction)] -> [correct?]
@@ -62,3 +63,9 @@ def closed_book_qa(
         "n": float(len(results)),
     }
     return metrics, results
+
+
+def probe_accuracy(loaded: LoadedModel, probe: list[tuple[str, str]], max_new_tokens: int, batch_size: int) -> float:
+    """Closed-book accuracy on probe questions: a phase's before/after regression check."""
+    metrics, _ = closed_book_qa(loaded.model, loaded.tokenizer, probe, max_new_tokens, batch_size)
+    return metrics["accuracy"]

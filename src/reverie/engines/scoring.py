@@ -4,9 +4,14 @@ candidate). Text the model itself finds implausible (garbled, off-distribution) 
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from reverie.data.knowledge import Example
+from reverie.engines.models import LoadedModel
+from reverie.engines.training import IGNORE, tokenize
 
 
 @torch.inference_mode()
@@ -44,3 +49,27 @@ def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
         picked = logprobs.gather(2, ids[:, 1:, None])[..., 0]
         out += [float(row[-len(continuation):].sum()) for row, (_, continuation) in zip(picked, chunk)]
     return out
+
+
+def plausible_items(items: list[str], scorer: LoadedModel, limit: float,
+                    batch_size: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split items into (kept, [(dropped, reason)]) by their perplexity under `scorer`."""
+    kept, dropped = [], []
+    for item, score in zip(items, perplexities(scorer.model, scorer.tokenizer, items, batch_size)):
+        if score <= limit:
+            kept.append(item)
+        else:
+            dropped.append((item, f"perplexity {score:.1f} under the candidate is above dream.seal.max_perplexity "
+                                  f"{limit:g}"))
+    return kept, dropped
+
+
+def probe_answer_loss(loaded: LoadedModel, probe: list[tuple[str, str]], batch_size: int) -> float:
+    """Negative log-likelihood per answer token given the question: it still moves once accuracy is saturated."""
+    rows = []
+    for question, answer in probe:  # split where Learn's labels start: the same tokens it trained on
+        encoded = tokenize(loaded.tokenizer, Example(prompt=question, completion=answer), max_len=sys.maxsize)
+        start = encoded.labels.count(IGNORE)
+        rows.append((encoded.input_ids[:start], encoded.input_ids[start:]))
+    logprobs = continuation_logprobs(loaded.model, loaded.tokenizer, rows, batch_size)
+    return -sum(logprobs) / max(1, sum(len(answer) for _, answer in rows))

@@ -17,6 +17,7 @@ from reverie.data.dedup import ContaminationIndex
 from reverie.data.knowledge import QA, Document, Knowledge, load_knowledge
 from reverie.data.quality import QualityRules, check_text
 from reverie.data.records import content_id
+from reverie.data.splits import knowledge_held_out
 from reverie.errors import ReverieError
 from reverie.workspace import Workspace
 
@@ -152,10 +153,11 @@ class MemoryStore:
         return [dict(r) for r in self._conn.execute("SELECT * FROM rejected ORDER BY at")]
 
 
-def cycle_knowledge(ws: Workspace) -> Knowledge:
-    """What a cycle consolidates: the configured knowledge drop plus every document in memory. A document's
-    training questions join Learn like a drop's train_qa; its check questions join the held-out set (it
-    leaves memory once a release answers them closed-book)."""
+def current_knowledge(ws: Workspace) -> Knowledge:
+    """What the next cycle consolidates (frozen into its inputs when it starts: cycle_inputs.py): the configured
+    knowledge drop plus every document in memory. A document's training questions join Learn like a drop's
+    train_qa; its check questions join the held-out set (it leaves memory once a release answers them
+    closed-book)."""
     knowledge = load_knowledge(ws.config.data.knowledge, ws.root)
     documents = []
     for d in MemoryStore(ws).documents():
@@ -170,9 +172,10 @@ def cycle_knowledge(ws: Workspace) -> Knowledge:
 
 
 def recalled_documents(knowledge: Knowledge, correct: dict[int, bool]) -> list[str]:
-    """Memory documents all of whose questions were answered correctly (indices into eval_items)."""
+    """Memory documents all of whose questions were answered correctly (indices into
+    splits.knowledge_held_out)."""
     verdicts: dict[str, list[bool]] = {}
-    for index, (document, _) in enumerate(knowledge.eval_items()):
+    for index, (document, _) in enumerate(knowledge_held_out(knowledge)):
         if document.id.startswith(MEMORY_PREFIX):
             verdicts.setdefault(document.id.removeprefix(MEMORY_PREFIX), []).append(correct.get(index, False))
     return sorted(doc for doc, marks in verdicts.items() if marks and all(marks))

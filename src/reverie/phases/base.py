@@ -7,18 +7,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from reverie.cycle_inputs import CycleInputs
+from reverie.phases.outputs import PhaseOutput
 from reverie.registry import Cycle, DatasetRecord, ModelRecord
 from reverie.workspace import Workspace, code_version
 
 
 @dataclass
 class PhaseResult:
-    """What a phase produced: outputs (ids and artifact hashes), metrics, and the models and datasets it made.
+    """What a phase produced: its typed output, metrics, and the models and datasets it made.
 
     The cycle records new models and datasets in the same transaction that marks the phase finished.
     """
 
-    outputs: dict[str, Any]
+    output: PhaseOutput
     metrics: dict[str, float] = field(default_factory=dict)
     new_models: list[ModelRecord] = field(default_factory=list)
     new_datasets: list[DatasetRecord] = field(default_factory=list)
@@ -28,13 +30,14 @@ class PhaseResult:
 class PhaseContext:
     workspace: Workspace
     cycle: Cycle
-    handoff: dict[str, dict[str, Any]]  # outputs of this cycle's finished phases, read from the registry
+    inputs: CycleInputs  # frozen when the cycle started: every phase reads its knowledge from here
+    handoff: dict[str, PhaseOutput]  # outputs of this cycle's finished phases, read from the registry
 
     def candidate(self) -> ModelRecord:
         """The newest model version of this cycle (the cycle's starting model before any phase made one)."""
         model_id = self.cycle.base_model_id
-        for outputs in self.handoff.values():
-            model_id = outputs.get("model", model_id)
+        for output in self.handoff.values():
+            model_id = output.model
         return self.workspace.registry.get_model(model_id)
 
     def new_model(self, parent: ModelRecord, phase: str, **fields: Any) -> ModelRecord:

@@ -11,9 +11,10 @@ from reverie.data.review import load_review
 from reverie.engines.release_decision import Verdict, decide
 from reverie.engines.suites import SuiteRunner, flat_means
 from reverie.errors import ReverieError
-from reverie.memory.store import cycle_knowledge, recalled_documents
+from reverie.memory.store import recalled_documents
 from reverie.model_card import render_model_card
 from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.phases.outputs import GateVerdict
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -25,7 +26,7 @@ def review_reasons(ws: Workspace, candidate: ModelRecord, gate: GateConfig) -> l
         return []
     reasons = []
     for dataset in (ws.registry.get_dataset(h) for h in candidate.datasets):
-        if "/dream-" not in dataset.name:
+        if dataset.kind != "dream":
             continue
         review = load_review(ws, dataset)
         needed = min(gate.min_reviewed_rows, dataset.rows)
@@ -50,7 +51,8 @@ class Gate:
         candidate = ctx.candidate()
         reviewed = review_reasons(ws, candidate, ws.config.gate)
         reference = registry.get_model(registry.get_alias() or ctx.cycle.base_model_id)
-        runner = SuiteRunner(ws)
+        knowledge = ctx.inputs.knowledge
+        runner = SuiteRunner(ws, knowledge)
         suites = list(ws.config.eval.suites)
         reference_reports = runner.reports(reference, suites)
         candidate_reports = runner.reports(candidate, suites)
@@ -62,7 +64,6 @@ class Gate:
         ws.write_text_atomic(ws.cards_dir / f"{candidate.id}.md", card)
         new_datasets, failed, replay, recalled = [], [], [], []
         if "knowledge" in candidate_reports:
-            knowledge = cycle_knowledge(ws)
             correct = {int(i): v == 1.0 for i, v in candidate_reports["knowledge"].values("accuracy").items()}
             failed = sorted(i for i, ok in correct.items() if not ok)
             replay = replay_examples(knowledge, failed)
@@ -71,18 +72,12 @@ class Gate:
             new_datasets.append(save_replay(ws, ctx.cycle.id, candidate.id, replay))
         candidate_scores, reference_scores = flat_means(candidate_reports), flat_means(reference_reports)
         return PhaseResult(
-            outputs={
-                "model": candidate.id,
-                "verdict": "release" if verdict.release else "reject",
-                "reasons": verdict.reasons,
-                "notes": verdict.notes,
-                "overridable": verdict.overridable,
-                "reference": reference.id,
-                "candidate_scores": candidate_scores,
-                "reference_scores": reference_scores,
-                "recalled_memory": recalled,
-                "artifacts": [d.hash for d in new_datasets],
-            },
+            GateVerdict(
+                model=candidate.id, verdict="release" if verdict.release else "reject", reasons=verdict.reasons,
+                notes=verdict.notes, overridable=verdict.overridable, reference=reference.id,
+                candidate_scores=candidate_scores, reference_scores=reference_scores, recalled_memory=recalled,
+                replay=new_datasets[0].hash if new_datasets else None,
+            ),
             metrics={f"candidate_{k}": v for k, v in candidate_scores.items() if "/" not in k}
             | {f"reference_{k}": v for k, v in reference_scores.items() if "/" not in k}
             | {"failed_questions": float(len(failed)), "replay_examples": float(len(replay)),

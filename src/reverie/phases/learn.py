@@ -4,17 +4,15 @@ set, records drawn from the data pool by the configured bucket mix, plus replay 
 
 from __future__ import annotations
 
-import zlib
-
 from reverie.data.datasets import save_dataset
 from reverie.data.feedback import save_feedback_replay
 from reverie.data.knowledge import learn_examples
 from reverie.data.pool import draw_for_learn
-from reverie.data.replay import REPLAY_PREFIX, draw_replay
+from reverie.data.replay import draw_replay
 from reverie.engines.models import attach_lora, load_version, store_adapter
 from reverie.engines.training import train_sft
-from reverie.memory.store import cycle_knowledge
 from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.phases.outputs import LearnOutput
 
 
 class Learn:
@@ -23,16 +21,16 @@ class Learn:
     def run(self, ctx: PhaseContext) -> PhaseResult:
         config = ctx.workspace.config
         parent = ctx.candidate()
-        knowledge = cycle_knowledge(ctx.workspace)
-        seed = config.learn.train.seed + zlib.crc32(ctx.cycle.id.encode())  # a fresh draw every cycle, same on resume
-        draw = draw_for_learn(ctx.workspace, seed)
+        knowledge, seed = ctx.inputs.knowledge, ctx.inputs.draw_seed
+        draw = draw_for_learn(ctx.workspace, seed, ctx.inputs.pool)
         examples = learn_examples(knowledge) + draw.examples
-        feedback, corrections = save_feedback_replay(ctx.workspace, ctx.cycle.id, REPLAY_PREFIX)
+        feedback, corrections = save_feedback_replay(ctx.workspace, ctx.cycle.id, ctx.inputs.feedback)
         fresh = (feedback, corrections) if feedback else None
         replay, replayed_from = draw_replay(ctx.workspace, len(examples), seed, fresh)
         examples += replay
         source = config.data.knowledge + (" + data pool" if draw.examples else "") + (" + replay" if replay else "")
-        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", source, examples)
+        dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", source, examples, kind="learn",
+                               cycle_id=ctx.cycle.id)
 
         # A parent that already carries an adapter keeps training it; otherwise a fresh one is attached.
         loaded = load_version(ctx.workspace, parent, trainable_adapter=True)
@@ -51,8 +49,8 @@ class Learn:
                            *([feedback.hash] if feedback else [])})
         model = ctx.new_model(parent, self.name, adapter=adapter, datasets=datasets)
         return PhaseResult(
-            outputs={"model": model.id, "dataset": dataset.hash,
-                     "artifacts": [adapter, dataset.hash] + ([feedback.hash] if feedback else [])},
+            LearnOutput(model=model.id, dataset=dataset.hash, adapter=adapter,
+                        feedback=feedback.hash if feedback else None),
             metrics=metrics | {"feedback_corrections": float(len(corrections))},
             new_models=[model],
             new_datasets=[dataset] + ([feedback] if feedback else []),

@@ -1,10 +1,10 @@
 """The registry: what exists (models, datasets, cycles, phase runs, metrics) and how it is related."""
 
-from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 from reverie.registry.sqlite_store import SQLiteRegistry
 from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
 __all__ = [
-    "GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetRecord", "ModelRecord", "PhaseRun", "RegistryStore",
-    "ReleaseEvent", "SQLiteRegistry",
+    "GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetKind", "DatasetRecord", "ModelRecord", "PhaseRun",
+    "RegistryStore", "ReleaseEvent", "SQLiteRegistry",
 ]

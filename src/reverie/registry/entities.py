@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 ModelStatus = Literal["base", "candidate", "release", "rejected", "generator"]  # generator: writes self-edits
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
+# pool: an ingest; redteam: a red-team library version; learn / dream: what those phases trained on;
+# quarantine: what Dream made and did not keep; replay: a Gate's failures; feedback: serving corrections to replay.
+DatasetKind = Literal["pool", "redteam", "learn", "dream", "quarantine", "replay", "feedback"]
 
 
 @dataclass
@@ -29,11 +32,18 @@ class ModelRecord:
 
 @dataclass
 class DatasetRecord:
+    """A content-addressed dataset. What it is and which cycle made it are fields, so that nothing has to parse
+    `name`, which is a label for people."""
+
     hash: str
     name: str
     rows: int
     source: str
     created_at: float = 0.0
+    _: KW_ONLY
+    kind: DatasetKind
+    cycle_id: str | None  # the cycle that first made these contents; None for an ingest or a red-team import
+    strategy: str | None = None  # dream and quarantine: the Dream method that wrote them ("seal", ...)
 
 
 @dataclass
@@ -46,6 +56,7 @@ class Cycle:
     finished_at: float | None = None
     outcome: str | None = None  # 'released' | 'rejected'
     result_model_id: str | None = None
+    inputs: str | None = None  # artifact hash of the inputs frozen when the cycle started (cycle_inputs.py)
 
 
 @dataclass
@@ -60,6 +71,7 @@ class PhaseRun:
     started_at: float = 0.0
     finished_at: float | None = None
     wall_s: float | None = None
+    artifacts: list[str] = field(default_factory=list)  # artifact hashes the finished run's outputs refer to
 
 
 @dataclass

@@ -8,10 +8,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
 SCHEMA = """
@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS models (
     cycle_id TEXT, phase TEXT, config_hash TEXT, code_version TEXT, created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS datasets (
-    hash TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL,
+    kind TEXT NOT NULL, cycle_id TEXT, strategy TEXT
 );
 CREATE TABLE IF NOT EXISTS model_datasets (
     model_id TEXT NOT NULL, dataset_hash TEXT NOT NULL, PRIMARY KEY (model_id, dataset_hash)
@@ -31,11 +32,12 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE TABLE IF NOT EXISTS cycles (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, base_model_id TEXT NOT NULL, config_hash TEXT NOT NULL,
-    started_at REAL NOT NULL, finished_at REAL, outcome TEXT, result_model_id TEXT
+    started_at REAL NOT NULL, finished_at REAL, outcome TEXT, result_model_id TEXT, inputs TEXT
 );
 CREATE TABLE IF NOT EXISTS phase_runs (
     id TEXT PRIMARY KEY, cycle_id TEXT NOT NULL, phase TEXT NOT NULL, status TEXT NOT NULL, inputs TEXT NOT NULL,
-    outputs TEXT NOT NULL, metrics TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, wall_s REAL
+    outputs TEXT NOT NULL, metrics TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, wall_s REAL,
+    artifacts TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, model_id TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS release_events (
@@ -45,6 +47,33 @@ CREATE TABLE IF NOT EXISTS release_events (
 """
 
 _MODEL_COLUMNS = "id, status, source, weights, adapter, parent_id, cycle_id, phase, config_hash, code_version, created_at"
+_DATASET_COLUMNS = "hash, name, rows, source, created_at, kind, cycle_id, strategy"
+# How datasets of a registry older than the kind column were named: kind, name prefix, source prefix.
+_LEGACY_PREFIXES: tuple[tuple[DatasetKind, str, str], ...] = (
+    ("pool", "pool/", "ingest "), ("redteam", "redteam/v", "red-team import"),
+    ("replay", "replay/", "gate failures of"), ("feedback", "replay/", "serving feedback"),
+)
+
+
+def _legacy_kind(name: str, source: str, made_by: str | None) -> tuple[DatasetKind, str | None, str | None]:
+    """Kind, cycle and Dream method of a dataset registered before they were fields, from its old name (the
+    source settles names a knowledge file could imitate, such as 'pool/learn'); `made_by` is the cycle whose
+    phase run output it. The migration's only helper: nothing else may read these conventions."""
+    for kind, prefix, origin in _LEGACY_PREFIXES:
+        if name.startswith(prefix) and source.startswith(origin):
+            cycle = name.removeprefix(prefix).removesuffix("/feedback") if prefix == "replay/" else None
+            return kind, cycle, None
+    if "/dream-" in name:  # <knowledge>/dream-<method>[-quarantine]; 'votes' was self-consistency's first name
+        method = name.rsplit("/dream-", 1)[1]
+        kind: DatasetKind = "quarantine" if method.endswith("-quarantine") else "dream"
+        method = method.removesuffix("-quarantine")
+        return kind, made_by, "self-consistency" if method == "votes" else method
+    if name.endswith("/learn"):
+        return "learn", made_by, None
+    raise ReverieError(f"dataset {name!r} (source {source!r}) was registered before datasets had a kind, under a "
+                       "name no reverie version wrote, so its kind cannot be told; the registry is left as it was: "
+                       "delete that row of its datasets table, or give it the name its kind had then "
+                       "(e.g. <knowledge>/learn), and open it again")
 
 
 class SQLiteRegistry(RegistryStore):
@@ -58,6 +87,26 @@ class SQLiteRegistry(RegistryStore):
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(release_events)")}
         if "reason" not in columns:  # a registry written before overrides existed
             self._conn.execute("ALTER TABLE release_events ADD COLUMN reason TEXT")
+        self._migrate_typed_outputs()
+        self._migrate_dataset_kinds()
+
+    def _migrate_typed_outputs(self) -> None:
+        """A registry written before phase outputs were typed: each finished run's artifacts move from the
+        'artifacts' key of its outputs to their own column, and cycles get a column for their frozen inputs."""
+        def has(conn: sqlite3.Connection, table: str, column: str) -> bool:
+            return column in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+        if has(self._conn, "cycles", "inputs") and has(self._conn, "phase_runs", "artifacts"):
+            return
+        with self._tx() as conn:  # checked again inside: another process may have migrated meanwhile
+            if not has(conn, "cycles", "inputs"):
+                conn.execute("ALTER TABLE cycles ADD COLUMN inputs TEXT")
+            if has(conn, "phase_runs", "artifacts"):
+                return
+            conn.execute("ALTER TABLE phase_runs ADD COLUMN artifacts TEXT NOT NULL DEFAULT '[]'")
+            rows = conn.execute("SELECT id, outputs FROM phase_runs").fetchall()
+            conn.executemany("UPDATE phase_runs SET artifacts = ? WHERE id = ?", [
+                (json.dumps(json.loads(row["outputs"]).get("artifacts", [])), row["id"]) for row in rows])
 
     def close(self) -> None:
         self._conn.close()
@@ -112,18 +161,54 @@ class SQLiteRegistry(RegistryStore):
         rows = self._conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY created_at").fetchall()
         return [self._model_from_row(r) for r in rows]
 
+    def _migrate_dataset_kinds(self) -> None:
+        """A registry written before datasets carried kind, cycle and strategy: the columns are added and filled,
+        once, from the old names (`_legacy_kind`); the cycle of a Learn or Dream dataset, which its name never
+        held, from the phase run that output it."""
+        def migrated() -> bool:
+            return "kind" in {row["name"] for row in self._conn.execute("PRAGMA table_info(datasets)")}
+
+        if migrated():
+            return
+        with self._tx() as conn:
+            if migrated():  # another process opening the same registry got there first
+                return
+            # SQLite adds a NOT NULL column only with a default; every row gets its real kind below.
+            for column in ("kind TEXT NOT NULL DEFAULT ''", "cycle_id TEXT", "strategy TEXT"):
+                conn.execute(f"ALTER TABLE datasets ADD COLUMN {column}")
+            made_by: dict[str, str] = {}
+            for run in conn.execute("SELECT cycle_id, outputs FROM phase_runs WHERE status = 'finished' "
+                                    "ORDER BY started_at").fetchall():
+                outputs = json.loads(run["outputs"])
+                for output in [*outputs.get("artifacts", []), outputs.get("dataset")]:
+                    made_by.setdefault(output, run["cycle_id"])
+            rows = conn.execute("SELECT hash, name, source FROM datasets").fetchall()
+            conn.executemany("UPDATE datasets SET kind = ?, cycle_id = ?, strategy = ? WHERE hash = ?", [
+                (*_legacy_kind(row["name"], row["source"], made_by.get(row["hash"])), row["hash"]) for row in rows])
+
+    def _insert_datasets(self, conn: sqlite3.Connection, datasets: Iterable[DatasetRecord]) -> None:
+        """Register datasets; a hash already registered keeps its first record (the cycle that first made it)."""
+        conn.executemany(
+            f"INSERT OR IGNORE INTO datasets ({_DATASET_COLUMNS}) VALUES ({', '.join('?' * 8)})",
+            [(d.hash, d.name, d.rows, d.source, d.created_at, d.kind, d.cycle_id, d.strategy) for d in datasets],
+        )
+
     def get_dataset(self, dataset_hash: str) -> DatasetRecord:
-        row = self._conn.execute("SELECT * FROM datasets WHERE hash = ?", (dataset_hash,)).fetchone()
+        row = self._conn.execute(f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE hash = ?", (dataset_hash,)).fetchone()
         if row is None:
             raise ReverieError(f"no dataset {dataset_hash!r} in the registry")
         return DatasetRecord(**dict(row))
 
     def add_dataset(self, dataset: DatasetRecord) -> None:
         with self._tx() as conn:
-            conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", tuple(asdict(dataset).values()))
+            self._insert_datasets(conn, [dataset])
 
-    def list_datasets(self) -> list[DatasetRecord]:
-        rows = self._conn.execute("SELECT * FROM datasets ORDER BY created_at").fetchall()
+    def list_datasets(self, kind: DatasetKind | None = None, cycle_id: str | None = None) -> list[DatasetRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE (:kind IS NULL OR kind = :kind) "
+            "AND (:cycle IS NULL OR cycle_id = :cycle) ORDER BY created_at, rowid",
+            {"kind": kind, "cycle": cycle_id},
+        ).fetchall()
         return [DatasetRecord(**dict(r)) for r in rows]
 
     # metrics ------------------------------------------------------------------------------------------
@@ -153,7 +238,11 @@ class SQLiteRegistry(RegistryStore):
     # cycles and phase runs ----------------------------------------------------------------------------
     def start_cycle(self, cycle: Cycle) -> None:
         with self._tx() as conn:
-            conn.execute("INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(asdict(cycle).values()))
+            conn.execute("INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(asdict(cycle).values()))
+
+    def set_cycle_inputs(self, cycle_id: str, inputs: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE cycles SET inputs = ? WHERE id = ?", (inputs, cycle_id))
 
     def get_cycle(self, cycle_id: str) -> Cycle:
         row = self._conn.execute("SELECT * FROM cycles WHERE id = ?", (cycle_id,)).fetchone()
@@ -173,30 +262,30 @@ class SQLiteRegistry(RegistryStore):
     def start_phase(self, run: PhaseRun) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO phase_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO phase_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.id, run.cycle_id, run.phase, run.status, json.dumps(run.inputs), json.dumps(run.outputs),
-                 json.dumps(run.metrics), run.started_at, run.finished_at, run.wall_s),
+                 json.dumps(run.metrics), run.started_at, run.finished_at, run.wall_s, json.dumps(run.artifacts)),
             )
 
     def finish_phase(
         self,
         run: PhaseRun,
         outputs: dict[str, Any],
+        artifacts: list[str],
         metrics: dict[str, float],
         new_models: list[ModelRecord],
         new_datasets: list[DatasetRecord] = (),
     ) -> None:
         finished = time.time()
         with self._tx() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?)", [tuple(asdict(d).values()) for d in new_datasets]
-            )
+            self._insert_datasets(conn, new_datasets)
             for model in new_models:
                 self._insert_model(conn, model)
             conn.execute(
-                "UPDATE phase_runs SET status = 'finished', outputs = ?, metrics = ?, finished_at = ?, wall_s = ? "
-                "WHERE id = ?",
-                (json.dumps(outputs), json.dumps(metrics), finished, finished - run.started_at, run.id),
+                "UPDATE phase_runs SET status = 'finished', outputs = ?, artifacts = ?, metrics = ?, finished_at = ?, "
+                "wall_s = ? WHERE id = ?",
+                (json.dumps(outputs), json.dumps(sorted(artifacts)), json.dumps(metrics), finished,
+                 finished - run.started_at, run.id),
             )
 
     def fail_phase(self, run_id: str, error: str) -> None:
@@ -220,7 +309,7 @@ class SQLiteRegistry(RegistryStore):
         runs = []
         for r in rows:
             data = dict(r)
-            for key in ("inputs", "outputs", "metrics"):
+            for key in ("inputs", "outputs", "metrics", "artifacts"):
                 data[key] = json.loads(data[key])
             runs.append(PhaseRun(**data))
         return runs
@@ -273,6 +362,7 @@ class SQLiteRegistry(RegistryStore):
         for row in self._conn.execute("SELECT weights, adapter FROM models"):
             refs.update(v for v in (row["weights"], row["adapter"]) if v)
         refs.update(r[0] for r in self._conn.execute("SELECT hash FROM datasets"))
-        for row in self._conn.execute("SELECT outputs FROM phase_runs WHERE status = 'finished'"):
-            refs.update(json.loads(row["outputs"]).get("artifacts", []))
+        for row in self._conn.execute("SELECT artifacts FROM phase_runs WHERE status = 'finished'"):
+            refs.update(json.loads(row["artifacts"]))
+        refs.update(r[0] for r in self._conn.execute("SELECT inputs FROM cycles WHERE inputs IS NOT NULL"))
         return refs

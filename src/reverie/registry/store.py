@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import Cycle, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 
 RELEASE_ALIAS = "release"
 GENERATOR_ALIAS = "generator"
@@ -48,7 +48,8 @@ class RegistryStore(ABC):
         """Register a dataset outside a phase (ingest); an already registered hash is left as it is."""
 
     @abstractmethod
-    def list_datasets(self) -> list[DatasetRecord]: ...
+    def list_datasets(self, kind: DatasetKind | None = None, cycle_id: str | None = None) -> list[DatasetRecord]:
+        """The datasets of that kind and cycle (either left out: any), oldest first."""
 
     # metrics
     @abstractmethod
@@ -75,6 +76,10 @@ class RegistryStore(ABC):
     def list_cycles(self) -> list[Cycle]: ...
 
     @abstractmethod
+    def set_cycle_inputs(self, cycle_id: str, inputs: str) -> None:
+        """Point a cycle at the artifact holding the inputs frozen for it."""
+
+    @abstractmethod
     def start_phase(self, run: PhaseRun) -> None: ...
 
     @abstractmethod
@@ -82,11 +87,13 @@ class RegistryStore(ABC):
         self,
         run: PhaseRun,
         outputs: dict[str, Any],
+        artifacts: list[str],
         metrics: dict[str, float],
         new_models: list[ModelRecord],
         new_datasets: list[DatasetRecord] = (),
     ) -> None:
-        """Record a finished phase and the models and datasets it made, in one transaction."""
+        """Record a finished phase, the artifacts its outputs refer to (kept by garbage collection) and the
+        models and datasets it made, in one transaction."""
 
     @abstractmethod
     def fail_phase(self, run_id: str, error: str) -> None: ...
@@ -120,4 +127,5 @@ class RegistryStore(ABC):
 
     @abstractmethod
     def referenced_artifacts(self) -> set[str]:
-        """Every artifact hash a model, dataset or phase output points to (the rest is garbage)."""
+        """Every artifact hash that a model, dataset, phase output or cycle's frozen inputs point to (the rest is
+        garbage)."""

@@ -4,6 +4,7 @@ static report renders it."""
 from __future__ import annotations
 
 from reverie.model_card import lineage
+from reverie.phases.outputs import CompressOutput, GateVerdict, read_as
 from reverie.workspace import Workspace
 
 
@@ -24,17 +25,18 @@ def overview(ws: Workspace) -> dict:
     compress = None
     for cycle in registry.list_cycles():
         runs = {run.phase: run for run in registry.phase_runs(cycle.id) if run.status == "finished"}
-        gate = runs.get("gate")
+        gate = read_as(runs["gate"], GateVerdict) if "gate" in runs else None
         cycles.append({
             "id": cycle.id, "started_at": cycle.started_at, "outcome": cycle.outcome, "model": cycle.result_model_id,
-            "scores": {k: v for k, v in (gate.outputs.get("candidate_scores", {}) if gate else {}).items()
-                       if "/" not in k},
-            "reasons": gate.outputs.get("reasons", []) if gate else [],
+            "scores": {k: v for k, v in (gate.candidate_scores if gate else {}).items() if "/" not in k},
+            "reasons": gate.reasons if gate else [],
         })
         if "compress" in runs:
             run = runs["compress"]
-            compress = {"cycle": cycle.id, "merged": run.outputs.get("merged"), "metrics": run.metrics,
-                        "variants": pareto_front(run.outputs.get("variants", []))}
+            output = read_as(run, CompressOutput)
+            compress = {"cycle": cycle.id, "merged": any(s.strategy == "merge" for s in output.kept()),
+                        "metrics": run.metrics,
+                        "variants": pareto_front([v.model_dump() for v in output.variants()])}
     chain = []
     if release:
         for record in lineage(ws, registry.get_model(release)):

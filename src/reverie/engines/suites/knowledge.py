@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.data.knowledge import Knowledge
+from reverie.data.splits import knowledge_held_out
 from reverie.engines.evaluation import Grader, closed_book_qa, token_f1
 from reverie.engines.suites.base import ItemResult, fingerprint
 
@@ -13,7 +14,7 @@ class KnowledgeSuite:
     name = "knowledge"
 
     def __init__(self, knowledge: Knowledge, max_new_tokens: int, batch_size: int, grader: Grader | None = None):
-        self.questions = [(qa.question, qa.answer) for _, qa in knowledge.eval_items()]
+        self.questions = [(qa.question, qa.answer) for _, qa in knowledge_held_out(knowledge)]
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.grader = grader

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable, ClassVar
 
 from rich.markup import escape
 
 from reverie.data.jsonl import jsonl_text, scan_jsonl
-from reverie.data.knowledge import load_knowledge
+from reverie.data.knowledge import Knowledge, load_knowledge
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.redteam import load_safety_items
+from reverie.data.splits import general_held_out
 from reverie.engines.models import LoadedModel, load_pretrained, load_version, resolve_source
 from reverie.engines.refusal import RefusalJudge
 from reverie.engines.suites.base import ItemResult, Suite, SuiteReport, fingerprint
@@ -24,7 +26,7 @@ from reverie.engines.suites.safety import AdvBenchSuite, XSTestSuite
 from reverie.engines.suites.structured import StructuredSuite
 from reverie.config import ModelConfig
 from reverie.errors import ReverieError
-from reverie.memory.store import cycle_knowledge
+from reverie.memory.store import current_knowledge
 from reverie.metrics import SAFETY_SUITES, SUITES
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
@@ -35,8 +37,11 @@ LM_EVAL_PREFIX = "lm-eval/"  # registry suite names of lm-evaluation-harness res
 
 
 class SuiteRunner:
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, knowledge: Knowledge | None = None):
+        """`knowledge`: whose held-out questions the knowledge suite asks and whose documents the long-context
+        suite hides facts in: a cycle's frozen inputs; None, the workspace's knowledge as it is now."""
         self.workspace = workspace
+        self.knowledge = knowledge
         self._suites: dict[str, Suite] = {}
         self._judge: RefusalJudge | None = None
         self._loaded: tuple[str, LoadedModel] | None = None
@@ -49,26 +54,46 @@ class SuiteRunner:
         return self._suites[name]
 
     def _build(self, name: str) -> Suite:
+        return self.BUILDERS[name](self)
+
+    def _knowledge(self) -> Suite:
         ws, config = self.workspace, self.workspace.config.eval
-        if name == "knowledge":
-            return KnowledgeSuite(cycle_knowledge(ws), config.max_new_tokens,
-                                  config.batch_size)
-        if name == "general":
-            return GeneralSuite(load_choice_items(config.general_suite, ws.root, config.general_limit),
+        return KnowledgeSuite(self.knowledge or current_knowledge(ws), config.max_new_tokens, config.batch_size)
+
+    def _general(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        items = load_choice_items(config.general_suite, ws.root, config.general_limit)
+        return GeneralSuite(general_held_out(items), config.batch_size)
+
+    def _advbench(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        return AdvBenchSuite(load_safety_items(config.advbench, ws.root, "eval.advbench"), config.jailbreaks,
+                             config.safety_limit, config.answer_tokens, config.batch_size, self._refusal_judge())
+
+    def _xstest(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        return XSTestSuite(load_safety_items(config.xstest, ws.root, "eval.xstest"), config.safety_limit,
+                           config.answer_tokens, config.batch_size, self._refusal_judge())
+
+    def _structured(self) -> Suite:
+        config = self.workspace.config.eval
+        return StructuredSuite(config.answer_tokens, config.batch_size)
+
+    def _long_context(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        documents = (self.knowledge or load_knowledge(ws.config.data.knowledge, ws.root)).documents
+        return LongContextSuite([d.text for d in documents], config.long_context_tokens, config.answer_tokens,
                                 config.batch_size)
-        if name == "advbench":
-            return AdvBenchSuite(load_safety_items(config.advbench, ws.root, "eval.advbench"), config.jailbreaks,
-                                 config.safety_limit, config.answer_tokens, config.batch_size, self._refusal_judge())
-        if name == "xstest":
-            return XSTestSuite(load_safety_items(config.xstest, ws.root, "eval.xstest"), config.safety_limit,
-                               config.answer_tokens, config.batch_size, self._refusal_judge())
-        if name == "structured":
-            return StructuredSuite(config.answer_tokens, config.batch_size)
-        if name == "long_context":
-            documents = load_knowledge(ws.config.data.knowledge, ws.root).documents
-            return LongContextSuite([d.text for d in documents], config.long_context_tokens, config.answer_tokens,
-                                    config.batch_size)
+
+    def _robustness(self) -> Suite:
+        config = self.workspace.config.eval
         return RobustnessSuite(config.answer_tokens, config.batch_size)
+
+    # Every suite in metrics.SUITES by name; tests/test_suites_table.py checks that the two list the same suites.
+    BUILDERS: ClassVar[dict[str, Callable[[SuiteRunner], Suite]]] = {
+        "knowledge": _knowledge, "general": _general, "advbench": _advbench, "xstest": _xstest,
+        "structured": _structured, "long_context": _long_context, "robustness": _robustness,
+    }
 
     def _refusal_judge(self) -> RefusalJudge | None:
         config = self.workspace.config.eval

@@ -1,0 +1,182 @@
+"""What each phase hands over: one typed model per phase output, stored as JSON in the registry and validated
+when read back. The cycle, the CLI, the dashboard, the model card and an override read these fields, never
+string keys; every field that holds an artifact hash is marked `Artifact`, and `artifacts()` walks the marks
+(garbage collection keeps what it returns). Torch-free, so that reporting can read a registry cheaply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from reverie.errors import ReverieError
+from reverie.registry import PhaseRun
+
+
+class _ArtifactMark:
+    """Marks a field whose value is an artifact hash (or a list of them)."""
+
+
+Artifact = Annotated[str, _ArtifactMark()]
+
+
+def _marked(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(m, _ArtifactMark) for m in annotation.__metadata__)
+    return any(_marked(arg) for arg in get_args(annotation))
+
+
+class Handover(BaseModel):
+    """A typed record a phase writes: frozen, strict, and able to list the artifacts it refers to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def artifacts(self) -> list[str]:
+        found: list[str] = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if any(isinstance(m, _ArtifactMark) for m in field.metadata) or _marked(field.annotation):
+                found += [value] if isinstance(value, str) else list(value or ())
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Handover):
+                    found += item.artifacts()
+        return sorted(set(found))
+
+
+class PhaseOutput(Handover):
+    model: str  # the newest model version after the phase: a new one, or the one it started from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_record(cls, data: Any) -> Any:
+        """Outputs recorded before they were typed listed their artifacts under 'artifacts' (the registry moved
+        that list to its own column, so garbage collection keeps them) and had a shape of their own per phase."""
+        if isinstance(data, dict):
+            data = dict(data)
+            return cls._upgrade(data, data.pop("artifacts", []))
+        return data
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], artifacts: list[str]) -> dict[str, Any]:
+        """The typed shape of an untyped record (`data`, without its artifacts list); a typed one is unchanged."""
+        return data
+
+
+class LearnOutput(PhaseOutput):
+    dataset: Artifact  # the examples Learn trained on
+    adapter: Artifact
+    feedback: Artifact | None = None  # this cycle's feedback replay dataset, when the inbox held any
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], artifacts: list[str]) -> dict[str, Any]:
+        if "adapter" not in data and artifacts:  # untyped: [adapter, dataset] + [feedback]
+            data |= {"adapter": artifacts[0], "feedback": artifacts[2] if len(artifacts) > 2 else None}
+        return data
+
+
+class Variant(BaseModel):
+    """One version a strategy measured, placed on the quality-versus-cost front."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    accuracy: float  # on the probe questions
+    seconds: float  # one forward pass over the probe prompts
+    kept: bool
+
+
+class StrategyOutcome(Handover):
+    """What one Compress or Dream strategy did: kept (a new model) or not, why, and what it wrote."""
+
+    strategy: str
+    kept: bool
+    reason: str
+    model: str | None = None  # the model it made, when kept
+    weights: Artifact | None = None
+    adapter: Artifact | None = None
+    datasets: list[Artifact] = []  # what it wrote: training data, quarantined rows
+    variants: list[Variant] = []
+
+
+class _StrategiesOutput(PhaseOutput):
+    strategies: list[StrategyOutcome] = []
+    reason: str | None = None  # why the phase ran no strategy
+
+    def kept(self) -> list[StrategyOutcome]:
+        return [s for s in self.strategies if s.kept]
+
+
+class CompressOutput(_StrategiesOutput):
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], artifacts: list[str]) -> dict[str, Any]:
+        if "merged" in data:  # untyped: {merged, reason, variants}, before strategies existed
+            merged, reason, variants = data.pop("merged"), data.pop("reason", None), data.pop("variants", [])
+            if variants or merged:
+                data["strategies"] = [{"strategy": "merge", "kept": bool(merged), "reason": reason or "merged",
+                                       "model": data["model"] if merged else None,
+                                       "weights": next(iter(artifacts), None), "variants": variants}]
+            else:
+                data["reason"] = reason
+        return data
+
+    def variants(self) -> list[Variant]:
+        return [v for s in self.strategies for v in s.variants]
+
+
+class DreamOutput(_StrategiesOutput):
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], artifacts: list[str]) -> dict[str, Any]:
+        data.pop("dataset", None)  # untyped: {reason, dataset}; which method wrote it was not recorded
+        return data
+
+
+class GateVerdict(PhaseOutput):
+    verdict: Literal["release", "reject"]
+    reasons: list[str]
+    notes: list[str] = []
+    overridable: bool = True  # False when a red line was crossed
+    reference: str  # the release the candidate was compared with
+    candidate_scores: dict[str, float]
+    reference_scores: dict[str, float]
+    recalled_memory: list[str] = []  # memory documents the candidate answered closed-book
+    replay: Artifact | None = None  # the material behind the questions the candidate got wrong
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], artifacts: list[str]) -> dict[str, Any]:
+        if artifacts and "replay" not in data:  # untyped: the replay dataset was its one artifact
+            data["replay"] = artifacts[0]
+        return data
+
+    @property
+    def released(self) -> bool:
+        return self.verdict == "release"
+
+
+Output = TypeVar("Output", bound="PhaseOutput")
+OUTPUT_TYPES: dict[str, type[PhaseOutput]] = {
+    "learn": LearnOutput, "compress": CompressOutput, "dream": DreamOutput, "gate": GateVerdict,
+}
+
+
+def read_output(run: PhaseRun) -> PhaseOutput:
+    """A finished phase run's output as its typed model; a record that does not validate is named."""
+    kind = OUTPUT_TYPES.get(run.phase)
+    if kind is None:
+        raise ReverieError(f"phase run {run.id}: unknown phase {run.phase!r} (known: {', '.join(OUTPUT_TYPES)})")
+    return read_as(run, kind)
+
+
+def read_as(run: PhaseRun, kind: type[Output]) -> Output:
+    """A finished phase run's output as `kind`, the model of its phase."""
+    if OUTPUT_TYPES.get(run.phase) is not kind:
+        raise ReverieError(f"phase run {run.id} is a {run.phase} run, not one that outputs a {kind.__name__}")
+    try:
+        return kind.model_validate(run.outputs)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors())
+        raise ReverieError(f"phase run {run.id} ({run.phase} of cycle {run.cycle_id}) has an output this version "
+                           f"cannot read: {problems}") from None
+
+
+def gate_verdicts(runs: list[PhaseRun]) -> list[GateVerdict]:
+    """The verdicts of the finished Gate runs among `runs`."""
+    return [read_as(run, GateVerdict) for run in runs if run.phase == "gate" and run.status == "finished"]

@@ -1,0 +1,174 @@
+"""What every strategy shares, written once: the registries, the Dream tail (quarantine with reasons, train,
+A/B check on the probe split), merge-or-keep-adapter, and the lineage of the model a strategy makes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from reverie.data.datasets import save_dataset, save_rejected
+from reverie.data.knowledge import Example
+from reverie.data.records import Rejected
+from reverie.data.splits import knowledge_probe
+from reverie.engines.evaluation import probe_accuracy
+from reverie.engines.merging import MergeCheck, merge_with_ab_check
+from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
+from reverie.engines.scoring import probe_answer_loss
+from reverie.engines.training import train_sft
+from reverie.phases.base import PhaseContext
+from reverie.phases.outputs import StrategyOutcome, Variant
+from reverie.registry import DatasetRecord, ModelRecord
+
+
+@dataclass
+class StrategyResult:
+    """One strategy's typed outcome, its metrics, and the models and datasets the phase records for it."""
+
+    outcome: StrategyOutcome
+    metrics: dict[str, float] = field(default_factory=dict)
+    new_models: list[ModelRecord] = field(default_factory=list)
+    new_datasets: list[DatasetRecord] = field(default_factory=list)
+
+    def model(self) -> ModelRecord | None:
+        """The model the strategy made and kept, which the next strategy starts from."""
+        return next((m for m in self.new_models if m.id == self.outcome.model), None)
+
+
+class CompressStrategy(Protocol):
+    name: str
+
+    def run(self, ctx: PhaseContext, candidate: ModelRecord) -> StrategyResult: ...
+
+
+@dataclass
+class DreamData:
+    """What a Dream strategy wrote: examples to train on, and the items it quarantined with their reasons."""
+
+    source: str  # what wrote the data, for the dataset record
+    examples: list[Example]
+    metrics: dict[str, float]
+    quarantined: list[Rejected] = field(default_factory=list)
+
+
+class DreamStrategy(Protocol):
+    name: str
+
+    def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData: ...
+
+
+COMPRESS: dict[str, CompressStrategy] = {}
+DREAM: dict[str, DreamStrategy] = {}
+S = TypeVar("S")
+
+
+def register(table: dict[str, S], name: str) -> Callable[[type], type]:
+    """Class decorator: one instance of the strategy, under `name` in `table`."""
+    def add(cls: type) -> type:
+        cls.name = name
+        table[name] = cls()
+        return cls
+    return add
+
+
+def run_in_turn(candidate: ModelRecord, steps: list[tuple[str, Callable[[ModelRecord], StrategyResult]]],
+                ) -> tuple[ModelRecord, list[StrategyResult], dict[str, float]]:
+    """Run strategies in order, each on the model the one before it kept; returns the final model, every result,
+    and their metrics (named `<strategy>.<metric>` when more than one strategy ran, so none overwrites another)."""
+    results, metrics = [], {}
+    for name, step in steps:
+        result = step(candidate)
+        candidate = result.model() or candidate
+        results.append(result)
+        metrics |= {(f"{name}.{key}" if len(steps) > 1 else key): value for key, value in result.metrics.items()}
+    return candidate, results, metrics
+
+
+@dataclass
+class Kept:
+    """A trained model stored as merged weights or as an adapter (or neither: the merge was refused and the
+    caller keeps nothing)."""
+
+    model: ModelRecord | None
+    weights: str | None = None
+    adapter: str | None = None
+    check: MergeCheck | None = None
+
+
+def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: LoadedModel, phase: str,
+                          datasets: list[str], merge: bool, keep_adapter: bool) -> Kept:
+    """Merge the adapter into the weights when `merge` and the A/B check on the probe split passes; otherwise
+    store the adapter as the new model (`keep_adapter`) or make none."""
+    config = ctx.workspace.config
+    check = None
+    if merge:
+        check = merge_with_ab_check(loaded.model, loaded.tokenizer, knowledge_probe(ctx.inputs.knowledge),
+                                    config.compress.max_logit_diff, config.eval.max_new_tokens,
+                                    config.eval.batch_size)
+        if check.merged is not None:
+            weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
+            model = ctx.new_model(parent, phase, weights=weights, adapter=None, source=None, datasets=datasets)
+            return Kept(model, weights=weights, check=check)
+    if not keep_adapter:
+        return Kept(None, check=check)
+    adapter = store_adapter(ctx.workspace, loaded.model)
+    return Kept(ctx.new_model(parent, phase, adapter=adapter, datasets=datasets), adapter=adapter, check=check)
+
+
+def merge_variants(check: MergeCheck) -> list[Variant]:
+    """The adapter and the merged model on the quality-versus-cost front."""
+    merged = check.merged is not None
+    return [Variant(name="adapter", accuracy=check.adapter_accuracy, seconds=check.adapter_seconds, kept=not merged),
+            Variant(name="merged", accuracy=check.merged_accuracy, seconds=check.merged_seconds, kept=merged)]
+
+
+def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecord) -> StrategyResult:
+    """Write the strategy's data, quarantine what failed its quality gate, train the candidate on the rest, and
+    keep the result only when closed-book accuracy on the probe split fell by no more than dream.max_regression.
+
+    The probe is what Learn taught, so this guards against Dream undoing Learn; it cannot see a loss once
+    Learn has saturated those questions. The answer loss is recorded beside it but not judged."""
+    ws, name = ctx.workspace, strategy.name
+    settings, config = ws.config.dream, ws.config
+    knowledge = ctx.inputs.knowledge
+    loaded = load_version(ws, candidate, trainable_adapter=True)
+    data = strategy.data(ctx, loaded)
+    metrics = dict(data.metrics)
+    datasets: list[DatasetRecord] = []
+    if data.quarantined:
+        datasets.append(save_rejected(ws, f"{knowledge.name}/dream-{name}-quarantine", data.quarantined,
+                                      kind="quarantine", cycle_id=ctx.cycle.id, strategy=name))
+
+    def passed_through(reason: str) -> StrategyResult:
+        outcome = StrategyOutcome(strategy=name, kept=False, reason=reason, datasets=[d.hash for d in datasets])
+        return StrategyResult(outcome, metrics, new_datasets=datasets)
+
+    if not data.examples:
+        return passed_through("no synthetic example passed the quality gate")
+    dataset = save_dataset(ws, f"{knowledge.name}/dream-{name}", data.source, data.examples, kind="dream",
+                           cycle_id=ctx.cycle.id, strategy=name)
+    datasets.append(dataset)
+    probe = knowledge_probe(knowledge)
+    batch, tokens = config.eval.batch_size, config.eval.max_new_tokens
+    before, loss_before = probe_accuracy(loaded, probe, tokens, batch), probe_answer_loss(loaded, probe, batch)
+    if not candidate.adapter:
+        loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
+    metrics |= train_sft(loaded.model, loaded.tokenizer, data.examples, settings.train, f"dream: SFT ({name})")
+    after, loss_after = probe_accuracy(loaded, probe, tokens, batch), probe_answer_loss(loaded, probe, batch)
+    metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after,
+                "dream_probe_loss_before": loss_before, "dream_probe_loss_after": loss_after}
+    if before - after > settings.max_regression + 1e-9:  # the tolerance: 0.8 - 0.1 is not 0.7 in floats
+        return passed_through(f"A/B check: closed-book accuracy on the training questions fell from {before:.3f} "
+                              f"to {after:.3f} (dream.max_regression {settings.max_regression:g}); the candidate "
+                              "passes through")
+
+    # Started from merged weights: merge again if the A/B check allows; the adapter stays an adapter otherwise.
+    kept = merge_or_keep_adapter(ctx, candidate, loaded, "dream", sorted({*candidate.datasets, dataset.hash}),
+                                 merge=not candidate.adapter, keep_adapter=True)
+    if kept.check is not None:
+        metrics["merge_max_logit_diff"] = kept.check.max_logit_diff
+    assert kept.model is not None  # keep_adapter: a model is always made
+    outcome = StrategyOutcome(strategy=name, kept=True, reason=f"accuracy on the training questions {before:.3f} -> "
+                              f"{after:.3f}", model=kept.model.id, weights=kept.weights, adapter=kept.adapter,
+                              datasets=[d.hash for d in datasets])
+    return StrategyResult(outcome, metrics, [kept.model], datasets)

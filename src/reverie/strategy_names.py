@@ -1,0 +1,15 @@
+"""The names of the Compress and Dream strategies that reverie.yaml may list, each with what it does. Torch-free,
+so that the config can check a name before anything is loaded; the strategies themselves are registered under
+these names in code."""
+
+from __future__ import annotations
+
+COMPRESS_STRATEGIES: dict[str, str] = {
+    "merge": "merge the Learn adapter into the weights, kept only when the A/B check against the adapter passes",
+}
+DREAM_STRATEGIES: dict[str, str] = {
+    "seal": "the trained self-edit generator (see `reverie seal train`; the current release until one is trained) "
+    "writes implications of each document to train on",
+    "self-consistency": "vote over sampled open-book answers to the training questions and train closed-book on "
+    "the winners",
+}
