@@ -21,7 +21,7 @@ from reverie.errors import ReverieError
 from reverie.memory.store import MemoryDocument, MemoryStore
 from reverie.phases.compress import Compress
 from reverie.phases.learn import Learn
-from reverie.phases.outputs import OUTPUT_TYPES, GateVerdict, read_as, read_output
+from reverie.phases.outputs import OUTPUT_TYPES, CompressOutput, GateVerdict, read_as, read_output
 from reverie.workspace import Workspace
 
 from conftest import make_workspace
@@ -101,7 +101,7 @@ def interrupted_cycle(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, pha
 
 def test_a_memory_document_added_mid_cycle_waits_for_the_next_cycle(tmp_path: Path, tiny_model_dir: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False})
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False}, compress={"strategies": []})
     workspace = Workspace.open(root)
     cycle_id = interrupted_cycle(workspace, monkeypatch, Compress, during=lambda ctx: add_day_document(workspace))
 
@@ -112,6 +112,11 @@ def test_a_memory_document_added_mid_cycle_waits_for_the_next_cycle(tmp_path: Pa
     outcome = run_cycle(workspace, resume=True)
     assert outcome.cycle_id == cycle_id
     assert load_inputs(workspace, workspace.registry.get_cycle(cycle_id)).memory_documents() == []
+    compress = next(run for run in workspace.registry.phase_runs(cycle_id)
+                    if (run.phase, run.status) == ("compress", "finished"))
+    passed = read_as(compress, CompressOutput)  # no strategy: the Learn model passes on, adapter and all
+    assert (passed.strategies, passed.reason) == ([], "compress.strategies is empty")
+    assert workspace.registry.get_model(outcome.model_id).adapter is not None
     [asked] = (workspace.state / "evals" / outcome.model_id).glob("knowledge@*.jsonl")
     prompts = [json.loads(line)["prompt"] for line in asked.read_text().splitlines()]
     assert len(prompts) == 32 and DAY_QUESTION not in prompts  # the Gate asked only what Learn was given

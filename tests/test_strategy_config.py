@@ -29,10 +29,6 @@ def line_of(tmp_path: Path, start: str) -> int:
     return next(n for n, line in enumerate(lines, start=1) if line.startswith(start))
 
 
-def test_defaults_merge_and_seal() -> None:
-    assert CompressConfig().strategies == ["merge"] and DreamConfig().strategies == ["seal"]
-
-
 def test_every_strategy_name_is_described_in_its_field() -> None:
     for model, names in ((CompressConfig, COMPRESS_STRATEGIES), (DreamConfig, DREAM_STRATEGIES)):
         description = model.model_fields["strategies"].description
