@@ -122,8 +122,8 @@ def test_a_memory_document_added_mid_cycle_waits_for_the_next_cycle(tmp_path: Pa
     assert len(prompts) == 32 and DAY_QUESTION not in prompts  # the Gate asked only what Learn was given
     assert [d.id for d in MemoryStore(workspace).documents()] == ["d-day"]  # still in memory: not consolidated
 
-    next_inputs = workspace.artifacts.path(freeze_inputs(workspace, "c-next")) / "inputs.json"
-    assert "d-day" in json.loads(next_inputs.read_text())["knowledge"]["documents"][-1]["id"]
+    _, next_inputs = freeze_inputs(workspace, "c-next")
+    assert next_inputs.memory_documents() == ["d-day"]  # the next cycle takes it
 
 
 def test_a_resume_whose_frozen_inputs_changed_is_refused(workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

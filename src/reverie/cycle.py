@@ -115,7 +115,7 @@ def _open_cycle(workspace: Workspace, resume: bool) -> tuple[Cycle, CycleInputs]
                 "or abandon the cycle with `reverie cycle --abandon`"
             )
         if unfinished.inputs is None:  # started before inputs were frozen: they are frozen now, once
-            unfinished.inputs = freeze_inputs(workspace, unfinished.id)
+            unfinished.inputs, _ = freeze_inputs(workspace, unfinished.id)
             registry.set_cycle_inputs(unfinished.id, unfinished.inputs)
         inputs = load_inputs(workspace, unfinished)
         stale = registry.interrupt_running_phases(unfinished.id)
@@ -126,14 +126,13 @@ def _open_cycle(workspace: Workspace, resume: bool) -> tuple[Cycle, CycleInputs]
         for line in waiting_for_next_cycle(workspace, inputs):
             status_line(line)
         return unfinished, inputs
-    cycle_id = f"c-{uuid.uuid4().hex[:10]}"
-    cycle = Cycle(
-        id=cycle_id, status="running", base_model_id=ensure_release(workspace),
-        config_hash=workspace.config.fingerprint(), started_at=time.time(), inputs=freeze_inputs(workspace, cycle_id),
-    )
+    cycle_id, base_model_id = f"c-{uuid.uuid4().hex[:10]}", ensure_release(workspace)
+    frozen, inputs = freeze_inputs(workspace, cycle_id)
+    cycle = Cycle(id=cycle_id, status="running", base_model_id=base_model_id,
+                  config_hash=workspace.config.fingerprint(), started_at=time.time(), inputs=frozen)
     registry.start_cycle(cycle)
     status_line(f"cycle {cycle.id} started from release {cycle.base_model_id}")
-    return cycle, load_inputs(workspace, cycle)
+    return cycle, inputs
 
 
 def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:

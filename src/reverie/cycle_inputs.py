@@ -35,8 +35,8 @@ class CycleInputs(BaseModel):
         return [d.id.removeprefix(MEMORY_PREFIX) for d in self.knowledge.documents if d.id.startswith(MEMORY_PREFIX)]
 
 
-def freeze_inputs(ws: Workspace, cycle_id: str) -> str:
-    """Snapshot the inputs for cycle `cycle_id` as an artifact; returns its hash."""
+def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
+    """Snapshot the inputs for cycle `cycle_id` as an artifact; returns its hash and the inputs."""
     feedback, unreadable = pending_feedback(ws)
     report_unreadable(unreadable)
     inputs = CycleInputs(
@@ -45,7 +45,7 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> str:
     )
     with ws.artifacts.stage() as staged:
         (staged.path / INPUTS_FILE).write_text(inputs.model_dump_json(indent=1), encoding="utf-8")
-    return staged.hash
+    return staged.hash, inputs
 
 
 def load_inputs(ws: Workspace, cycle: Cycle) -> CycleInputs:

@@ -15,6 +15,7 @@ from reverie.data.dedup import ContaminationIndex
 from reverie.data.jsonl import BadLine, append_jsonl, read_jsonl, scan_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.pool import contamination_index
+from reverie.data.replay import REPLAY_PREFIX
 from reverie.data.text import UnicodeText
 from reverie.progress import status_line
 from reverie.registry import DatasetRecord
@@ -80,7 +81,7 @@ def report_unreadable(bad: list[BadLine]) -> None:
 def save_feedback_replay(ws: Workspace, cycle_id: str, new: list[Feedback],
                          ) -> tuple[DatasetRecord | None, list[Example]]:
     """A replay dataset of `new` feedback (the cycle's frozen pending rows) and its training examples; its label
-    is `replay/<cycle>/feedback`."""
+    is `<REPLAY_PREFIX><cycle>/feedback`."""
     if not new:
         return None, []
     contamination = contamination_index(ws)
@@ -91,7 +92,7 @@ def save_feedback_replay(ws: Workspace, cycle_id: str, new: list[Feedback],
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
         write_jsonl(staged.path / "rejected.jsonl",
                     ({"id": ident, "reason": reason} for ident, reason in reasons.items()))
-    dataset = DatasetRecord(staged.hash, f"replay/{cycle_id}/feedback", len(examples),
+    dataset = DatasetRecord(staged.hash, f"{REPLAY_PREFIX}{cycle_id}/feedback", len(examples),
                             f"serving feedback: {len(new)} thumbs-down, {len(examples)} trained on", time.time(),
                             kind="feedback", cycle_id=cycle_id)
     return dataset, examples

@@ -17,7 +17,4 @@ class Compress:
         names = ctx.workspace.config.compress.strategies
         if not names:
             return PhaseResult(CompressOutput(model=candidate.id, reason="compress.strategies is empty"))
-        final, results, combined = run_in_turn(
-            candidate, [(name, lambda model, name=name: COMPRESS[name].run(ctx, model)) for name in names])
-        return PhaseResult(CompressOutput(model=final.id, strategies=[r.outcome for r in results]), combined,
-                           [m for r in results for m in r.new_models], [d for r in results for d in r.new_datasets])
+        return run_in_turn(candidate, names, lambda name, model: COMPRESS[name].run(ctx, model), CompressOutput)

@@ -24,8 +24,5 @@ class Dream:
         settings = ctx.workspace.config.dream
         if not settings.enabled:
             return PhaseResult(DreamOutput(model=candidate.id, reason="dream.enabled is off"))
-        final, results, metrics = run_in_turn(
-            candidate, [(name, lambda model, name=name: dream_with(DREAM[name], ctx, model))
-                        for name in settings.strategies])
-        return PhaseResult(DreamOutput(model=final.id, strategies=[r.outcome for r in results]), metrics,
-                           [m for r in results for m in r.new_models], [d for r in results for d in r.new_datasets])
+        return run_in_turn(candidate, settings.strategies, lambda name, model: dream_with(DREAM[name], ctx, model),
+                           DreamOutput)

@@ -16,8 +16,8 @@ from reverie.engines.merging import MergeCheck, merge_with_ab_check
 from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
 from reverie.engines.scoring import probe_answer_loss
 from reverie.engines.training import train_sft
-from reverie.phases.base import PhaseContext
-from reverie.phases.outputs import StrategyOutcome, Variant
+from reverie.phases.base import PhaseContext, PhaseResult
+from reverie.phases.outputs import CompressOutput, DreamOutput, StrategyOutcome, Variant
 from reverie.registry import DatasetRecord, ModelRecord
 
 
@@ -71,17 +71,19 @@ def register(table: dict[str, S], name: str) -> Callable[[type], type]:
     return add
 
 
-def run_in_turn(candidate: ModelRecord, steps: list[tuple[str, Callable[[ModelRecord], StrategyResult]]],
-                ) -> tuple[ModelRecord, list[StrategyResult], dict[str, float]]:
-    """Run strategies in order, each on the model the one before it kept; returns the final model, every result,
-    and their metrics (named `<strategy>.<metric>` when more than one strategy ran, so none overwrites another)."""
-    results, metrics = [], {}
-    for name, step in steps:
-        result = step(candidate)
+def run_in_turn(candidate: ModelRecord, names: list[str], run: Callable[[str, ModelRecord], StrategyResult],
+                output: type[CompressOutput | DreamOutput]) -> PhaseResult:
+    """The phase's result of running the named strategies in order, each on the model the one before it kept.
+    Metrics are named `<strategy>.<metric>` when more than one strategy ran, so that none overwrites another."""
+    results: list[StrategyResult] = []
+    metrics: dict[str, float] = {}
+    for name in names:
+        result = run(name, candidate)
         candidate = result.model() or candidate
         results.append(result)
-        metrics |= {(f"{name}.{key}" if len(steps) > 1 else key): value for key, value in result.metrics.items()}
-    return candidate, results, metrics
+        metrics |= {(f"{name}.{key}" if len(names) > 1 else key): value for key, value in result.metrics.items()}
+    return PhaseResult(output(model=candidate.id, strategies=[r.outcome for r in results]), metrics,
+                       [m for r in results for m in r.new_models], [d for r in results for d in r.new_datasets])
 
 
 @dataclass
