@@ -235,6 +235,88 @@ class DreamConfig(_Strict):
         return names
 
 
+class RewardModelSettings(_Strict):
+    """`reverie rm train`: a sequence-classification head on the release, trained on preference pairs."""
+
+    full: bool = Field(False, description="Train every parameter instead of a LoRA adapter (plus the score head).")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="The adapter, unless full.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate (AdamW, linear decay).")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the training pairs.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Pairs per optimizer step.")
+    max_length: int = Field(384, ge=32, le=32768, description="Tokens of prompt plus answer; longer is truncated.")
+    max_pairs: int = Field(0, ge=0, description="Train on at most this many pairs of the split (0: all of them).")
+    save_steps: int = Field(
+        10, ge=1, description="Checkpoint every this many steps: a killed `reverie rm train` resumes from the last."
+    )
+    seed: int = Field(0, description="Seed for shuffling and initialisation.")
+
+
+class DPOSettings(_Strict):
+    """Dream's `dpo` strategy (TRL DPOTrainer)."""
+
+    pairs: int = Field(64, ge=1, description="Preference pairs drawn by data.mix from the policy split per Dream.")
+    redteam_pairs: int = Field(
+        32, ge=0, description="Pairs from the red-team library's training half besides: a refusal over the model's "
+        "own compliant answer to a harmful request, its own helpful answer over a refusal for a safe look-alike.",
+    )
+    beta: float = Field(0.1, gt=0, le=10, description="Strength of the implicit KL penalty to the reference model.")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the pairs.")
+    batch_size: int = Field(4, ge=1, le=1024, description="Pairs per optimizer step.")
+    max_length: int = Field(256, ge=32, le=32768, description="Tokens of prompt plus answer; longer is truncated.")
+    precompute_ref_log_probs: bool = Field(
+        True, description="Score the pairs under the reference once before training instead of at every step."
+    )
+    full: bool = Field(False, description="Train every parameter (the reference is a frozen copy) instead of LoRA.")
+    seed: int = Field(0, description="Seed for the draw and the shuffling.")
+
+
+RewardName = Literal["reward_model", "answer_contained", "valid_json", "refusal"]
+
+
+class GRPOSettings(_Strict):
+    """Dream's `grpo` strategy (TRL GRPOTrainer or RLOOTrainer), with beta > 0: a KL penalty to the reference."""
+
+    algorithm: Literal["grpo", "rloo"] = Field(
+        "grpo", description="grpo: PPO's clipped objective with a group-mean baseline; rloo: leave-one-out baseline."
+    )
+    prompts: str = Field(
+        "redteam", description="The prompts: 'redteam' (the red-team library's training half), 'knowledge' (the "
+        "training questions) or a JSONL file of {prompt} (optionally {answer} for answer_contained).",
+    )
+    max_prompts: int = Field(16, ge=1, description="At most this many prompts per Dream.")
+    generations: int = Field(4, ge=2, le=64, description="Answers sampled per prompt (the group).")
+    max_new_tokens: int = Field(48, ge=4, le=4096, description="Longest sampled answer.")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature.")
+    beta: float = Field(0.04, gt=0, le=10, description="KL penalty to the reference model (must be above 0).")
+    learning_rate: float = Field(1e-5, gt=0, le=1, description="Peak learning rate.")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the prompts.")
+    prompts_per_step: int = Field(2, ge=1, le=256, description="Prompts per optimizer step (times generations).")
+    rewards: Annotated[list[RewardName], AfterValidator(_listed_once)] = Field(
+        ["reward_model", "refusal"], min_length=1,
+        description="Summed rewards: reward_model (the model behind align.grpo.reward_alias), answer_contained (the "
+        "prompt's answer is in the completion), valid_json, refusal (refuses a red-team request that must be "
+        "refused, answers one that must not).",
+    )
+    reward_alias: str = Field(
+        "reward", description="Registry alias of the reward model the policy is optimised against (`reverie rm "
+        "train --alias reward`).",
+    )
+    full: bool = Field(False, description="Train every parameter instead of LoRA.")
+    seed: int = Field(0, description="Seed for sampling and shuffling.")
+
+
+class AlignConfig(_Strict):
+    """Preference learning: the pairs' limits, the reward model, and Dream's dpo and grpo strategies."""
+
+    max_prompt_tokens: int = Field(
+        512, ge=8, le=131072, description="Ingest quarantines a preference pair whose prompt has more tokens than this."
+    )
+    reward: RewardModelSettings = Field(default_factory=RewardModelSettings, description="The reward model.")
+    dpo: DPOSettings = Field(default_factory=DPOSettings, description="Dream strategy dpo.")
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="Dream strategy grpo.")
+
+
 SuiteName = Literal[tuple(SUITES)]
 JailbreakName = Literal["roleplay", "prefix_injection", "refusal_suppression", "fiction", "research"]
 
@@ -277,6 +359,17 @@ class EvalConfig(_Strict):
         48, ge=8, le=1024, description="Answer length for the safety, structured-output and robustness suites."
     )
     batch_size: int = Field(16, ge=1, le=1024, description="Prompts per generation batch.")
+    preference_prompts: str = Field(
+        "builtin", description="Prompts of the preference suite: 'builtin' (a small instruction set shipped with "
+        "reverie) or a JSONL file of {instruction} or {prompt}, such as AlpacaEval's instructions.",
+    )
+    preference_limit: int = Field(40, ge=1, description="At most this many preference prompts are answered.")
+    preference_tokens: int = Field(96, ge=8, le=4096, description="Answer length for the preference suite.")
+    preference_judge: str = Field(
+        "judge", description="Who compares the answers: a registry alias of a reward model (`reverie rm train "
+        "--alias judge`, trained on the judge split) or 'lm:<model source>' for a causal LM asked which is better.",
+    )
+    preference_judge_trust_remote_code: bool = Field(False, description="Run model code shipped with an lm: judge.")
 
 
 Thresholds = dict[str, Annotated[float, Field(ge=0, le=1)]]
@@ -360,6 +453,7 @@ class ReverieConfig(_Strict):
     learn: LearnConfig = Field(default_factory=LearnConfig)
     compress: CompressConfig = Field(default_factory=CompressConfig)
     dream: DreamConfig = Field(default_factory=DreamConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -378,6 +472,9 @@ class ReverieConfig(_Strict):
         if tiers and self.data.min_tier > max(tiers):
             problems.append(f"data.min_tier ({self.data.min_tier}) is above every source's tier: nothing could be "
                             "ingested")
+        if self.eval.preference_judge == self.align.grpo.reward_alias:
+            problems.append(f"eval.preference_judge is align.grpo.reward_alias ({self.align.grpo.reward_alias!r}): the "
+                            "judge must not be the reward model the policy is optimised against")
         if self.learn.pool_records and self.data.mix and not any(self.data.mix.values()):
             problems.append("learn.pool_records is set but every share in data.mix is 0")
         if problems:

@@ -1,6 +1,6 @@
 """A cycle's inputs, frozen when it starts: the knowledge it trains and gates on (the knowledge drop plus the
 documents in short-term memory), the feedback waiting in the inbox, the pool datasets Learn may draw from,
-and the draw seed. They are stored as one content-addressed artifact the cycle record points to; every phase
+the preference datasets Dream's dpo may draw from, and the draw seed. They are stored as one content-addressed artifact the cycle record points to; every phase
 reads them from there, so a document posted while a cycle runs waits for the next cycle instead of joining
 this one's Gate untrained, and a resumed cycle sees exactly what it started with."""
 
@@ -14,6 +14,7 @@ from reverie.artifacts import hash_directory
 from reverie.data.feedback import Feedback, pending_feedback, report_unreadable
 from reverie.data.knowledge import Knowledge
 from reverie.data.pool import pool_datasets
+from reverie.data.preference import preference_datasets
 from reverie.errors import ReverieError
 from reverie.memory.store import MEMORY_PREFIX, MemoryStore, current_knowledge
 from reverie.registry import Cycle
@@ -28,6 +29,7 @@ class CycleInputs(BaseModel):
     knowledge: Knowledge  # the knowledge drop plus the memory documents, as the cycle started
     feedback: list[Feedback]  # thumbs-down rows not yet in a replay dataset
     pool: list[str]  # hashes of the pool datasets Learn may draw from
+    preference: list[str] = []  # hashes of the preference datasets Dream may draw from (none before they existed)
     draw_seed: int  # Learn's pool and replay draws: fresh every cycle, the same on resume
 
     def memory_documents(self) -> list[str]:
@@ -41,6 +43,7 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
     report_unreadable(unreadable)
     inputs = CycleInputs(
         knowledge=current_knowledge(ws), feedback=feedback, pool=[d.hash for d in pool_datasets(ws)],
+        preference=[d.hash for d in preference_datasets(ws)],
         draw_seed=ws.config.learn.train.seed + zlib.crc32(cycle_id.encode()),
     )
     with ws.artifacts.stage() as staged:

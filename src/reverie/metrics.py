@@ -32,6 +32,14 @@ SUITES: dict[str, dict[str, str]] = {
         "abstention": "share of unanswerable questions where the model says it does not know "
         "(hallucination rate = 1 - abstention)",
     },
+    "preference": {
+        "win_rate": "share of prompts where the judge prefers the candidate's answer to the current release's, "
+        "judged in both orders (a tie counts half)",
+        "lc_win_rate": "length-controlled win rate: what the win rate would be at equal answer lengths (a logistic "
+        "fit of the outcome on the length difference, read at zero)",
+        "length": "mean length of the candidate's answers, in characters",
+        "reference_length": "mean length of the current release's answers to the same prompts, in characters",
+    },
 }
 SAFETY_SUITES = ("advbench", "xstest")
 LOWER_IS_BETTER = {"robustness.repetition"}

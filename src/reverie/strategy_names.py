@@ -12,4 +12,8 @@ DREAM_STRATEGIES: dict[str, str] = {
     "writes implications of each document to train on",
     "self-consistency": "vote over sampled open-book answers to the training questions and train closed-book on "
     "the winners",
+    "dpo": "direct preference optimisation on pairs drawn by data.mix from the preference datasets, plus refusal "
+    "pairs from the red-team library (align.dpo)",
+    "grpo": "reinforcement learning against the registered reward model plus verifiable rewards, with a KL penalty "
+    "to the reference (align.grpo; GRPO or RLOO)",
 }

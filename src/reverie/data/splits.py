@@ -5,9 +5,11 @@
 | a knowledge drop, memory documents | documents, train_qa | train_qa: "does it still answer what Learn taught?" | eval_qa |
 | the general suite (eval.general_suite) | - | - | every item |
 | advbench, a red-team library | the other half: refusal pairs | - | half of the items, by content hash |
-| xstest | - | - | every item |
+| xstest | the other half: safe look-alikes answered (DPO pairs) | - | half of the items, by content hash |
+| preference pairs, by content hash | half: the policy's reward model and DPO; three tenths: the judge's reward model | - | a fifth: `reverie rm eval` |
 
-A knowledge drop has no third split, so its probe is its training questions. A cycle names the phase that
+The preference pairs have two training splits so that the Gate's judge never learned from the pairs the policy
+was optimised on (the policy could otherwise win by pleasing one model's quirks). A knowledge drop has no third split, so its probe is its training questions. A cycle names the phase that
 reads (`reading_as`); a held-out read while any phase but the Gate runs raises `HeldOutRead`, so a strategy
 that would select a model on the test set fails loudly instead of scoring well. Outside a cycle (`reverie
 eval`) nobody selects, and reads are allowed. Data hygiene is the one other reader: `exclusion_texts` gives
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from reverie.data.multiple_choice import ChoiceItem
 
 Split = Literal["train", "probe", "held_out"]
+PreferenceSplit = Literal["policy", "judge", "held_out"]
+PREFERENCE_SHARES = {"policy": 0.5, "judge": 0.3, "held_out": 0.2}  # of the pairs, by content hash
 HELD_OUT_READERS = frozenset({"gate"})
 SAFETY_HELD_OUT_SHARE = 0.5  # of a safety file's items, by content hash
 Item = TypeVar("Item")
@@ -89,6 +93,23 @@ def safety_held_out(items: Sequence[Item], source: str) -> list[Item]:
 def safety_train(items: Sequence[Item]) -> list[Item]:
     """The other half: items that may become training pairs."""
     return [item for item in items if not in_safety_held_out(item.id)]  # type: ignore[attr-defined]
+
+
+def preference_split(pair_id: str) -> PreferenceSplit:
+    """Which split a preference pair (id: the hex content hash) falls in."""
+    position, edge = int(pair_id[:8], 16) / 16**8, 0.0
+    for split, share in PREFERENCE_SHARES.items():
+        edge += share
+        if position < edge:
+            return split  # type: ignore[return-value]
+    return "held_out"
+
+
+def preference_pairs(pairs: Sequence[Item], split: PreferenceSplit) -> list[Item]:
+    """The pairs (each with an `id`) of one split; the held-out one only outside a cycle or by the Gate."""
+    if split == "held_out":
+        check_reader("the preference pairs")
+    return [pair for pair in pairs if preference_split(pair.id) == split]  # type: ignore[attr-defined]
 
 
 def exclusion_texts(knowledge: Knowledge, general: Sequence[ChoiceItem]) -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
 from reverie.registry.sqlite_store import SQLiteRegistry
-from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
+from reverie.registry.store import GENERATOR_ALIAS, JUDGE_ALIAS, RELEASE_ALIAS, REWARD_ALIAS, RegistryStore
 
 __all__ = [
-    "GENERATOR_ALIAS", "RELEASE_ALIAS", "Cycle", "DatasetKind", "DatasetRecord", "ModelRecord", "PhaseRun",
+    "GENERATOR_ALIAS", "JUDGE_ALIAS", "RELEASE_ALIAS", "REWARD_ALIAS", "Cycle", "DatasetKind", "DatasetRecord", "ModelRecord", "PhaseRun",
     "RegistryStore", "ReleaseEvent", "SQLiteRegistry",
 ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
-ModelStatus = Literal["base", "candidate", "release", "rejected", "generator"]  # generator: writes self-edits
+# generator: writes self-edits; reward: a reward model (a sequence-classification head) that scores answers
+ModelStatus = Literal["base", "candidate", "release", "rejected", "generator", "reward"]
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
 # pool: an ingest; redteam: a red-team library version; learn / dream: what those phases trained on;
-# quarantine: what Dream made and did not keep; replay: a Gate's failures; feedback: serving corrections to replay.
-DatasetKind = Literal["pool", "redteam", "learn", "dream", "quarantine", "replay", "feedback"]
+# quarantine: what Dream made and did not keep; replay: a Gate's failures; feedback: serving corrections to replay;
+# preference: chosen/rejected pairs (data/preference.py).
+DatasetKind = Literal["pool", "redteam", "learn", "dream", "quarantine", "replay", "feedback", "preference"]
 
 
 @dataclass

@@ -144,6 +144,13 @@ class SQLiteRegistry(RegistryStore):
             self._insert_model(conn, model)
             conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (GENERATOR_ALIAS, model.id, time.time()))
 
+    def add_reward_model(self, model: ModelRecord, alias: str) -> None:
+        if alias == RELEASE_ALIAS:
+            raise ReverieError(f"a reward model cannot take the alias {alias!r}")
+        with self._tx() as conn:
+            self._insert_model(conn, model)
+            conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, model.id, time.time()))
+
     def _model_from_row(self, row: sqlite3.Row) -> ModelRecord:
         datasets = [
             r[0] for r in self._conn.execute("SELECT dataset_hash FROM model_datasets WHERE model_id = ?", (row["id"],))

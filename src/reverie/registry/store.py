@@ -10,6 +10,8 @@ from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRe
 
 RELEASE_ALIAS = "release"
 GENERATOR_ALIAS = "generator"
+REWARD_ALIAS = "reward"  # the reward model the policy is optimised against (Dream's grpo)
+JUDGE_ALIAS = "judge"  # the reward model trained on a disjoint split that judges the Gate's preference suite
 
 
 class RegistryStore(ABC):
@@ -27,6 +29,11 @@ class RegistryStore(ABC):
 
         Unlike the release alias, this move is not a release event: rollback never sees it.
         """
+
+    @abstractmethod
+    def add_reward_model(self, model: ModelRecord, alias: str) -> None:
+        """Register a reward model version (status "reward") and point `alias` at it, in one transaction; like
+        the generator's, this move is not a release event."""
 
     @abstractmethod
     def get_model(self, model_id: str) -> ModelRecord: ...

@@ -1,0 +1,74 @@
+"""Preference pairs: a prompt (text or chat messages), the answer people or a judge preferred, and the one they
+did not. They are stored as datasets of kind "preference" (`pairs.jsonl`), which the reward model, DPO and the
+preference suite's judge read; data/splits.py says which pairs each of them may read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reverie.data.jsonl import read_jsonl
+from reverie.data.records import content_id
+from reverie.data.text import UnicodeText
+from reverie.registry import DatasetRecord
+from reverie.workspace import Workspace
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: UnicodeText
+
+
+class PreferencePair(BaseModel):
+    """One comparison. `prompt` is a string (TRL's standard format) or the conversation before the answer
+    (TRL's conversational format, ending with a user turn)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = ""  # content hash of prompt, chosen and rejected
+    prompt: UnicodeText | list[Message]
+    chosen: UnicodeText
+    rejected: UnicodeText
+    source: str  # where the pair came from: a data.sources name, "feedback", "redteam", "dream-vote"
+    margin: float | None = None  # how strongly chosen is preferred, when the source says
+    bucket: str = "general"
+    tier: int = 0  # the source's trust tier
+    origin: str = ""  # file and line, feedback id or red-team item id
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _identified(self) -> PreferencePair:
+        if not self.id:
+            self.id = content_id(f"{self.prompt_text()}\n{self.chosen}\n{self.rejected}")
+        return self
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt as chat messages."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return [m.model_dump() for m in self.prompt]
+
+    def prompt_text(self) -> str:
+        """The prompt as one text: what dedup and the contamination check compare."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(m.content for m in self.prompt)
+
+    def trl_row(self) -> dict[str, Any]:
+        """TRL's conversational preference format: {prompt: messages, chosen: [assistant], rejected: [assistant]}."""
+        return {"prompt": self.messages(), "chosen": [{"role": "assistant", "content": self.chosen}],
+                "rejected": [{"role": "assistant", "content": self.rejected}]}
+
+
+def preference_datasets(ws: Workspace) -> list[DatasetRecord]:
+    """The registered preference datasets, oldest first."""
+    return ws.registry.list_datasets(kind="preference")
+
+
+def load_pairs(ws: Workspace, dataset: DatasetRecord) -> list[PreferencePair]:
+    """The kept pairs of a preference dataset."""
+    return read_jsonl(ws.artifacts.path(dataset.hash) / PAIRS_FILE, PreferencePair.model_validate)
