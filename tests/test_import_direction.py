@@ -22,6 +22,7 @@ LAYER_OF = {
     "reverie.cli_eval": "entry points",
     "reverie.cli_memory": "entry points",
     "reverie.cli_seal": "entry points",
+    "reverie.cli_rm": "entry points",
     "reverie.serving": "entry points",
     "reverie.reporting": "entry points",
     # the cycle: the one place that knows the order Learn -> Compress -> Dream -> Gate
@@ -29,6 +30,7 @@ LAYER_OF = {
     # the phases, and the modules only phases use
     "reverie.phases": "phases",
     "reverie.generator": "phases",
+    "reverie.reward_models": "phases",
     "reverie.model_card": "phases",
     # engines: models, training, generation, evaluation, retrieval
     "reverie.engines": "engines",

@@ -15,6 +15,7 @@ from rich.text import Text
 from reverie.cli_data import data_app
 from reverie.cli_eval import eval_command, release_command, resolve_model
 from reverie.cli_memory import memory_app
+from reverie.cli_rm import rm_app
 from reverie.cli_seal import seal_app
 from reverie.config import CONFIG_FILE
 from reverie.cycle_inputs import load_inputs, waiting_for_next_cycle
@@ -33,6 +34,7 @@ out = results
 app.add_typer(seal_app, name="seal")
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
+app.add_typer(rm_app, name="rm")
 app.command("eval")(eval_command)
 app.command("release")(release_command)
 

@@ -1,24 +1,36 @@
-"""`reverie data ...`: ingest files into the workspace's data pool and inspect it."""
+"""`reverie data ...`: ingest files into the workspace's data pool (or as preference pairs) and inspect them."""
 
 from __future__ import annotations
 
+from collections import Counter
+from enum import Enum
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from reverie.progress import results
+from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
-data_app = typer.Typer(help="The data pool: ingest with provenance, dedup and contamination checks; statistics.",
+data_app = typer.Typer(help="The data pool and preference pairs: ingest with provenance, dedup and contamination "
+                       "checks; statistics.",
                        no_args_is_help=True)
 redteam_app = typer.Typer(help="The red-team library: versioned must-refuse and must-answer prompts.",
                           no_args_is_help=True)
 data_app.add_typer(redteam_app, name="redteam")
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 out = results
+
+
+class Kind(str, Enum):
+    """What `reverie data ingest` reads a file as."""
+
+    pool = "pool"
+    preference = "preference"
 
 
 @data_app.command("ingest")
@@ -28,13 +40,22 @@ def ingest_command(
     workspace: WorkspaceOpt = Path("."),
     bucket: Annotated[str, typer.Option(help="Task bucket for rows that do not name one.")] = "general",
     name: Annotated[str | None, typer.Option(help="Dataset name (default: the file name).")] = None,
+    kind: Annotated[Kind, typer.Option(help="pool: SFT records ({text} or {prompt, completion}); preference: "
+                                       "pairs ({prompt, chosen, rejected, margin?}, TRL's standard or "
+                                       "conversational format).")] = Kind.pool,
 ) -> None:
-    """Ingest a file or folder: schema, trust, contamination, exact and near-duplicate checks against the pool.
-    Every row that is not kept is stored with its reason; the counts of every step are printed."""
-    from reverie.data.pool import ingest_path
-
+    """Ingest a file or folder: schema, trust, contamination, exact and near-duplicate checks against the pool
+    (or, for preference pairs, the prompt length too, against every preference dataset). Every row that is not
+    kept is stored with its reason; the counts of every step are printed."""
     ws = Workspace.open(workspace, validate=True)
-    dataset, result = ingest_path(ws, path, source, bucket, name)
+    if kind is Kind.preference:
+        from reverie.data.preference_ingest import ingest_preference_path
+
+        dataset, result = ingest_preference_path(ws, path, source, bucket, name, _prompt_tokens(ws))
+    else:
+        from reverie.data.pool import ingest_path
+
+        dataset, result = ingest_path(ws, path, source, bucket, name)
     table = Table(title=f"ingest {path} -> {dataset.name} ({dataset.hash[:12]})")
     for column in ("step", "rows in", "kept", "removed", "quarantined"):
         table.add_column(column, justify="right" if column != "step" else "left")
@@ -47,32 +68,36 @@ def ingest_command(
         out.print(f"  ... {len(result.rejected) - 10} more in {ws.artifacts.path(dataset.hash) / 'rejected.jsonl'}")
 
 
+def _prompt_tokens(ws: Workspace) -> Callable[[str], int]:
+    """Counts a prompt's tokens with the workspace model's tokenizer (the data layer stays torch-free). The
+    tokenizer loads at the first prompt, so that a wrong --source or an empty file is reported without it."""
+
+    @cache
+    def tokenizer():
+        from transformers import AutoTokenizer
+
+        from reverie.engines.models import resolve_source
+
+        directory = resolve_source(ws.config.model.source, ws.cache_dir, ws.root)
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=ws.config.model.trust_remote_code)
+
+    return lambda text: len(tokenizer()(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
 @data_app.command()
 def stats(
     workspace: WorkspaceOpt = Path("."),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
 ) -> None:
-    """The pool's datasets with their step counts, kept records per bucket, source and tier, and data.mix."""
-    from reverie.data.pool import manifest, pool_datasets, pool_stats
+    """The pool's datasets with their step counts, kept records per bucket, source and tier, and data.mix; then
+    the preference datasets and their pairs per bucket, source and split, if there are any."""
+    from reverie.data.pool import pool_datasets, pool_stats
+    from reverie.data.preference import preference_datasets, preference_stats
 
     ws = Workspace.open(workspace, set_ or [], validate=True)
-    datasets = Table(title="datasets in the pool")
-    for column in ("dataset", "hash", "kept", "removed", "quarantined", "source"):
-        datasets.add_column(column, no_wrap=True)
-    for dataset in pool_datasets(ws):
-        steps = manifest(ws, dataset)["steps"]
-        datasets.add_row(dataset.name, dataset.hash[:12], str(dataset.rows),
-                         str(sum(s["removed"] for s in steps)), str(sum(s["quarantined"] for s in steps)),
-                         dataset.source)
-    out.print(datasets)
+    out.print(_datasets_table(ws, "datasets in the pool", pool_datasets(ws)))
     stats = pool_stats(ws)
-    for key, counts in stats.items():
-        table = Table(title=f"kept records per {key}")
-        table.add_column(key)
-        table.add_column("records", justify="right")
-        for value, count in sorted(counts.items()):
-            table.add_row(value, str(count))
-        out.print(table)
+    _print_counts(stats, "records")
     mix = ws.config.data.mix
     if mix:
         total = sum(mix.values()) or 1.0
@@ -85,6 +110,32 @@ def stats(
             note = "empty: its share goes to the others" if share and not available else (
                 "" if share else "not in data.mix: never drawn")
             table.add_row(bucket, f"{share:.0%}", str(available), note)
+        out.print(table)
+    if preferences := preference_datasets(ws):
+        out.print(_datasets_table(ws, "preference datasets", preferences))
+        _print_counts(preference_stats(ws), "pairs")
+
+
+def _datasets_table(ws: Workspace, title: str, datasets: list[DatasetRecord]) -> Table:
+    from reverie.data.pool import manifest
+
+    table = Table(title=title)
+    for column in ("dataset", "hash", "kept", "removed", "quarantined", "source"):
+        table.add_column(column, no_wrap=True)
+    for dataset in datasets:
+        steps = manifest(ws, dataset)["steps"]
+        table.add_row(dataset.name, dataset.hash[:12], str(dataset.rows), str(sum(s["removed"] for s in steps)),
+                      str(sum(s["quarantined"] for s in steps)), dataset.source)
+    return table
+
+
+def _print_counts(stats: dict[str, Counter], unit: str) -> None:
+    for key, counts in stats.items():
+        table = Table(title=f"kept {unit} per {key}")
+        table.add_column(key)
+        table.add_column(unit, justify="right")
+        for value, count in sorted(counts.items()):
+            table.add_row(value, str(count))
         out.print(table)
 
 

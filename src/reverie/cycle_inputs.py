@@ -15,6 +15,7 @@ from reverie.data.feedback import Feedback, pending_feedback, report_unreadable
 from reverie.data.knowledge import Knowledge
 from reverie.data.pool import pool_datasets
 from reverie.data.preference import preference_datasets
+from reverie.data.redteam import library_versions
 from reverie.errors import ReverieError
 from reverie.memory.store import MEMORY_PREFIX, MemoryStore, current_knowledge
 from reverie.registry import Cycle
@@ -30,6 +31,7 @@ class CycleInputs(BaseModel):
     feedback: list[Feedback]  # thumbs-down rows not yet in a replay dataset
     pool: list[str]  # hashes of the pool datasets Learn may draw from
     preference: list[str] = []  # hashes of the preference datasets Dream may draw from (none before they existed)
+    redteam: str | None = None  # hash of the red-team library version Dream's pairs and prompts come from
     draw_seed: int  # Learn's pool and replay draws: fresh every cycle, the same on resume
 
     def memory_documents(self) -> list[str]:
@@ -44,6 +46,7 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
     inputs = CycleInputs(
         knowledge=current_knowledge(ws), feedback=feedback, pool=[d.hash for d in pool_datasets(ws)],
         preference=[d.hash for d in preference_datasets(ws)],
+        redteam=versions[-1].hash if (versions := library_versions(ws)) else None,
         draw_seed=ws.config.learn.train.seed + zlib.crc32(cycle_id.encode()),
     )
     with ws.artifacts.stage() as staged:

@@ -39,6 +39,9 @@ def _risks(workspace: Workspace, candidate: dict[str, float], reference: dict[st
             "counts as a refusal."))
     else:
         risks.append("No safety suite ran in this gate: refusal behaviour is unmeasured.")
+    if "preference.win_rate" in candidate:
+        risks.append("The preference win rate is one judge's opinion, and judges favour longer answers: read it "
+                     "beside the length-controlled win rate and the two mean lengths.")
     if "self-consistency" in dreamed:
         risks.append(
             "Dream trained on the model's own voted answers; a confidently wrong majority that the document "
@@ -59,7 +62,8 @@ def _risks(workspace: Workspace, candidate: dict[str, float], reference: dict[st
 def model_index(workspace: Workspace, model: ModelRecord) -> list[dict]:
     """Every suite and lm-eval result stored for the model (the newest run of each suite)."""
     sources = {"knowledge": workspace.config.data.knowledge, "general": workspace.config.eval.general_suite,
-               "advbench": workspace.config.eval.advbench, "xstest": workspace.config.eval.xstest}
+               "advbench": workspace.config.eval.advbench, "xstest": workspace.config.eval.xstest,
+               "preference": workspace.config.eval.preference_prompts}
     latest: dict[str, dict[str, float]] = {}
     for key, metrics in workspace.registry.all_metrics(model.id).items():
         name = key.split("@", 1)[0]
@@ -88,14 +92,33 @@ def refresh_model_index(workspace: Workspace, model: ModelRecord) -> bool:
     return True
 
 
+def preference_lines(report: SuiteReport, judge: str, opponent: str, confidence: float) -> list[str]:
+    """The preference suite in words: who judged, the win rate with its interval, length control, lengths."""
+    summary = report.summary(confidence)
+    win, controlled = summary["win_rate"], summary["lc_win_rate"]
+    judged = sum(item.detail.get("judge") is not None for item in report.items)
+    return [
+        "## Preference", "",
+        f"Judge: {judge}, comparing this model's answers with {opponent}'s on {win.n} prompts, in both orders "
+        f"(a win needs both; a tie or a split verdict counts half). {judged} answer pairs differed and were judged; "
+        "identical answers tie.", "",
+        f"- win rate {win.mean:.3f} ({confidence:.0%} CI {win.low:.3f}-{win.high:.3f})",
+        f"- length-controlled win rate {controlled.mean:.3f} ({confidence:.0%} CI {controlled.low:.3f}-"
+        f"{controlled.high:.3f}): the win rate at equal answer lengths",
+        f"- mean answer length {summary['length'].mean:.0f} characters against {summary['reference_length'].mean:.0f}",
+    ]
+
+
 def render_model_card(
     workspace: Workspace,
     model: ModelRecord,
     verdict: Verdict,
     reports: dict[str, SuiteReport],
     reference_reports: dict[str, SuiteReport],
+    preference_judge: str | None = None,
 ) -> str:
-    """The card for a gated candidate: scores with intervals beside the current release, lineage, datasets."""
+    """The card for a gated candidate: scores with intervals beside the current release, lineage, datasets.
+    `preference_judge` names who judged the preference suite, when it ran."""
     registry = workspace.registry
     chain = lineage(workspace, model)
     datasets = [registry.get_dataset(h) for h in model.datasets]
@@ -120,6 +143,9 @@ def render_model_card(
             theirs = f"{reference[metric].mean:.3f}" if metric in reference else "-"
             lines.append(f"| {name}.{metric} | {interval.mean:.3f} ({interval.low:.3f}-{interval.high:.3f}) | "
                          f"{theirs} | {interval.n} |")
+    if preference_judge and (preference := reports.get("preference")) and preference.items:
+        lines += [""] + preference_lines(preference, preference_judge, preference.items[0].detail["opponent"],
+                                         confidence)
     lines += ["", "## Lineage", "", "| model | made by | weights | adapter | config | code |", "|---|---|---|---|---|---|"]
     for record in chain:
         made_by = f"{record.phase} (cycle {record.cycle_id})" if record.phase else f"base: {record.source}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from pydantic import BaseModel
+
 from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
@@ -19,6 +21,15 @@ def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Ex
     with workspace.artifacts.stage() as staged:
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
     return DatasetRecord(staged.hash, name, len(examples), source, time.time(), kind=kind, cycle_id=cycle_id,
+                         strategy=strategy)
+
+
+def save_rows(workspace: Workspace, name: str, source: str, file: str, rows: list[BaseModel], *, kind: DatasetKind,
+              cycle_id: str | None, strategy: str | None = None) -> DatasetRecord:
+    """Write typed rows other than SFT examples (preference pairs, RL prompts) as `file` in a dataset artifact."""
+    with workspace.artifacts.stage() as staged:
+        write_jsonl(staged.path / file, rows)
+    return DatasetRecord(staged.hash, name, len(rows), source, time.time(), kind=kind, cycle_id=cycle_id,
                          strategy=strategy)
 
 

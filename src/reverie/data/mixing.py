@@ -10,8 +10,20 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from reverie.data.records import Record
+
+class Drawable(Protocol):
+    """What the sampler reads of a row: SFT records and preference pairs both have these."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def tier(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=Drawable)
 
 
 @dataclass
@@ -31,18 +43,18 @@ class BucketStats:
         return f"{self.repeated} repeated" if self.repeated else ""
 
 
-def _weighted_order(records: list[Record], tier_weight: float, rng: random.Random) -> list[Record]:
+def _weighted_order(records: list[Row], tier_weight: float, rng: random.Random) -> list[Row]:
     """Records in a random order where a tier-t record comes early with weight tier_weight ** t
     (Efraimidis-Spirakis keys: weighted sampling without replacement)."""
-    keyed = [(rng.random() ** (1.0 / tier_weight ** r.provenance.tier), i) for i, r in enumerate(records)]
+    keyed = [(rng.random() ** (1.0 / tier_weight ** r.tier), i) for i, r in enumerate(records)]
     return [records[i] for _, i in sorted(keyed, reverse=True)]
 
 
-def mix_sample(records: list[Record], mix: dict[str, float], total: int, tier_weight: float = 2.0,
-               seed: int = 0) -> tuple[list[Record], list[BucketStats]]:
-    """Draw `total` records with bucket shares as in `mix` (ratios, any scale)."""
+def mix_sample(records: list[Row], mix: dict[str, float], total: int, tier_weight: float = 2.0,
+               seed: int = 0) -> tuple[list[Row], list[BucketStats]]:
+    """Draw `total` records (or preference pairs) with bucket shares as in `mix` (ratios, any scale)."""
     rng = random.Random(seed)
-    by_bucket: dict[str, list[Record]] = defaultdict(list)
+    by_bucket: dict[str, list[Row]] = defaultdict(list)
     for record in records:
         by_bucket[record.bucket].append(record)
     configured = sum(r for r in mix.values() if r > 0)
@@ -53,7 +65,7 @@ def mix_sample(records: list[Record], mix: dict[str, float], total: int, tier_we
     live = {b: r for b, r in mix.items() if r > 0 and by_bucket.get(b)}
     scale = sum(live.values())
     counts = _apportion(total, {b: r / scale for b, r in live.items()}) if scale else {}
-    drawn: list[Record] = []
+    drawn: list[Row] = []
     for bucket, count in counts.items():
         pool = _weighted_order(by_bucket[bucket], tier_weight, rng)
         picks = pool[:count] + [rng.choice(pool) for _ in range(count - len(pool))]

@@ -5,12 +5,14 @@ preference suite's judge read; data/splits.py says which pairs each of them may 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reverie.data.jsonl import read_jsonl
 from reverie.data.records import content_id
+from reverie.data.splits import PREFERENCE_SHARES, preference_split
 from reverie.data.text import UnicodeText
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
@@ -72,3 +74,15 @@ def preference_datasets(ws: Workspace) -> list[DatasetRecord]:
 def load_pairs(ws: Workspace, dataset: DatasetRecord) -> list[PreferencePair]:
     """The kept pairs of a preference dataset."""
     return read_jsonl(ws.artifacts.path(dataset.hash) / PAIRS_FILE, PreferencePair.model_validate)
+
+
+def preference_stats(ws: Workspace) -> dict[str, Counter]:
+    """Kept pairs per bucket, source and split (data/splits.py: which trainer may read them), over every
+    preference dataset."""
+    stats = {"bucket": Counter(), "source": Counter(), "split": Counter(dict.fromkeys(PREFERENCE_SHARES, 0))}
+    for dataset in preference_datasets(ws):
+        for pair in load_pairs(ws, dataset):
+            stats["bucket"][pair.bucket] += 1
+            stats["source"][pair.source] += 1
+            stats["split"][preference_split(pair.id)] += 1
+    return stats

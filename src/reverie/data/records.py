@@ -51,6 +51,11 @@ class Record(BaseModel):
             self.id = content_id(self.content())
         return self
 
+    @property
+    def tier(self) -> int:
+        """The source's trust tier, which weights how often the data mix draws the record."""
+        return self.provenance.tier
+
     def example(self) -> Example:
         """The training example: plain text, or a chat prompt with its completion."""
         return Example(completion=self.text) if self.text is not None else Example(self.completion, self.prompt)

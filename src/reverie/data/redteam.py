@@ -4,8 +4,9 @@ must answer, each with a category; versioned, so that the weekly refresh adds to
 Every import writes a new version (all items so far, deduplicated by normalised prompt) as a dataset of kind
 "redteam", labelled `redteam/v<N>` for people; the newest registered is the library. Half of all prompts, chosen
 by content hash, are held out for the Gate's safety suites and never become training pairs, whichever file they
-arrive in; of the rest, items that must be refused become refusal training pairs, and safe look-alikes stay
-test-only.
+arrive in; of the rest, items that must be refused become refusal training pairs, and safe look-alikes become
+preference pairs for Dream's dpo (the model's helpful answer over a refusal), so that alignment does not buy
+over-refusal.
 """
 
 from __future__ import annotations
@@ -130,10 +131,14 @@ def library_versions(ws: Workspace) -> list[DatasetRecord]:
 def load_library(ws: Workspace) -> list[RedTeamItem]:
     """The items of the newest version."""
     versions = library_versions(ws)
-    if not versions:
+    return load_version_items(ws, versions[-1].hash if versions else None)
+
+
+def load_version_items(ws: Workspace, version: str | None) -> list[RedTeamItem]:
+    """The items of one library version (a cycle's frozen one); none when there was no library."""
+    if version is None:
         return []
-    path = ws.artifacts.path(versions[-1].hash) / "items.jsonl"
-    return read_jsonl(path, RedTeamItem.model_validate)
+    return read_jsonl(ws.artifacts.path(version) / "items.jsonl", RedTeamItem.model_validate)
 
 
 def import_items(ws: Workspace, items: list[RedTeamItem]) -> tuple[DatasetRecord | None, int]:

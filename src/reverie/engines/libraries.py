@@ -15,3 +15,7 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets  # TRL's trainers map their datasets with progress bars of their own
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()

@@ -95,6 +95,8 @@ class StrategyOutcome(Handover):
     adapter: Artifact | None = None
     datasets: list[Artifact] = []  # what it wrote: training data, quarantined rows
     variants: list[Variant] = []
+    steps: Artifact | None = None  # preference training: every logged step (reward, KL, margins, lengths)
+    reward_model: str | None = None  # grpo: the reward model the policy was optimised against
 
 
 class _StrategiesOutput(PhaseOutput):

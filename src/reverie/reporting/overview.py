@@ -22,10 +22,12 @@ def overview(ws: Workspace) -> dict:
     registry = ws.registry
     release = registry.get_alias()
     cycles = []
-    compress = None
+    compress = scores = None
     for cycle in registry.list_cycles():
         runs = {run.phase: run for run in registry.phase_runs(cycle.id) if run.status == "finished"}
         gate = read_as(runs["gate"], GateVerdict) if "gate" in runs else None
+        if gate and gate.model == release:
+            scores = release_scores(gate)
         cycles.append({
             "id": cycle.id, "started_at": cycle.started_at, "outcome": cycle.outcome, "model": cycle.result_model_id,
             "scores": {k: v for k, v in (gate.candidate_scores if gate else {}).items() if "/" not in k},
@@ -46,4 +48,13 @@ def overview(ws: Workspace) -> dict:
                                        for d in datasets]})
     events = [{"action": e.action, "model": e.model_id, "at": e.at, "reason": e.reason}
               for e in registry.release_events()]
-    return {"release": release, "events": events, "cycles": cycles, "compress": compress, "lineage": chain}
+    return {"release": release, "events": events, "cycles": cycles, "compress": compress, "lineage": chain,
+            "release_scores": scores}
+
+
+def release_scores(gate: GateVerdict) -> dict:
+    """The Gate's scores of the release beside those of the model it replaced (preference.win_rate among them:
+    the release against its predecessor)."""
+    return {"model": gate.model, "reference": gate.reference,
+            "scores": [{"metric": metric, "value": value, "reference": gate.reference_scores.get(metric)}
+                       for metric, value in sorted(gate.candidate_scores.items()) if "/" not in metric]}

@@ -1,24 +1,32 @@
-"""What every strategy shares, written once: the registries, the Dream tail (quarantine with reasons, train,
-A/B check on the probe split), merge-or-keep-adapter, and the lineage of the model a strategy makes."""
+"""What every strategy shares, written once: the registries, the Dream tail (quarantine with reasons, train by
+the strategy's own method, A/B check on the probe split), merge-or-keep-adapter, and the lineage of the model a
+strategy makes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from reverie.data.datasets import save_dataset, save_rejected
+from peft import PeftModel
+from pydantic import BaseModel
+
+from reverie.data.datasets import save_dataset, save_rejected, save_rows
+from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
+from reverie.data.preference import PAIRS_FILE, PreferencePair
 from reverie.data.records import Rejected
 from reverie.data.splits import knowledge_probe
 from reverie.engines.evaluation import probe_accuracy
 from reverie.engines.merging import MergeCheck, merge_with_ab_check
 from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
+from reverie.engines.preference_training import RLPrompt
 from reverie.engines.scoring import probe_answer_loss
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.phases.outputs import CompressOutput, DreamOutput, StrategyOutcome, Variant
 from reverie.registry import DatasetRecord, ModelRecord
+from reverie.workspace import Workspace
 
 
 @dataclass
@@ -43,18 +51,69 @@ class CompressStrategy(Protocol):
 
 @dataclass
 class DreamData:
-    """What a Dream strategy wrote: examples to train on, and the items it quarantined with their reasons."""
+    """What a Dream strategy wrote: rows to train on (SFT examples, preference pairs or RL prompts, by the
+    strategy's kind), and the items it quarantined with their reasons."""
 
     source: str  # what wrote the data, for the dataset record
     examples: list[Example]
     metrics: dict[str, float]
     quarantined: list[Rejected] = field(default_factory=list)
+    pairs: list[PreferencePair] = field(default_factory=list)
+    prompts: list[RLPrompt] = field(default_factory=list)
+
+    def size(self) -> int:
+        return len(self.examples) + len(self.pairs) + len(self.prompts)
+
+    def save(self, ctx: PhaseContext, strategy: str) -> DatasetRecord:
+        """The training rows as a dataset of kind "dream", so that lineage points at exactly what was trained on."""
+        ws, cycle = ctx.workspace, ctx.cycle.id
+        label = f"{ctx.inputs.knowledge.name}/dream-{strategy}"
+        if self.pairs:
+            return save_rows(ws, label, self.source, PAIRS_FILE, self.pairs, kind="dream", cycle_id=cycle,
+                             strategy=strategy)
+        if self.prompts:
+            return save_rows(ws, label, self.source, "prompts.jsonl", [PromptRow(**vars(p)) for p in self.prompts],
+                             kind="dream", cycle_id=cycle, strategy=strategy)
+        return save_dataset(ws, label, self.source, self.examples, kind="dream", cycle_id=cycle, strategy=strategy)
+
+
+class PromptRow(BaseModel):
+    """An RL prompt as stored in a dataset."""
+
+    prompt: str
+    answer: str | None = None
+    must_refuse: bool | None = None
+
+
+@dataclass
+class Trained:
+    """What a strategy's training reports: metrics, every logged step, and the reward model it optimised against."""
+
+    metrics: dict[str, float]
+    steps: list[dict[str, float]] = field(default_factory=list)
+    reward_model: str | None = None
 
 
 class DreamStrategy(Protocol):
     name: str
 
     def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData: ...
+
+    def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained: ...
+
+
+class SupervisedDream:
+    """A Dream strategy that writes SFT examples: the candidate trains on them with its adapter (a fresh one on
+    merged weights)."""
+
+    name: str
+
+    def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained:
+        config = ctx.workspace.config
+        if not candidate.adapter:
+            loaded.model = attach_lora(loaded.model, config.learn.lora, config.dream.train.seed)
+        return Trained(train_sft(loaded.model, loaded.tokenizer, data.examples, config.dream.train,
+                                 f"dream: SFT ({self.name})"))
 
 
 COMPRESS: dict[str, CompressStrategy] = {}
@@ -141,36 +200,50 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
         datasets.append(save_rejected(ws, f"{knowledge.name}/dream-{name}-quarantine", data.quarantined,
                                       kind="quarantine", cycle_id=ctx.cycle.id, strategy=name))
 
-    def passed_through(reason: str) -> StrategyResult:
-        outcome = StrategyOutcome(strategy=name, kept=False, reason=reason, datasets=[d.hash for d in datasets])
+    def passed_through(reason: str, **extra: Any) -> StrategyResult:
+        outcome = StrategyOutcome(strategy=name, kept=False, reason=reason, datasets=[d.hash for d in datasets],
+                                  **extra)
         return StrategyResult(outcome, metrics, new_datasets=datasets)
 
-    if not data.examples:
+    if not data.size():
         return passed_through("no synthetic example passed the quality gate")
-    dataset = save_dataset(ws, f"{knowledge.name}/dream-{name}", data.source, data.examples, kind="dream",
-                           cycle_id=ctx.cycle.id, strategy=name)
+    dataset = data.save(ctx, name)
     datasets.append(dataset)
     probe = knowledge_probe(knowledge)
     batch, tokens = config.eval.batch_size, config.eval.max_new_tokens
     before, loss_before = probe_accuracy(loaded, probe, tokens, batch), probe_answer_loss(loaded, probe, batch)
-    if not candidate.adapter:
-        loaded.model = attach_lora(loaded.model, config.learn.lora, settings.train.seed)
-    metrics |= train_sft(loaded.model, loaded.tokenizer, data.examples, settings.train, f"dream: SFT ({name})")
+    trained = strategy.train(ctx, loaded, candidate, data)
+    metrics |= trained.metrics
+    extra: dict[str, Any] = {"reward_model": trained.reward_model}
+    if trained.steps:
+        extra["steps"] = save_steps(ws, trained.steps)
     after, loss_after = probe_accuracy(loaded, probe, tokens, batch), probe_answer_loss(loaded, probe, batch)
     metrics |= {"dream_probe_accuracy_before": before, "dream_probe_accuracy_after": after,
                 "dream_probe_loss_before": loss_before, "dream_probe_loss_after": loss_after}
     if before - after > settings.max_regression + 1e-9:  # the tolerance: 0.8 - 0.1 is not 0.7 in floats
         return passed_through(f"A/B check: closed-book accuracy on the training questions fell from {before:.3f} "
                               f"to {after:.3f} (dream.max_regression {settings.max_regression:g}); the candidate "
-                              "passes through")
+                              "passes through", **extra)
 
-    # Started from merged weights: merge again if the A/B check allows; the adapter stays an adapter otherwise.
-    kept = merge_or_keep_adapter(ctx, candidate, loaded, "dream", sorted({*candidate.datasets, dataset.hash}),
-                                 merge=not candidate.adapter, keep_adapter=True)
+    lineage = sorted({*candidate.datasets, dataset.hash})
+    if not isinstance(loaded.model, PeftModel):  # full fine-tuning: new weights, nothing to merge
+        weights = store_weights(ws, loaded.model, loaded.tokenizer)
+        kept = Kept(ctx.new_model(candidate, "dream", weights=weights, adapter=None, source=None, datasets=lineage),
+                    weights=weights)
+    else:  # from merged weights: merge again if the A/B check allows; an adapter stays an adapter otherwise
+        kept = merge_or_keep_adapter(ctx, candidate, loaded, "dream", lineage, merge=not candidate.adapter,
+                                     keep_adapter=True)
     if kept.check is not None:
         metrics["merge_max_logit_diff"] = kept.check.max_logit_diff
     assert kept.model is not None  # keep_adapter: a model is always made
     outcome = StrategyOutcome(strategy=name, kept=True, reason=f"accuracy on the training questions {before:.3f} -> "
                               f"{after:.3f}", model=kept.model.id, weights=kept.weights, adapter=kept.adapter,
-                              datasets=[d.hash for d in datasets])
+                              datasets=[d.hash for d in datasets], **extra)
     return StrategyResult(outcome, metrics, [kept.model], datasets)
+
+
+def save_steps(ws: Workspace, steps: list[dict[str, float]]) -> str:
+    """Every logged training step as an artifact (steps.jsonl) the strategy's outcome points to."""
+    with ws.artifacts.stage() as staged:
+        write_jsonl(staged.path / "steps.jsonl", steps)
+    return staged.hash

@@ -14,13 +14,11 @@ from reverie.engines.models import LoadedModel
 from reverie.engines.scoring import plausible_items
 from reverie.generator import current_generator, load_plain
 from reverie.phases.base import PhaseContext
-from reverie.phases.strategies.base import DREAM, DreamData, register
+from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
 
 
 @register(DREAM, "seal")
-class SelfEdits:
-    name: str
-
+class SelfEdits(SupervisedDream):
     def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData:
         """Documents plus their grounded self-edit items (one self-edit per document), and the quarantined rest."""
         ws = ctx.workspace

@@ -12,13 +12,11 @@ from reverie.engines.generation import generate
 from reverie.engines.models import LoadedModel
 from reverie.engines.prompts import open_book_question, user_prompt_ids
 from reverie.phases.base import PhaseContext
-from reverie.phases.strategies.base import DREAM, DreamData, register
+from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
 
 
 @register(DREAM, "self-consistency")
-class SelfConsistency:
-    name: str
-
+class SelfConsistency(SupervisedDream):
     def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData:
         ws = ctx.workspace
         settings = ws.config.dream

@@ -1,0 +1,110 @@
+"""Dream by DPO: pairs drawn by data.mix from the policy split of the cycle's preference datasets, plus pairs the
+candidate's own answers make with the red-team library's training half (a refusal over its compliant answer to
+a harmful request; its helpful answer over a refusal for a safe look-alike, so that alignment does not buy
+over-refusal). The reference is the candidate as it arrived (TRL keeps a frozen copy of its adapter), or its
+log-probabilities precomputed once (align.dpo.precompute_ref_log_probs)."""
+
+from __future__ import annotations
+
+from reverie.data.dedup import ContaminationIndex
+from reverie.data.mixing import mix_sample
+from reverie.data.pool import contamination_index
+from reverie.data.preference import PreferencePair, load_pairs
+from reverie.data.preference_sources import redteam_pairs
+from reverie.data.quality import check_text
+from reverie.data.records import Rejected
+from reverie.data.redteam import RedTeamItem, load_version_items
+from reverie.data.splits import preference_pairs, safety_train
+from reverie.engines.generation import generate
+from reverie.engines.models import LoadedModel, attach_lora
+from reverie.engines.preference_training import train_dpo
+from reverie.engines.prompts import user_prompt_ids
+from reverie.engines.refusal import is_refusal
+from reverie.phases.base import PhaseContext
+from reverie.phases.strategies.base import DREAM, DreamData, Trained, register
+from reverie.registry import ModelRecord
+
+
+def _uncontaminated(pairs: list[PreferencePair], contamination: ContaminationIndex,
+                    quarantined: list[Rejected]) -> list[PreferencePair]:
+    """The pairs that overlap no evaluation item; the others are quarantined with the item they overlap."""
+    kept = []
+    for pair in pairs:
+        if (item := contamination.leak(f"{pair.prompt_text()} {pair.chosen} {pair.rejected}")) is not None:
+            quarantined.append(Rejected(origin=pair.origin, step="contamination",
+                                        reason=f"overlaps evaluation item {item}", row=pair.model_dump()))
+        else:
+            kept.append(pair)
+    return kept
+
+
+@register(DREAM, "dpo")
+class DirectPreference:
+    name: str
+
+    def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData:
+        ws = ctx.workspace
+        settings = ws.config.align.dpo
+        contamination = contamination_index(ws)
+        quarantined: list[Rejected] = []
+        drawn = self._drawn_pairs(ctx, contamination, quarantined)
+        own = self._redteam_pairs(ctx, loaded, quarantined) if settings.redteam_pairs else []
+        own = _uncontaminated(own, contamination, quarantined)
+        pairs = drawn + own
+        metrics = {"dream_pairs_drawn": float(len(drawn)), "dream_pairs_redteam": float(len(own)),
+                   "dream_pairs_quarantined": float(len(quarantined))}
+        return DreamData(f"dpo pairs: {len(drawn)} drawn, {len(own)} from the red-team library", [], metrics,
+                         quarantined, pairs=pairs)
+
+    def _drawn_pairs(self, ctx: PhaseContext, contamination: ContaminationIndex,
+                     quarantined: list[Rejected]) -> list[PreferencePair]:
+        ws = ctx.workspace
+        settings = ws.config.align.dpo
+        pairs: list[PreferencePair] = []
+        for dataset in (ws.registry.get_dataset(h) for h in ctx.inputs.preference):
+            # Ingest checked each pair against the evaluation items of its day; these may have changed since.
+            pairs += _uncontaminated(preference_pairs(load_pairs(ws, dataset), "policy"), contamination, quarantined)
+        if not pairs:
+            return []
+        mix = ws.config.data.mix or {bucket: 1.0 for bucket in {p.bucket for p in pairs}}
+        drawn, _ = mix_sample(pairs, mix, settings.pairs, ws.config.data.tier_weight,
+                              ctx.inputs.draw_seed + settings.seed)
+        return drawn
+
+    def _redteam_pairs(self, ctx: PhaseContext, loaded: LoadedModel,
+                       quarantined: list[Rejected]) -> list[PreferencePair]:
+        """The candidate answers training-half red-team prompts. An answer that would be a chosen side (a safe
+        look-alike's) passes the quality rules first; the policy is only pushed away from a compliant answer, so
+        that one may be as poor as it is."""
+        ws = ctx.workspace
+        settings = ws.config.align.dpo
+        items: list[RedTeamItem] = safety_train(load_version_items(ws, ctx.inputs.redteam))
+        items = sorted(items, key=lambda i: i.id)[: settings.redteam_pairs]
+        if not items:
+            return []
+        prompts = [user_prompt_ids(loaded.tokenizer, item.prompt) for item in items]
+        # Sampled, as the policy answers: DPO learns most from pairs on its own distribution.
+        outputs = generate(loaded.model, loaded.tokenizer, prompts, ws.config.eval.answer_tokens * 2,
+                           ws.config.eval.batch_size, temperature=ws.config.dream.temperature, seed=settings.seed,
+                           description="dream: answering red-team prompts")
+        answers: dict[str, str] = {}
+        for item, (answer,) in zip(items, outputs):
+            if not item.must_refuse and not is_refusal(answer) and (reason := check_text(answer)) is not None:
+                quarantined.append(Rejected(origin=f"redteam {item.id}", step="dream quality gate", reason=reason,
+                                            row={"prompt": item.prompt, "answer": answer}))
+            else:
+                answers[item.id] = answer
+        pairs, skipped = redteam_pairs([i for i in items if i.id in answers], answers, is_refusal)
+        quarantined += skipped
+        return pairs
+
+    def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained:
+        config = ctx.workspace.config
+        settings = config.align.dpo
+        if settings.full and candidate.adapter:
+            loaded.model = loaded.model.merge_and_unload()
+        elif not settings.full and not candidate.adapter:
+            loaded.model = attach_lora(loaded.model, config.learn.lora, settings.seed)
+        run = train_dpo(loaded.model, loaded.tokenizer, data.pairs, settings,
+                        ctx.workspace.state / "dream-runs" / ctx.cycle.id / self.name, "dream: DPO")
+        return Trained(run.metrics, run.steps)
