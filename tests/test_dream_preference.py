@@ -12,6 +12,7 @@ import pytest
 from conftest import make_workspace
 from reverie.cycle import run_cycle
 from reverie.cycle_inputs import load_inputs
+from reverie.data.feedback import Feedback, append_feedback
 from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.preference import PAIRS_FILE, PreferencePair
 from reverie.data.redteam import REFUSAL, RedTeamItem, import_items
@@ -60,6 +61,8 @@ def test_a_dpo_dream_trains_on_drawn_and_own_red_team_pairs_and_records_its_step
     ws = Workspace.open(root)
     library(ws)
     drop = preference_dataset(ws)
+    append_feedback(ws, Feedback(id="f1", at=0.0, model_id="m", prompt="What colour is the sky?", answer="Green.",
+                                 rating="down", correction="The sky is blue."))
     outcome = run_cycle(ws)
     [dpo] = dream_outcome(ws, outcome.cycle_id).strategies
     assert dpo.strategy == "dpo" and dpo.steps is not None
@@ -69,6 +72,7 @@ def test_a_dpo_dream_trains_on_drawn_and_own_red_team_pairs_and_records_its_step
     pairs = read_jsonl(ws.artifacts.path(trained.hash) / PAIRS_FILE, PreferencePair.model_validate)
     drawn = [p for p in pairs if p.source == "team"]
     own = [p for p in pairs if p.source == "redteam"]
+    assert [(p.chosen, p.rejected) for p in pairs if p.source == "feedback"] == [("The sky is blue.", "Green.")]
     assert len(drawn) == 8 and all(preference_split(p.id) == "policy" for p in drawn)  # align.dpo.pairs (tiny)
     assert own and all(not in_safety_held_out(content_id(p.prompt_text())) for p in own)
     assert all((p.chosen == REFUSAL) == p.meta["must_refuse"] and (p.rejected == REFUSAL) != p.meta["must_refuse"]

@@ -258,3 +258,15 @@ def test_cli_ingests_preference_pairs_with_the_model_tokenizer(tmp_path: Path, t
     assert f"│ {preference_split(pair.id):<8} │     1 │" in stats  # every split shown, empty ones with 0
     assert all(f"│ {split:<8} │     0 │" in stats for split in ("policy", "judge", "held_out")
                if split != preference_split(pair.id))
+
+
+def test_a_pair_asking_a_preference_suite_prompt_is_removed_once_the_gate_runs_that_suite(tmp_path: Path) -> None:
+    pref_workspace(tmp_path / "ws")
+    prompt = "Write a short poem about the sea and the ships that sail on it."
+    (tmp_path / "ws" / "prompts.jsonl").write_text(json.dumps({"instruction": prompt}) + "\n")
+    ws = Workspace.open(tmp_path / "ws", ["eval.preference_prompts=prompts.jsonl",
+                                          "eval.suites=[knowledge, general, advbench, xstest, preference]"])
+    asked = {"prompt": prompt, "chosen": "Waves rise and fall.", "rejected": "No."}
+    _, result = ingest_preference_path(ws, write_rows(tmp_path / "p.jsonl", [asked]), "team", "general", None, words)
+    [rejected] = result.rejected
+    assert rejected.step == "contamination" and "preference/0" in rejected.reason

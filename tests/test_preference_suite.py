@@ -15,7 +15,8 @@ from reverie.engines.models import load_pretrained
 from reverie.engines.preference_judge import LMJudge, RewardModelJudge, judge_record, load_judge
 from reverie.engines.release_decision import decide
 from reverie.engines.suites import ItemResult, SuiteReport, SuiteRunner
-from reverie.engines.suites.preference import PreferenceSuite, length_controlled, load_preference_prompts, outcome
+from reverie.data.preference import load_preference_prompts
+from reverie.engines.suites.preference import PreferenceSuite, length_controlled, outcome
 from reverie.config import ModelConfig
 from reverie.errors import ReverieError
 from reverie.phases.gate import judge_reasons, without_suite

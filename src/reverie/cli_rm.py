@@ -77,6 +77,8 @@ def evaluate(
     model: Annotated[str, typer.Argument(help=f"A reward model id, or the alias '{REWARD_ALIAS}' or "
                                          f"'{JUDGE_ALIAS}'.")] = REWARD_ALIAS,
     workspace: WorkspaceOpt = Path("."),
+    limit: Annotated[int, typer.Option(min=0, help="At most this many held-out pairs, in content-hash order "
+                                       "(0: all).")] = 0,
     set_: SetOpt = None,
 ) -> None:
     """Pairwise accuracy with a 95% interval on the held-out pairs, beside the length-only rule."""
@@ -84,7 +86,7 @@ def evaluate(
 
     ws = _open(workspace, set_)
     record = reward_models.resolve_reward_model(ws, model)
-    result = reward_models.evaluate_reward_model(ws, record)
+    result = reward_models.evaluate_reward_model(ws, record, limit)
     table = Table(title=f"{record.id} on {result.n} held-out pairs")
     for column in ("rule", "accuracy", "95% CI"):
         table.add_column(column, no_wrap=True)

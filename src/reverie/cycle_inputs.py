@@ -11,7 +11,7 @@ import zlib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reverie.artifacts import hash_directory
-from reverie.data.feedback import Feedback, pending_feedback, report_unreadable
+from reverie.data.feedback import Feedback, pending_feedback, read_inbox, report_unreadable
 from reverie.data.knowledge import Knowledge
 from reverie.data.pool import pool_datasets
 from reverie.data.preference import preference_datasets
@@ -29,6 +29,7 @@ class CycleInputs(BaseModel):
 
     knowledge: Knowledge  # the knowledge drop plus the memory documents, as the cycle started
     feedback: list[Feedback]  # thumbs-down rows not yet in a replay dataset
+    liked: list[Feedback] = []  # thumbs-up rows: with a thumbs-down answer to the same prompt, a preference pair
     pool: list[str]  # hashes of the pool datasets Learn may draw from
     preference: list[str] = []  # hashes of the preference datasets Dream may draw from (none before they existed)
     redteam: str | None = None  # hash of the red-team library version Dream's pairs and prompts come from
@@ -44,7 +45,8 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
     feedback, unreadable = pending_feedback(ws)
     report_unreadable(unreadable)
     inputs = CycleInputs(
-        knowledge=current_knowledge(ws), feedback=feedback, pool=[d.hash for d in pool_datasets(ws)],
+        knowledge=current_knowledge(ws), feedback=feedback,
+        liked=[row for row in read_inbox(ws)[0] if row.rating == "up"], pool=[d.hash for d in pool_datasets(ws)],
         preference=[d.hash for d in preference_datasets(ws)],
         redteam=versions[-1].hash if (versions := library_versions(ws)) else None,
         draw_seed=ws.config.learn.train.seed + zlib.crc32(cycle_id.encode()),

@@ -287,11 +287,13 @@ def resolve_reward_model(ws: Workspace, name: str) -> ModelRecord:
     return record
 
 
-def evaluate_reward_model(ws: Workspace, record: ModelRecord) -> RewardEval:
-    """Pairwise accuracy on the held-out pairs of the datasets the model was trained on, beside the length
-    rule; stored in the registry (suite rm-eval), as JSON beside the card, and in the card."""
+def evaluate_reward_model(ws: Workspace, record: ModelRecord, limit: int = 0) -> RewardEval:
+    """Pairwise accuracy on the held-out pairs of the datasets the model was trained on (at most `limit`, taken
+    in content-hash order; 0: all), beside the length rule; stored in the registry (suite rm-eval), as JSON
+    beside the card, and in the card."""
     datasets = [ws.registry.get_dataset(h) for h in record.datasets]
-    held_out = preference_pairs(dataset_pairs(ws, datasets), "held_out")
+    held_out = sorted(preference_pairs(dataset_pairs(ws, datasets), "held_out"), key=lambda p: p.id)
+    held_out = held_out[:limit] if limit else held_out
     if not held_out:
         raise ReverieError(f"no pair of {', '.join(d.name for d in datasets) or 'its datasets'} is in the held-out "
                            "split (a fifth of the pairs, by content hash): nothing to evaluate on")

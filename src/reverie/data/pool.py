@@ -20,6 +20,7 @@ from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example, load_knowledge
 from reverie.data.mixing import BucketStats, mix_sample
 from reverie.data.multiple_choice import load_choice_items
+from reverie.data.preference import load_preference_prompts
 from reverie.data.readers import folder_files, read_rows
 from reverie.data.records import Record
 from reverie.data.splits import exclusion_texts
@@ -47,12 +48,14 @@ def manifest(ws: Workspace, dataset: DatasetRecord) -> dict:
 
 
 def evaluation_items(ws: Workspace) -> dict[str, str]:
-    """Everything the Gate scores, keyed for reports (held-out questions with answers, general-suite goals):
-    for leak checks only (data/splits.py)."""
+    """Everything the Gate scores, keyed for reports (held-out questions with answers, general-suite goals,
+    preference-suite prompts): for leak checks only (data/splits.py)."""
     config = ws.config
     knowledge = load_knowledge(config.data.knowledge, ws.root)
     general = load_choice_items(config.eval.general_suite, ws.root, config.eval.general_limit)
-    return exclusion_texts(knowledge, general)
+    prompts = (load_preference_prompts(config.eval.preference_prompts, ws.root, config.eval.preference_limit)
+               if "preference" in config.eval.suites else [])
+    return exclusion_texts(knowledge, general, prompts)
 
 
 def contamination_index(ws: Workspace) -> ContaminationIndex:

@@ -5,15 +5,19 @@ preference suite's judge read; data/splits.py says which pairs each of them may 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from reverie.data.files import read_data_text
 from reverie.data.jsonl import read_jsonl
 from reverie.data.records import content_id
 from reverie.data.splits import PREFERENCE_SHARES, preference_split
 from reverie.data.text import UnicodeText
+from reverie.errors import ReverieError
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -86,3 +90,27 @@ def preference_stats(ws: Workspace) -> dict[str, Counter]:
             stats["source"][pair.source] += 1
             stats["split"][preference_split(pair.id)] += 1
     return stats
+
+
+def load_preference_prompts(spec: str, base_dir: Path, limit: int) -> list[str]:
+    """'builtin' or a JSONL file of {instruction} or {prompt} (text); a malformed line is named with its number."""
+    text, origin = read_data_text(spec, base_dir, "eval.preference_prompts", ("builtin", "demo/preference_prompts.jsonl"),
+                                  "a JSONL file of {instruction} or {prompt}")
+    prompts = []
+    for number, line in enumerate(text.split("\n"), start=1):  # JSON Lines end at \n only (see data/jsonl.py)
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReverieError(f"{origin}, line {number}: not JSON ({exc})") from None
+        value = row.get("instruction", row.get("prompt")) if isinstance(row, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            raise ReverieError(f"{origin}, line {number}: expected an object with a non-empty text 'instruction' or "
+                               "'prompt'")
+        prompts.append(value.strip())
+        if len(prompts) >= limit:
+            break
+    if not prompts:
+        raise ReverieError(f"{origin}: no prompts")
+    return prompts

@@ -112,8 +112,11 @@ def preference_pairs(pairs: Sequence[Item], split: PreferenceSplit) -> list[Item
     return [pair for pair in pairs if preference_split(pair.id) == split]  # type: ignore[attr-defined]
 
 
-def exclusion_texts(knowledge: Knowledge, general: Sequence[ChoiceItem]) -> dict[str, str]:
-    """Held-out text keyed for reports, only to remove training data that overlaps it (hygiene)."""
+def exclusion_texts(knowledge: Knowledge, general: Sequence[ChoiceItem],
+                    preference: Sequence[str] = ()) -> dict[str, str]:
+    """Held-out text keyed for reports, only to remove training data that overlaps it (hygiene): the knowledge
+    questions with their answers, the general suite's goals, the preference suite's prompts."""
     items = {f"{doc.id}/eval_qa/{i}": f"{qa.question} {qa.answer}"
              for doc in knowledge.documents for i, qa in enumerate(doc.eval_qa)}
-    return items | {f"general/{i}": item.goal for i, item in enumerate(general)}
+    return (items | {f"general/{i}": item.goal for i, item in enumerate(general)}
+            | {f"preference/{i}": prompt for i, prompt in enumerate(preference)})

@@ -22,13 +22,9 @@ the intercept has no finite optimum.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reverie.data.files import read_data_text
 from reverie.engines.generation import generate
 from reverie.engines.preference_judge import PairJudge
 from reverie.engines.prompts import user_prompt_ids
@@ -37,30 +33,6 @@ from reverie.errors import ReverieError
 
 LENGTH_RIDGE = 0.1  # precision of the prior on the length slope b: N(0, 10), weak for x in (-1, 1)
 NEWTON_STEPS = 100
-
-
-def load_preference_prompts(spec: str, base_dir: Path, limit: int) -> list[str]:
-    """'builtin' or a JSONL file of {instruction} or {prompt} (text); a malformed line is named with its number."""
-    text, origin = read_data_text(spec, base_dir, "eval.preference_prompts", ("builtin", "demo/preference_prompts.jsonl"),
-                                  "a JSONL file of {instruction} or {prompt}")
-    prompts = []
-    for number, line in enumerate(text.split("\n"), start=1):  # JSON Lines end at \n only (see data/jsonl.py)
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReverieError(f"{origin}, line {number}: not JSON ({exc})") from None
-        value = row.get("instruction", row.get("prompt")) if isinstance(row, dict) else None
-        if not isinstance(value, str) or not value.strip():
-            raise ReverieError(f"{origin}, line {number}: expected an object with a non-empty text 'instruction' or "
-                               "'prompt'")
-        prompts.append(value.strip())
-        if len(prompts) >= limit:
-            break
-    if not prompts:
-        raise ReverieError(f"{origin}: no prompts")
-    return prompts
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from reverie.data.jsonl import jsonl_text, scan_jsonl
 from reverie.data.knowledge import Knowledge, load_knowledge
 from reverie.data.multiple_choice import load_choice_items
+from reverie.data.preference import load_preference_prompts
 from reverie.data.redteam import load_safety_items
 from reverie.data.splits import general_held_out
 from reverie.engines.models import LoadedModel, load_pretrained, load_version, resolve_source
@@ -26,7 +27,7 @@ from reverie.engines.suites.base import ItemResult, Suite, SuiteReport, fingerpr
 from reverie.engines.suites.general import GeneralSuite
 from reverie.engines.suites.knowledge import KnowledgeSuite
 from reverie.engines.suites.long_context import LongContextSuite
-from reverie.engines.suites.preference import PreferenceSuite, load_preference_prompts
+from reverie.engines.suites.preference import PreferenceSuite
 from reverie.engines.suites.robustness import RobustnessSuite
 from reverie.engines.suites.safety import AdvBenchSuite, XSTestSuite
 from reverie.engines.suites.structured import StructuredSuite

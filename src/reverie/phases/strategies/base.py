@@ -60,6 +60,7 @@ class DreamData:
     quarantined: list[Rejected] = field(default_factory=list)
     pairs: list[PreferencePair] = field(default_factory=list)
     prompts: list[RLPrompt] = field(default_factory=list)
+    found_pairs: list[PreferencePair] = field(default_factory=list)  # not trained on now: a preference dataset
 
     def size(self) -> int:
         return len(self.examples) + len(self.pairs) + len(self.prompts)
@@ -199,6 +200,9 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
     if data.quarantined:
         datasets.append(save_rejected(ws, f"{knowledge.name}/dream-{name}-quarantine", data.quarantined,
                                       kind="quarantine", cycle_id=ctx.cycle.id, strategy=name))
+    if data.found_pairs:  # the next cycles freeze it among their preference datasets
+        datasets.append(save_rows(ws, f"preference/{knowledge.name}-{name}-{ctx.cycle.id}", data.source, PAIRS_FILE,
+                                  data.found_pairs, kind="preference", cycle_id=ctx.cycle.id, strategy=name))
 
     def passed_through(reason: str, **extra: Any) -> StrategyResult:
         outcome = StrategyOutcome(strategy=name, kept=False, reason=reason, datasets=[d.hash for d in datasets],

@@ -1,7 +1,8 @@
-"""Dream by DPO: pairs drawn by data.mix from the policy split of the cycle's preference datasets, plus pairs the
-candidate's own answers make with the red-team library's training half (a refusal over its compliant answer to
-a harmful request; its helpful answer over a refusal for a safe look-alike, so that alignment does not buy
-over-refusal). The reference is the candidate as it arrived (TRL keeps a frozen copy of its adapter), or its
+"""Dream by DPO: pairs drawn by data.mix from the policy split of the cycle's preference datasets, plus pairs from
+the cycle's serving feedback (a correction over the answer it corrects; a liked answer over a disliked one to the
+same prompt) and pairs the candidate's own answers make with the red-team library's training half (a refusal
+over its compliant answer to a harmful request; its helpful answer over a refusal for a safe look-alike, so
+that alignment does not buy over-refusal). The reference is the candidate as it arrived (TRL keeps a frozen copy of its adapter), or its
 log-probabilities precomputed once (align.dpo.precompute_ref_log_probs)."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from reverie.data.dedup import ContaminationIndex
 from reverie.data.mixing import mix_sample
 from reverie.data.pool import contamination_index
 from reverie.data.preference import PreferencePair, load_pairs
-from reverie.data.preference_sources import redteam_pairs
+from reverie.data.preference_ingest import PairChecks, PairIndex, screen_pairs
+from reverie.data.preference_sources import feedback_pairs, redteam_pairs
 from reverie.data.quality import check_text
 from reverie.data.records import Rejected
 from reverie.data.redteam import RedTeamItem, load_version_items
@@ -49,12 +51,19 @@ class DirectPreference:
         quarantined: list[Rejected] = []
         drawn = self._drawn_pairs(ctx, contamination, quarantined)
         own = self._redteam_pairs(ctx, loaded, quarantined) if settings.redteam_pairs else []
-        own = _uncontaminated(own, contamination, quarantined)
+        own += feedback_pairs(ctx.inputs.feedback + ctx.inputs.liked)
+        # Made here, so they pass ingest's steps now (tier 0: nothing to distrust in the model's own answers).
+        checks = PairChecks(lambda text: len(loaded.tokenizer(text)["input_ids"]), ws.config.align.max_prompt_tokens,
+                            0, contamination)
+        screened = screen_pairs(own, PairIndex(ws.config.data.near_duplicate_threshold), checks)
+        own, quarantined = screened.pairs, quarantined + screened.rejected
         pairs = drawn + own
-        metrics = {"dream_pairs_drawn": float(len(drawn)), "dream_pairs_redteam": float(len(own)),
+        metrics = {"dream_pairs_drawn": float(len(drawn)),
+                   "dream_pairs_redteam": float(sum(p.source == "redteam" for p in own)),
+                   "dream_pairs_feedback": float(sum(p.source == "feedback" for p in own)),
                    "dream_pairs_quarantined": float(len(quarantined))}
-        return DreamData(f"dpo pairs: {len(drawn)} drawn, {len(own)} from the red-team library", [], metrics,
-                         quarantined, pairs=pairs)
+        return DreamData(f"dpo pairs: {len(drawn)} drawn, {len(own)} from the red-team library and feedback", [],
+                         metrics, quarantined, pairs=pairs)
 
     def _drawn_pairs(self, ctx: PhaseContext, contamination: ContaminationIndex,
                      quarantined: list[Rejected]) -> list[PreferencePair]:

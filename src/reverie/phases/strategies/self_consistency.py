@@ -1,10 +1,13 @@
 """Dream by self-consistency: the candidate answers each training question several times with its document in
 view; the majority answer is kept when enough votes agree and the document supports it, and the candidate
-learns to give it closed-book."""
+learns to give it closed-book. The majority answer over each minority one is kept as a preference dataset,
+which the next cycles' dpo may draw from."""
 
 from __future__ import annotations
 
 from reverie.data.knowledge import Example
+from reverie.data.preference import PreferencePair
+from reverie.data.preference_sources import vote_pairs
 from reverie.data.splits import knowledge_train
 from reverie.data.synthetic import majority_vote, supported_by
 from reverie.data.text import contains_phrase
@@ -28,12 +31,16 @@ class SelfConsistency(SupervisedDream):
             description="dream: voting",
         )
         kept: list[Example] = []
+        pairs: list[PreferencePair] = []
         agreeing_with_gold = 0
         for (document, qa), answers in zip(items, votes):
             vote = majority_vote(answers)
             if vote and vote.share >= settings.min_agreement and supported_by(vote.answer, document.text):
                 kept.append(Example(prompt=qa.question, completion=vote.answer))
                 agreeing_with_gold += contains_phrase(vote.answer, qa.answer)
+                pairs += vote_pairs(qa.question, [a for a in answers if a.strip()], vote.answer)
         return DreamData("self-consistency", kept, {"dream_questions": float(len(items)),
                                                     "dream_kept": float(len(kept)),
-                                                    "dream_kept_containing_gold": float(agreeing_with_gold)})
+                                                    "dream_kept_containing_gold": float(agreeing_with_gold),
+                                                    "dream_vote_pairs": float(len(pairs))},
+                         found_pairs=pairs)
