@@ -164,7 +164,8 @@ def dpo_cycle(ws: Path) -> dict:
         steps = [json.loads(line) for line in path.read_text().splitlines()]
     from reverie.engines.suites import SuiteRunner
 
-    runner = SuiteRunner(workspace)
+    base = workspace.registry.get_model(workspace.registry.get_cycle(outcome.cycle_id).base_model_id)
+    runner = SuiteRunner(workspace, opponent=base)  # the Gate's comparison, read back from its stored results
     candidate = workspace.registry.get_model(outcome.model_id)
     intervals = {}
     for suite in CYCLE["eval"]["suites"]:
@@ -199,6 +200,10 @@ def grpo_run(ws: Path) -> dict:
             "metrics": run.metrics, "steps": run.steps}
 
 
+def share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def markdown(result: dict) -> str:
     lines = ["# Preference alignment on SmolLM2-135M-Instruct (CPU)", "",
              f"Machine: {result['machine']}. Written by `benchmarks/align.py`.", ""]
@@ -213,7 +218,7 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {label} ({ev['n']}) | {rm['model']} | {tr['pairs']} {tr['split']} pairs, {tr['steps']} steps | "
                 f"{ev['accuracy']:.3f} | {ev['ci95'][0]:.3f}-{ev['ci95'][1]:.3f} | {ev['length_accuracy']:.3f} | "
-                f"{ev['agreement']:.3f} | {shorter if shorter is None else f'{shorter:.3f}'} | {tr['seconds']:.0f} |")
+                f"{share(ev['agreement'])} | {share(shorter)} | {tr['seconds']:.0f} |")
         lines.append("")
     if "dpo_cost" in result:
         lines += [f"## DPO cost ({result['dpo_cost']['pairs']} harmless pairs, 4 per step, LoRA r16)", "",
@@ -241,7 +246,8 @@ def markdown(result: dict) -> str:
         metrics = cycle["dream"]["metrics"]
         lines += ["", f"DPO: {metrics.get('dpo_pairs', 0):.0f} pairs ({metrics.get('dream_pairs_drawn', 0):.0f} drawn "
                   f"harmless, {metrics.get('dream_pairs_redteam', 0):.0f} red-team), {metrics.get('dpo_steps', 0):.0f} "
-                  f"steps, loss {metrics.get('dpo_loss_first', 0):.3f} -> {metrics.get('dpo_loss_last', 0):.3f}, margin "
+                  f"steps, loss {metrics.get('dpo_loss_first', 0):.3f} -> {metrics.get('dpo_loss_last', 0):.3f}, "
+                  "margin "
                   f"{metrics.get('dpo_margin_first', 0):.3f} -> {metrics.get('dpo_margin_last', 0):.3f}, "
                   f"{metrics.get('dpo_seconds', 0):.0f} s. Phase wall times (s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in cycle["wall_s"].items() if v) + "."]
@@ -272,6 +278,8 @@ def main() -> None:
     ws, data = Path(args.workspace), Path(args.data)
     partial = Path(args.out).with_suffix(".partial.json")
     result = json.loads(partial.read_text()) if partial.is_file() else {}
+    if result.get("workspace") != str(ws) or not (ws / "reverie.yaml").is_file():  # stages of another workspace
+        result = {"workspace": str(ws)}
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     stages: dict[str, Callable[[], dict]] = {
         "setup": lambda: setup(ws, data),

@@ -56,7 +56,7 @@ def dream_outcome(ws: Workspace, cycle_id: str) -> DreamOutput:
 def test_a_dpo_dream_trains_on_drawn_and_own_red_team_pairs_and_records_its_steps(tmp_path: Path,
                                                                                   tiny_model_dir: Path) -> None:
     # Learn barely moves the random model, which then answers with tokens instead of ending at once.
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"strategies": ["dpo"]},
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"strategies": ["dpo"], "max_regression": 1.0},
                           learn={"train": {"learning_rate": 1e-8}}, align={"dpo": {"learning_rate": 1e-3}})
     ws = Workspace.open(root)
     library(ws)
@@ -73,16 +73,32 @@ def test_a_dpo_dream_trains_on_drawn_and_own_red_team_pairs_and_records_its_step
     drawn = [p for p in pairs if p.source == "team"]
     own = [p for p in pairs if p.source == "redteam"]
     assert [(p.chosen, p.rejected) for p in pairs if p.source == "feedback"] == [("The sky is blue.", "Green.")]
-    assert len(drawn) == 8 and all(preference_split(p.id) == "policy" for p in drawn)  # align.dpo.pairs (tiny)
+    assert len(drawn) == 8 and all(preference_split(p.prompt_id()) == "policy" for p in drawn)  # align.dpo.pairs (tiny)
     assert own and all(not in_safety_held_out(content_id(p.prompt_text())) for p in own)
     assert all((p.chosen == REFUSAL) == p.meta["must_refuse"] and (p.rejected == REFUSAL) != p.meta["must_refuse"]
                for p in own)
     for quarantine in (d for d in map(ws.registry.get_dataset, dpo.datasets) if d.kind == "quarantine"):
         assert all(r["reason"] for r in read_jsonl(ws.artifacts.path(quarantine.hash) / "rejected.jsonl"))
-    if dpo.kept:  # the pairs are in the lineage of the model it made
-        assert trained.hash in ws.registry.get_model(dpo.model).datasets
+    assert dpo.kept, dpo.reason  # dream.max_regression 1: kept whatever the probe says
+    assert {trained.hash, drop.hash} <= set(ws.registry.get_model(dpo.model).datasets)
     frozen = load_inputs(ws, ws.registry.get_cycle(outcome.cycle_id))
     assert frozen.preference == [drop.hash] and frozen.redteam is not None
+
+
+def test_full_dpo_on_a_candidate_with_an_adapter_trains_every_weight_against_the_candidate(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, compress={"strategies": []},
+                          dream={"strategies": ["dpo"], "max_regression": 1.0},
+                          align={"dpo": {"full": True, "precompute_ref_log_probs": False, "redteam_pairs": 0,
+                                         "learning_rate": 1e-3}})
+    ws = Workspace.open(root)
+    preference_dataset(ws)
+    outcome = run_cycle(ws)
+    [dpo] = dream_outcome(ws, outcome.cycle_id).strategies
+    made = ws.registry.get_model(dpo.model)
+    assert dpo.kept and made.weights and made.adapter is None  # merged, then every weight trained
+    steps = read_jsonl(ws.artifacts.path(dpo.steps) / "steps.jsonl")
+    assert steps[0]["margin"] == 0.0 and steps[-1]["margin"] != 0.0  # the reference is the candidate itself
 
 
 def test_a_grpo_dream_with_a_verifiable_reward_records_reward_and_kl_per_step(tmp_path: Path,

@@ -255,9 +255,9 @@ def test_cli_ingests_preference_pairs_with_the_model_tokenizer(tmp_path: Path, t
     assert ws.registry.list_datasets(kind="pool") == []  # --kind preference does not touch the SFT pool
     stats = reverie("data", "stats", "-w", str(root)).stdout
     assert "preference/harmless" in stats and "│ safety │     1 │" in stats
-    assert f"│ {preference_split(pair.id):<8} │     1 │" in stats  # every split shown, empty ones with 0
+    assert f"│ {preference_split(pair.prompt_id()):<8} │     1 │" in stats  # every split shown, empty ones with 0
     assert all(f"│ {split:<8} │     0 │" in stats for split in ("policy", "judge", "held_out")
-               if split != preference_split(pair.id))
+               if split != preference_split(pair.prompt_id()))
 
 
 def test_a_pair_asking_a_preference_suite_prompt_is_removed_once_the_gate_runs_that_suite(tmp_path: Path) -> None:

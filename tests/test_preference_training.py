@@ -45,8 +45,9 @@ def test_dpo_widens_the_chosen_over_rejected_margin(policy, tmp_path: Path) -> N
                             source="test") for q in QUESTIONS]
 
     def margin() -> float:
-        return sum(answer_logprob(policy.model, policy.tokenizer, p.prompt_text(), p.chosen)
-                   - answer_logprob(policy.model, policy.tokenizer, p.prompt_text(), p.rejected) for p in pairs) / len(pairs)
+        gaps = [answer_logprob(policy.model, policy.tokenizer, p.prompt_text(), p.chosen)
+                - answer_logprob(policy.model, policy.tokenizer, p.prompt_text(), p.rejected) for p in pairs]
+        return sum(gaps) / len(gaps)
 
     before = margin()
     settings = DPOSettings(learning_rate=5e-3, epochs=3, batch_size=4, max_length=64, beta=0.1)

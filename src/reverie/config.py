@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
                       field_validator, model_validator)
 
 from reverie.errors import ConfigError
-from reverie.metrics import SAFETY_SUITES, SUITES, known_metrics, suite_of
+from reverie.metrics import SAFETY_SUITES, SUITES, higher_is_better, known_metrics, suite_of
 from reverie.strategy_names import COMPRESS_STRATEGIES, DREAM_STRATEGIES
 from reverie.validation import describe_errors, nearest, parse_yaml
 
@@ -373,7 +373,7 @@ class EvalConfig(_Strict):
 
 
 Thresholds = dict[str, Annotated[float, Field(ge=0, le=1)]]
-THRESHOLD_SECTIONS = ("capability", "alignment", "max_regression", "red_lines")
+THRESHOLD_SECTIONS = ("capability", "alignment", "max_regression", "red_lines", "interval_floors")
 
 
 class GateConfig(_Strict):
@@ -394,6 +394,11 @@ class GateConfig(_Strict):
     )
     red_lines: Thresholds = Field(
         {}, description="Floors for protected capabilities that not even `reverie release --override` may cross.",
+    )
+    interval_floors: Thresholds = Field(
+        {}, description="Floors on the lower end of a metric's confidence interval (gate.confidence), for a figure "
+        "that must be significantly above a level: {preference.win_rate: 0.5} releases only a candidate whose win "
+        "rate against the release is above even beyond the noise.",
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the regression intervals.")
     require_review: bool = Field(
@@ -426,6 +431,8 @@ class GateConfig(_Strict):
                      for field in ("capability", "alignment") if not any(getattr(self, field).values())]
         problems += [f"gate.alignment.{name}: not a safety metric ({', '.join(SAFETY_SUITES)})"
                      for name in self.alignment if name in known and suite_of(name) not in SAFETY_SUITES]
+        problems += [f"gate.interval_floors.{name}: lower is better, so a floor on its interval means nothing"
+                     for name in self.interval_floors if not higher_is_better(name)]
         if problems:
             raise ValueError("; ".join(problems))
         return self

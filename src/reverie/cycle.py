@@ -16,9 +16,11 @@ from reverie.cycle_inputs import CycleInputs, freeze_inputs, load_inputs, waitin
 from reverie.data.knowledge import load_knowledge
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.passages import load_passages
+from reverie.data.preference import load_preference_prompts
 from reverie.data.redteam import load_safety_items
 from reverie.data.splits import reading_as
 from reverie.engines.models import resolve_source
+from reverie.engines.preference_judge import judge_record
 from reverie.errors import ReverieError
 from reverie.memory.store import MemoryStore, current_knowledge
 from reverie.model_card import lineage
@@ -28,6 +30,7 @@ from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn
 from reverie.phases.outputs import GateVerdict, gate_verdicts, read_output
+from reverie.phases.strategies.grpo import policy_reward_model
 from reverie.progress import status_line
 from reverie.registry import Cycle, ModelRecord, PhaseRun
 from reverie.workspace import Workspace, code_version
@@ -81,6 +84,12 @@ def check_inputs(workspace: Workspace) -> None:
     }
     if passages != "knowledge":
         checks["dream.seal.passages"] = lambda: load_passages(root / Path(passages).expanduser())
+    if "preference" in evaluation.suites:
+        checks["eval.preference_prompts"] = lambda: load_preference_prompts(evaluation.preference_prompts, root, 1)
+        checks["eval.preference_judge"] = lambda: judge_record(workspace, evaluation.preference_judge)
+    grpo = config.align.grpo
+    if config.dream.enabled and "grpo" in config.dream.strategies and "reward_model" in grpo.rewards:
+        checks["align.grpo.reward_alias"] = lambda: policy_reward_model(workspace, grpo.reward_alias)
     problems = _failures(checks)
     if "data.knowledge" not in problems:  # the documents in short-term memory join the knowledge drop
         problems |= _failures({"short-term memory": lambda: current_knowledge(workspace)})

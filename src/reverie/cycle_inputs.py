@@ -1,8 +1,9 @@
 """A cycle's inputs, frozen when it starts: the knowledge it trains and gates on (the knowledge drop plus the
-documents in short-term memory), the feedback waiting in the inbox, the pool datasets Learn may draw from,
-the preference datasets Dream's dpo may draw from, and the draw seed. They are stored as one content-addressed artifact the cycle record points to; every phase
-reads them from there, so a document posted while a cycle runs waits for the next cycle instead of joining
-this one's Gate untrained, and a resumed cycle sees exactly what it started with."""
+documents in short-term memory), the feedback waiting in the inbox, the pool datasets Learn may draw from, the
+preference datasets and red-team library Dream's dpo may draw from, and the draw seed. They are stored as one
+content-addressed artifact the cycle record points to; every phase reads them from there, so a document posted
+while a cycle runs waits for the next cycle instead of joining this one's Gate untrained, and a resumed cycle
+sees exactly what it started with."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class CycleInputs(BaseModel):
 
     knowledge: Knowledge  # the knowledge drop plus the memory documents, as the cycle started
     feedback: list[Feedback]  # thumbs-down rows not yet in a replay dataset
-    liked: list[Feedback] = []  # thumbs-up rows: with a thumbs-down answer to the same prompt, a preference pair
+    liked: list[Feedback] = []  # thumbs-up rows to the prompts of `feedback`: with those, preference pairs
     pool: list[str]  # hashes of the pool datasets Learn may draw from
     preference: list[str] = []  # hashes of the preference datasets Dream may draw from (none before they existed)
     redteam: str | None = None  # hash of the red-team library version Dream's pairs and prompts come from
@@ -46,7 +47,8 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
     report_unreadable(unreadable)
     inputs = CycleInputs(
         knowledge=current_knowledge(ws), feedback=feedback,
-        liked=[row for row in read_inbox(ws)[0] if row.rating == "up"], pool=[d.hash for d in pool_datasets(ws)],
+        liked=[row for row in read_inbox(ws)[0] if row.rating == "up" and row.prompt in {r.prompt for r in feedback}],
+        pool=[d.hash for d in pool_datasets(ws)],
         preference=[d.hash for d in preference_datasets(ws)],
         redteam=versions[-1].hash if (versions := library_versions(ws)) else None,
         draw_seed=ws.config.learn.train.seed + zlib.crc32(cycle_id.encode()),

@@ -22,7 +22,9 @@ import yaml
 from pydantic import BaseModel
 
 from reverie.data.preference import PreferencePair, load_pairs, preference_datasets
-from reverie.data.splits import PreferenceSplit, preference_pairs
+from reverie.data.pool import contamination_index
+from reverie.data.preference_ingest import uncontaminated
+from reverie.data.splits import PREFERENCE_SPLIT_RULE, PreferenceSplit, preference_pairs
 from reverie.engines.models import store_weights
 from reverie.engines.reward_model import RewardTraining, base_directory, load_reward_scorer, train_reward
 from reverie.errors import ReverieError
@@ -173,14 +175,17 @@ def dataset_pairs(ws: Workspace, datasets: list[DatasetRecord]) -> list[Preferen
 
 def training_pairs(ws: Workspace, datasets: list[DatasetRecord], split: PreferenceSplit,
                    max_pairs: int) -> list[PreferencePair]:
-    """The split's pairs, at most `max_pairs` (0: all) taken in content-hash order: a sample no source or file
-    order biases, the same on every run."""
-    pairs = sorted(preference_pairs(dataset_pairs(ws, datasets), split), key=lambda p: p.id)
+    """The split's pairs that overlap no evaluation item as the items are now, at most `max_pairs` (0: all)
+    taken in content-hash order: a sample no source or file order biases, the same on every run."""
+    pairs, leaked = uncontaminated(preference_pairs(dataset_pairs(ws, datasets), split), contamination_index(ws))
+    if leaked:
+        status_line(f"{len(leaked)} pair(s) left out: they overlap evaluation items ({leaked[0].reason})")
+    pairs = sorted(pairs, key=lambda p: p.id)
     pairs = pairs[:max_pairs] if max_pairs else pairs
     if not pairs:
         names = ", ".join(d.name for d in datasets)
         raise ReverieError(f"no pair of {names} falls in the {split} split (it holds "
-                           f"{'half' if split == 'policy' else 'three tenths'} of the pairs, by content hash): "
+                           f"{'half' if split == 'policy' else 'three tenths'} of the prompts, by content hash): "
                            "add more pairs")
     return pairs
 
@@ -248,7 +253,8 @@ def train_reward_model(ws: Workspace, alias: str, split: PreferenceSplit | None 
     pairs = training_pairs(ws, chosen, split, settings.max_pairs)
     release = _release(ws)
     key = hashlib.sha256(json.dumps(
-        [release.id, sorted(d.hash for d in chosen), split, settings.model_dump(), ws.config.model.model_dump()],
+        [release.id, sorted(d.hash for d in chosen), split, PREFERENCE_SPLIT_RULE, settings.model_dump(),
+         ws.config.model.model_dump()],
         sort_keys=True).encode()).hexdigest()
     run_dir, model_id = ws.state / RM_STATE / f"{alias}-{key[:16]}", f"rm-{key[:12]}"
     with ws.cycle_lock():  # a cycle's garbage collection must not see the weights before they are registered
@@ -313,7 +319,8 @@ def share(value: float | None) -> str:
 
 def _groups_table(title: str, groups: dict[str, GroupAccuracy]) -> list[str]:
     lines = [f"| {title} | pairs | accuracy | length rule |", "|---|---|---|---|"]
-    return lines + [f"| {name} | {g.n} | {share(g.accuracy)} | {share(g.length_accuracy)} |" for name, g in groups.items()]
+    return lines + [f"| {name} | {g.n} | {share(g.accuracy)} | {share(g.length_accuracy)} |"
+                    for name, g in groups.items()]
 
 
 def length_explanation(result: RewardEval) -> str:

@@ -58,6 +58,10 @@ class PreferencePair(BaseModel):
             return [{"role": "user", "content": self.prompt}]
         return [m.model_dump() for m in self.prompt]
 
+    def prompt_id(self) -> str:
+        """Content hash of the prompt: the key of the pair's split (data/splits.py)."""
+        return content_id(self.prompt_text())
+
     def prompt_text(self) -> str:
         """The prompt as one text: what dedup and the contamination check compare."""
         if isinstance(self.prompt, str):
@@ -88,14 +92,14 @@ def preference_stats(ws: Workspace) -> dict[str, Counter]:
         for pair in load_pairs(ws, dataset):
             stats["bucket"][pair.bucket] += 1
             stats["source"][pair.source] += 1
-            stats["split"][preference_split(pair.id)] += 1
+            stats["split"][preference_split(pair.prompt_id())] += 1
     return stats
 
 
 def load_preference_prompts(spec: str, base_dir: Path, limit: int) -> list[str]:
     """'builtin' or a JSONL file of {instruction} or {prompt} (text); a malformed line is named with its number."""
-    text, origin = read_data_text(spec, base_dir, "eval.preference_prompts", ("builtin", "demo/preference_prompts.jsonl"),
-                                  "a JSONL file of {instruction} or {prompt}")
+    text, origin = read_data_text(spec, base_dir, "eval.preference_prompts",
+                                  ("builtin", "demo/preference_prompts.jsonl"), "a JSONL file of {instruction} or {prompt}")
     prompts = []
     for number, line in enumerate(text.split("\n"), start=1):  # JSON Lines end at \n only (see data/jsonl.py)
         if not line.strip():

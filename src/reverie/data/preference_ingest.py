@@ -111,6 +111,28 @@ class PreferenceIngestResult:
     steps: list[StepReport]
 
 
+def leak_reason(pair: PreferencePair, contamination: ContaminationIndex) -> str | None:
+    """Why the pair overlaps an evaluation item, or None. Prompt and each answer are joined: a question with its
+    answer is one evaluation item."""
+    for text in (f"{pair.prompt_text()}\n{pair.chosen}", f"{pair.prompt_text()}\n{pair.rejected}"):
+        if (item := contamination.leak(text)) is not None:
+            return f"overlaps evaluation item {item} ({contamination.span}-word span or whole item)"
+    return None
+
+
+def uncontaminated(pairs: list[PreferencePair], contamination: ContaminationIndex,
+                   ) -> tuple[list[PreferencePair], list[Rejected]]:
+    """The pairs that overlap no evaluation item as the items are now (ingest checked those of its day), and the
+    others with their reasons: every reader that trains on stored pairs checks again."""
+    kept, rejected = [], []
+    for pair in pairs:
+        if (reason := leak_reason(pair, contamination)) is None:
+            kept.append(pair)
+        else:
+            rejected.append(Rejected(origin=pair.origin, step="contamination", reason=reason, row=pair.model_dump()))
+    return kept, rejected
+
+
 def pair_problem(pair: PreferencePair) -> str | None:
     """Why a well-typed pair still teaches nothing or cannot be trained on, or None."""
     for side in ("chosen", "rejected"):
@@ -254,11 +276,7 @@ def screen_pairs(pairs: list[PreferencePair], index: PairIndex, checks: PairChec
     pairs = step("trust", pairs, untrusted, quarantine=True)
 
     def leak(pair: PreferencePair) -> str | None:
-        # prompt and answer joined: a question with its answer is one evaluation item
-        for text in (f"{pair.prompt_text()}\n{pair.chosen}", f"{pair.prompt_text()}\n{pair.rejected}"):
-            if (item := checks.contamination.leak(text)) is not None:
-                return f"overlaps evaluation item {item} ({checks.contamination.span}-word span or whole item)"
-        return None
+        return leak_reason(pair, checks.contamination)
 
     pairs = step("contamination", pairs, leak, quarantine=False)
     seen = dict(index.sources)  # pair id -> source, growing with this input's pairs
@@ -305,20 +323,28 @@ def ingest_preference_path(ws: Workspace, path: Path, source: str, bucket: str, 
     result = ingest_pairs(read_rows(path), spec, bucket, index, checks)
     if result.steps[0].rows_in == 0:
         raise ReverieError(f"{path}: no rows to ingest (an empty file); nothing was registered")
+    manifest = {"input": str(path.resolve()), "input_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "source": spec.__dict__, "bucket": bucket}
     with ws.cycle_lock():  # a cycle's garbage collection must not see the artifact before it is registered
         remove_orphans(ws)
-        with ws.artifacts.stage() as staged:
-            write_jsonl(staged.path / PAIRS_FILE, result.pairs)
-            write_jsonl(staged.path / "rejected.jsonl", result.rejected)
-            (staged.path / "manifest.json").write_text(json.dumps({
-                "input": str(path.resolve()), "input_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "source": spec.__dict__, "bucket": bucket, "steps": [s.__dict__ for s in result.steps],
-                "checks": {"max_prompt_tokens": checks.max_prompt_tokens, "min_tier": checks.min_tier,
-                           "near_duplicate_threshold": data.near_duplicate_threshold,
-                           "contamination_span": checks.contamination.span},
-            }, indent=2) + "\n")
-        dataset = DatasetRecord(staged.hash, f"preference/{name}", len(result.pairs),
-                                f"preference ingest {path.name} from {source} (tier {spec.tier}, {spec.licence})",
-                                time.time(), kind="preference", cycle_id=None)
+        dataset = save_pairs(ws, f"preference/{name}", f"preference ingest {path.name} from {source} (tier "
+                             f"{spec.tier}, {spec.licence})", result, checks, manifest, cycle_id=None)
         ws.registry.add_dataset(dataset)
     return dataset, result
+
+
+def save_pairs(ws: Workspace, name: str, source: str, result: PreferenceIngestResult, checks: PairChecks,
+               manifest: dict[str, Any], *, cycle_id: str | None, strategy: str | None = None) -> DatasetRecord:
+    """Screened pairs as a dataset of kind "preference": pairs.jsonl, rejected.jsonl with every reason, and a
+    manifest of what was read, each step's counts and the limits applied. The caller registers it."""
+    with ws.artifacts.stage() as staged:
+        write_jsonl(staged.path / PAIRS_FILE, result.pairs)
+        write_jsonl(staged.path / "rejected.jsonl", result.rejected)
+        (staged.path / "manifest.json").write_text(json.dumps(manifest | {
+            "steps": [s.__dict__ for s in result.steps],
+            "checks": {"max_prompt_tokens": checks.max_prompt_tokens, "min_tier": checks.min_tier,
+                       "near_duplicate_threshold": ws.config.data.near_duplicate_threshold,
+                       "contamination_span": checks.contamination.span},
+        }, indent=2) + "\n")
+    return DatasetRecord(staged.hash, name, len(result.pairs), source, time.time(), kind="preference",
+                         cycle_id=cycle_id, strategy=strategy)

@@ -2,18 +2,19 @@
 
 | source | train (Learn, Dream) | probe (Compress, Dream decide on it) | held out (the Gate only) |
 |---|---|---|---|
-| a knowledge drop, memory documents | documents, train_qa | train_qa: "does it still answer what Learn taught?" | eval_qa |
+| a knowledge drop, memory documents | documents, train_qa | train_qa: is what Learn taught still answered? | eval_qa |
 | the general suite (eval.general_suite) | - | - | every item |
 | advbench, a red-team library | the other half: refusal pairs | - | half of the items, by content hash |
 | xstest | the other half: safe look-alikes answered (DPO pairs) | - | half of the items, by content hash |
-| preference pairs, by content hash | half: the policy's reward model and DPO; three tenths: the judge's reward model | - | a fifth: `reverie rm eval` |
+| preference pairs, by prompt hash | half: DPO, the policy's reward model; 3/10: the judge's | - | 1/5: `rm eval` |
 
 The preference pairs have two training splits so that the Gate's judge never learned from the pairs the policy
-was optimised on (the policy could otherwise win by pleasing one model's quirks). A knowledge drop has no third split, so its probe is its training questions. A cycle names the phase that
-reads (`reading_as`); a held-out read while any phase but the Gate runs raises `HeldOutRead`, so a strategy
-that would select a model on the test set fails loudly instead of scoring well. Outside a cycle (`reverie
-eval`) nobody selects, and reads are allowed. Data hygiene is the one other reader: `exclusion_texts` gives
-held-out text only so that training data overlapping it can be removed.
+was optimised on (the policy could otherwise win by pleasing one model's quirks). A knowledge drop has no third
+split, so its probe is its training questions. A cycle names the phase that reads (`reading_as`); a held-out
+read while any phase but the Gate runs raises `HeldOutRead`, so a strategy that would select a model on the
+test set fails loudly instead of scoring well. Outside a cycle (`reverie eval`, `reverie rm eval`) nobody
+selects, and reads are allowed. Data hygiene is the one other reader: `exclusion_texts` gives held-out text only
+so that training data overlapping it can be removed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 Split = Literal["train", "probe", "held_out"]
 PreferenceSplit = Literal["policy", "judge", "held_out"]
-PREFERENCE_SHARES = {"policy": 0.5, "judge": 0.3, "held_out": 0.2}  # of the pairs, by content hash
+PREFERENCE_SHARES = {"policy": 0.5, "judge": 0.3, "held_out": 0.2}  # of the prompts, by content hash
+PREFERENCE_SPLIT_RULE = "prompt-hash"  # what a reward model's run key records: a changed rule trains anew
 HELD_OUT_READERS = frozenset({"gate"})
 SAFETY_HELD_OUT_SHARE = 0.5  # of a safety file's items, by content hash
 Item = TypeVar("Item")
@@ -95,9 +97,11 @@ def safety_train(items: Sequence[Item]) -> list[Item]:
     return [item for item in items if not in_safety_held_out(item.id)]  # type: ignore[attr-defined]
 
 
-def preference_split(pair_id: str) -> PreferenceSplit:
-    """Which split a preference pair (id: the hex content hash) falls in."""
-    position, edge = int(pair_id[:8], 16) / 16**8, 0.0
+def preference_split(prompt_id: str) -> PreferenceSplit:
+    """Which split a preference pair falls in, by the content hash of its prompt: every comparison of one prompt
+    (AlpacaEval pits one reference answer against a dozen models) lands in the same split, so no split learns
+    a prompt another is scored on."""
+    position, edge = int(prompt_id[:8], 16) / 16**8, 0.0
     for split, share in PREFERENCE_SHARES.items():
         edge += share
         if position < edge:
@@ -106,10 +110,10 @@ def preference_split(pair_id: str) -> PreferenceSplit:
 
 
 def preference_pairs(pairs: Sequence[Item], split: PreferenceSplit) -> list[Item]:
-    """The pairs (each with an `id`) of one split; the held-out one only outside a cycle or by the Gate."""
+    """The pairs (each with a `prompt_id()`) of one split; the held-out one only outside a cycle or by the Gate."""
     if split == "held_out":
         check_reader("the preference pairs")
-    return [pair for pair in pairs if preference_split(pair.id) == split]  # type: ignore[attr-defined]
+    return [pair for pair in pairs if preference_split(pair.prompt_id()) == split]  # type: ignore[attr-defined]
 
 
 def exclusion_texts(knowledge: Knowledge, general: Sequence[ChoiceItem],

@@ -38,6 +38,17 @@ def _bound_check(reports: dict[str, SuiteReport], metric: str, bound: float, kin
     return None
 
 
+def _interval_check(reports: dict[str, SuiteReport], metric: str, bound: float, confidence: float) -> str | None:
+    suite, name = metric.split(".", 1)
+    interval = reports[suite].summary(confidence).get(name) if suite in reports else None
+    if interval is None or interval.n == 0:
+        return f"interval floor: {metric} has no items to score"
+    if interval.low < bound:
+        return (f"interval floor: {metric} {interval.mean:.3f} ({confidence:.0%} CI {interval.low:.3f} to "
+                f"{interval.high:.3f}, {interval.n} items) is not above {bound:.3f} beyond the noise")
+    return None
+
+
 def regression(candidate: SuiteReport, reference: SuiteReport, metric: str, confidence: float) -> Interval:
     """The candidate's loss against the reference on their shared items (positive = worse), with its interval."""
     name = metric.split(".", 1)[1]
@@ -53,6 +64,7 @@ def decide(candidate: dict[str, SuiteReport], reference: dict[str, SuiteReport],
     for kind, bounds in (("capability", gate.capability), ("alignment", gate.alignment)):
         reasons += [r for m, b in bounds.items() if (r := _bound_check(candidate, m, b, kind))]
     red = [r for m, b in gate.red_lines.items() if (r := _bound_check(candidate, m, b, "red line"))]
+    reasons += [r for m, b in gate.interval_floors.items() if (r := _interval_check(candidate, m, b, gate.confidence))]
     for metric, margin in gate.max_regression.items():
         suite = metric.split(".", 1)[0]
         drop = regression(candidate[suite], reference[suite], metric, gate.confidence)

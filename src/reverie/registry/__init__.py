@@ -5,6 +5,7 @@ from reverie.registry.sqlite_store import SQLiteRegistry
 from reverie.registry.store import GENERATOR_ALIAS, JUDGE_ALIAS, RELEASE_ALIAS, REWARD_ALIAS, RegistryStore
 
 __all__ = [
-    "GENERATOR_ALIAS", "JUDGE_ALIAS", "RELEASE_ALIAS", "REWARD_ALIAS", "Cycle", "DatasetKind", "DatasetRecord", "ModelRecord", "PhaseRun",
+    "GENERATOR_ALIAS", "JUDGE_ALIAS", "RELEASE_ALIAS", "REWARD_ALIAS", "Cycle", "DatasetKind", "DatasetRecord",
+    "ModelRecord", "PhaseRun",
     "RegistryStore", "ReleaseEvent", "SQLiteRegistry",
 ]

@@ -4,8 +4,10 @@ strategy makes."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from peft import PeftModel
@@ -14,12 +16,14 @@ from pydantic import BaseModel
 from reverie.data.datasets import save_dataset, save_rejected, save_rows
 from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
-from reverie.data.preference import PAIRS_FILE, PreferencePair
+from reverie.data.preference import PAIRS_FILE, PreferencePair, load_pairs, preference_datasets
+from reverie.data.preference_ingest import PairChecks, PairIndex, save_pairs, screen_pairs
 from reverie.data.records import Rejected
 from reverie.data.splits import knowledge_probe
 from reverie.engines.evaluation import probe_accuracy
 from reverie.engines.merging import MergeCheck, merge_with_ab_check
-from reverie.engines.models import LoadedModel, attach_lora, load_version, store_adapter, store_weights
+from reverie.engines.models import (LoadedModel, attach_lora, load_pretrained, load_version, store_adapter,
+                                    store_weights)
 from reverie.engines.preference_training import RLPrompt
 from reverie.engines.scoring import probe_answer_loss
 from reverie.engines.training import train_sft
@@ -61,6 +65,7 @@ class DreamData:
     pairs: list[PreferencePair] = field(default_factory=list)
     prompts: list[RLPrompt] = field(default_factory=list)
     found_pairs: list[PreferencePair] = field(default_factory=list)  # not trained on now: a preference dataset
+    drawn_from: list[str] = field(default_factory=list)  # hashes of the datasets rows were drawn from (lineage)
 
     def size(self) -> int:
         return len(self.examples) + len(self.pairs) + len(self.prompts)
@@ -101,6 +106,23 @@ class DreamStrategy(Protocol):
     def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData: ...
 
     def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained: ...
+
+
+def prepare_policy(ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, full: bool, seed: int,
+                   scratch: Path) -> None:
+    """Make the candidate trainable for preference training. LoRA: its own adapter, or a fresh one on merged
+    weights. Full: every parameter; an adapter is merged first and the result reloaded from `scratch`, since TRL
+    builds a full model's reference from the folder the model was loaded from, and that must be the candidate."""
+    config = ctx.workspace.config
+    if full and candidate.adapter:
+        shutil.rmtree(scratch, ignore_errors=True)
+        loaded.model.merge_and_unload().save_pretrained(scratch, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(scratch)
+        loaded.model = load_pretrained(scratch, config.model).model
+    if full:
+        loaded.model.requires_grad_(True)
+    elif not candidate.adapter:
+        loaded.model = attach_lora(loaded.model, config.learn.lora, seed)
 
 
 class SupervisedDream:
@@ -200,9 +222,8 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
     if data.quarantined:
         datasets.append(save_rejected(ws, f"{knowledge.name}/dream-{name}-quarantine", data.quarantined,
                                       kind="quarantine", cycle_id=ctx.cycle.id, strategy=name))
-    if data.found_pairs:  # the next cycles freeze it among their preference datasets
-        datasets.append(save_rows(ws, f"preference/{knowledge.name}-{name}-{ctx.cycle.id}", data.source, PAIRS_FILE,
-                                  data.found_pairs, kind="preference", cycle_id=ctx.cycle.id, strategy=name))
+    if data.found_pairs:  # screened like an ingest; the next cycles freeze it among their preference datasets
+        datasets.append(save_found_pairs(ctx, loaded, data, name))
 
     def passed_through(reason: str, **extra: Any) -> StrategyResult:
         outcome = StrategyOutcome(strategy=name, kept=False, reason=reason, datasets=[d.hash for d in datasets],
@@ -229,7 +250,7 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
                               f"to {after:.3f} (dream.max_regression {settings.max_regression:g}); the candidate "
                               "passes through", **extra)
 
-    lineage = sorted({*candidate.datasets, dataset.hash})
+    lineage = sorted({*candidate.datasets, dataset.hash, *data.drawn_from})
     if not isinstance(loaded.model, PeftModel):  # full fine-tuning: new weights, nothing to merge
         weights = store_weights(ws, loaded.model, loaded.tokenizer)
         kept = Kept(ctx.new_model(candidate, "dream", weights=weights, adapter=None, source=None, datasets=lineage),
@@ -244,6 +265,20 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
                               f"{after:.3f}", model=kept.model.id, weights=kept.weights, adapter=kept.adapter,
                               datasets=[d.hash for d in datasets], **extra)
     return StrategyResult(outcome, metrics, [kept.model], datasets)
+
+
+def save_found_pairs(ctx: PhaseContext, loaded: LoadedModel, data: DreamData, strategy: str) -> DatasetRecord:
+    """Pairs a strategy found on the way, through ingest's steps (dedup against every preference dataset), as a
+    preference dataset of this cycle."""
+    ws = ctx.workspace
+    index = PairIndex.build((p for d in preference_datasets(ws) for p in load_pairs(ws, d)),
+                            ws.config.data.near_duplicate_threshold)
+    checks = PairChecks.of(ws, lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]))
+    checks.min_tier = 0  # the model's own answers: no source to distrust
+    result = screen_pairs(data.found_pairs, index, checks)
+    return save_pairs(ws, f"preference/{ctx.inputs.knowledge.name}-{strategy}-{ctx.cycle.id}", data.source, result,
+                      checks, {"input": f"dream {strategy}, cycle {ctx.cycle.id}"}, cycle_id=ctx.cycle.id,
+                      strategy=strategy)
 
 
 def save_steps(ws: Workspace, steps: list[dict[str, float]]) -> str:

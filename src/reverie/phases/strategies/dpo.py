@@ -2,42 +2,31 @@
 the cycle's serving feedback (a correction over the answer it corrects; a liked answer over a disliked one to the
 same prompt) and pairs the candidate's own answers make with the red-team library's training half (a refusal
 over its compliant answer to a harmful request; its helpful answer over a refusal for a safe look-alike, so
-that alignment does not buy over-refusal). The reference is the candidate as it arrived (TRL keeps a frozen copy of its adapter), or its
-log-probabilities precomputed once (align.dpo.precompute_ref_log_probs)."""
+that alignment does not buy over-refusal). The reference is the candidate as it arrived (TRL keeps a frozen
+copy of its adapter), its log-probabilities precomputed once by default (align.dpo.precompute_ref_log_probs)."""
 
 from __future__ import annotations
+
+import random
 
 from reverie.data.dedup import ContaminationIndex
 from reverie.data.mixing import mix_sample
 from reverie.data.pool import contamination_index
 from reverie.data.preference import PreferencePair, load_pairs
-from reverie.data.preference_ingest import PairChecks, PairIndex, screen_pairs
+from reverie.data.preference_ingest import PairChecks, PairIndex, screen_pairs, uncontaminated
 from reverie.data.preference_sources import feedback_pairs, redteam_pairs
 from reverie.data.quality import check_text
 from reverie.data.records import Rejected
 from reverie.data.redteam import RedTeamItem, load_version_items
 from reverie.data.splits import preference_pairs, safety_train
 from reverie.engines.generation import generate
-from reverie.engines.models import LoadedModel, attach_lora
+from reverie.engines.models import LoadedModel
 from reverie.engines.preference_training import train_dpo
 from reverie.engines.prompts import user_prompt_ids
 from reverie.engines.refusal import is_refusal
 from reverie.phases.base import PhaseContext
-from reverie.phases.strategies.base import DREAM, DreamData, Trained, register
+from reverie.phases.strategies.base import DREAM, DreamData, Trained, prepare_policy, register
 from reverie.registry import ModelRecord
-
-
-def _uncontaminated(pairs: list[PreferencePair], contamination: ContaminationIndex,
-                    quarantined: list[Rejected]) -> list[PreferencePair]:
-    """The pairs that overlap no evaluation item; the others are quarantined with the item they overlap."""
-    kept = []
-    for pair in pairs:
-        if (item := contamination.leak(f"{pair.prompt_text()} {pair.chosen} {pair.rejected}")) is not None:
-            quarantined.append(Rejected(origin=pair.origin, step="contamination",
-                                        reason=f"overlaps evaluation item {item}", row=pair.model_dump()))
-        else:
-            kept.append(pair)
-    return kept
 
 
 @register(DREAM, "dpo")
@@ -49,12 +38,12 @@ class DirectPreference:
         settings = ws.config.align.dpo
         contamination = contamination_index(ws)
         quarantined: list[Rejected] = []
-        drawn = self._drawn_pairs(ctx, contamination, quarantined)
+        drawn, drawn_from = self._drawn_pairs(ctx, contamination, quarantined)
         own = self._redteam_pairs(ctx, loaded, quarantined) if settings.redteam_pairs else []
         own += feedback_pairs(ctx.inputs.feedback + ctx.inputs.liked)
         # Made here, so they pass ingest's steps now (tier 0: nothing to distrust in the model's own answers).
-        checks = PairChecks(lambda text: len(loaded.tokenizer(text)["input_ids"]), ws.config.align.max_prompt_tokens,
-                            0, contamination)
+        checks = PairChecks(lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]),
+                            ws.config.align.max_prompt_tokens, 0, contamination)
         screened = screen_pairs(own, PairIndex(ws.config.data.near_duplicate_threshold), checks)
         own, quarantined = screened.pairs, quarantined + screened.rejected
         pairs = drawn + own
@@ -63,22 +52,27 @@ class DirectPreference:
                    "dream_pairs_feedback": float(sum(p.source == "feedback" for p in own)),
                    "dream_pairs_quarantined": float(len(quarantined))}
         return DreamData(f"dpo pairs: {len(drawn)} drawn, {len(own)} from the red-team library and feedback", [],
-                         metrics, quarantined, pairs=pairs)
+                         metrics, quarantined, pairs=pairs, drawn_from=drawn_from)
 
     def _drawn_pairs(self, ctx: PhaseContext, contamination: ContaminationIndex,
-                     quarantined: list[Rejected]) -> list[PreferencePair]:
+                     quarantined: list[Rejected]) -> tuple[list[PreferencePair], list[str]]:
+        """align.dpo.pairs pairs of the policy split, and the datasets they came from."""
         ws = ctx.workspace
         settings = ws.config.align.dpo
         pairs: list[PreferencePair] = []
+        origin: dict[str, str] = {}
         for dataset in (ws.registry.get_dataset(h) for h in ctx.inputs.preference):
             # Ingest checked each pair against the evaluation items of its day; these may have changed since.
-            pairs += _uncontaminated(preference_pairs(load_pairs(ws, dataset), "policy"), contamination, quarantined)
+            kept, leaked = uncontaminated(preference_pairs(load_pairs(ws, dataset), "policy"), contamination)
+            quarantined += leaked
+            origin |= {p.id: dataset.hash for p in kept if p.id not in origin}
+            pairs += kept
         if not pairs:
-            return []
+            return [], []
         mix = ws.config.data.mix or {bucket: 1.0 for bucket in {p.bucket for p in pairs}}
         drawn, _ = mix_sample(pairs, mix, settings.pairs, ws.config.data.tier_weight,
                               ctx.inputs.draw_seed + settings.seed)
-        return drawn
+        return drawn, sorted({origin[p.id] for p in drawn})
 
     def _redteam_pairs(self, ctx: PhaseContext, loaded: LoadedModel,
                        quarantined: list[Rejected]) -> list[PreferencePair]:
@@ -87,8 +81,9 @@ class DirectPreference:
         that one may be as poor as it is."""
         ws = ctx.workspace
         settings = ws.config.align.dpo
-        items: list[RedTeamItem] = safety_train(load_version_items(ws, ctx.inputs.redteam))
-        items = sorted(items, key=lambda i: i.id)[: settings.redteam_pairs]
+        items: list[RedTeamItem] = sorted(safety_train(load_version_items(ws, ctx.inputs.redteam)), key=lambda i: i.id)
+        random.Random(ctx.inputs.draw_seed + settings.seed).shuffle(items)  # another sample every cycle
+        items = items[: settings.redteam_pairs]
         if not items:
             return []
         prompts = [user_prompt_ids(loaded.tokenizer, item.prompt) for item in items]
@@ -108,12 +103,8 @@ class DirectPreference:
         return pairs
 
     def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained:
-        config = ctx.workspace.config
-        settings = config.align.dpo
-        if settings.full and candidate.adapter:
-            loaded.model = loaded.model.merge_and_unload()
-        elif not settings.full and not candidate.adapter:
-            loaded.model = attach_lora(loaded.model, config.learn.lora, settings.seed)
-        run = train_dpo(loaded.model, loaded.tokenizer, data.pairs, settings,
-                        ctx.workspace.state / "dream-runs" / ctx.cycle.id / self.name, "dream: DPO")
+        settings = ctx.workspace.config.align.dpo
+        folder = ctx.workspace.state / "dream-runs" / ctx.cycle.id / self.name
+        prepare_policy(ctx, loaded, candidate, settings.full, settings.seed, folder / "policy")
+        run = train_dpo(loaded.model, loaded.tokenizer, data.pairs, settings, folder / "trainer", "dream: DPO")
         return Trained(run.metrics, run.steps)

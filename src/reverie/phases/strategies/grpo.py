@@ -16,12 +16,12 @@ from reverie.data.pool import contamination_index
 from reverie.data.records import Rejected
 from reverie.data.redteam import load_version_items
 from reverie.data.splits import knowledge_train, safety_train
-from reverie.engines.models import LoadedModel, attach_lora
+from reverie.engines.models import LoadedModel
 from reverie.engines.preference_training import RLPrompt, train_grpo
 from reverie.engines.rewards import VERIFIABLE, RewardFunction, reward_model
 from reverie.errors import ReverieError
 from reverie.phases.base import PhaseContext
-from reverie.phases.strategies.base import DREAM, DreamData, PromptRow, Trained, register
+from reverie.phases.strategies.base import DREAM, DreamData, PromptRow, Trained, prepare_policy, register
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -43,22 +43,28 @@ def configured_prompts(ctx: PhaseContext) -> tuple[list[RLPrompt], list[Rejected
     return [RLPrompt(r.prompt, r.answer, r.must_refuse) for r in rows], rejected
 
 
+def policy_reward_model(ws: Workspace, alias: str) -> ModelRecord:
+    """The reward model behind `alias`, which the policy is optimised against; an error says how to train one."""
+    model_id = ws.registry.get_alias(alias)
+    record = ws.registry.find_model(model_id) if model_id else None
+    if record is None or record.status != "reward":
+        raise ReverieError(f"align.grpo.rewards lists reward_model but the alias {alias!r} names no reward model: "
+                           f"train one with `reverie rm train --alias {alias}` (or drop reward_model)")
+    return record
+
+
 def reward_functions(ws: Workspace, names: list[str], alias: str) -> tuple[list[RewardFunction], ModelRecord | None]:
     """The configured rewards, and the reward model among them (loaded from the registry alias)."""
+    from reverie.engines.reward_model import load_reward_scorer
+
     functions: list[RewardFunction] = []
     record = None
     for name in names:
-        if name != "reward_model":
+        if name == "reward_model":
+            record = policy_reward_model(ws, alias)
+            functions.append(reward_model(load_reward_scorer(ws, record)))
+        else:
             functions.append(VERIFIABLE[name])
-            continue
-        from reverie.engines.reward_model import load_reward_scorer
-
-        model_id = ws.registry.get_alias(alias)
-        record = ws.registry.find_model(model_id) if model_id else None
-        if record is None or record.status != "reward":
-            raise ReverieError(f"align.grpo.rewards lists reward_model but the alias {alias!r} names no reward model: "
-                               f"train one with `reverie rm train --alias {alias}` (or drop reward_model)")
-        functions.append(reward_model(load_reward_scorer(ws, record)))
     return functions, record
 
 
@@ -72,7 +78,7 @@ class GroupRelativePolicy:
         contamination = contamination_index(ctx.workspace)
         clean = []
         for prompt in prompts:
-            if (item := contamination.leak(f"{prompt.prompt} {prompt.answer or ''}")) is not None:
+            if (item := contamination.leak(f"{prompt.prompt}\n{prompt.answer or ''}")) is not None:
                 quarantined.append(Rejected(origin="align.grpo.prompts", step="contamination",
                                             reason=f"overlaps evaluation item {item}", row=vars(prompt)))
             else:
@@ -83,13 +89,10 @@ class GroupRelativePolicy:
         return DreamData(f"grpo prompts from {settings.prompts}", [], metrics, quarantined, prompts=chosen)
 
     def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained:
-        config = ctx.workspace.config
-        settings = config.align.grpo
+        settings = ctx.workspace.config.align.grpo
         rewards, record = reward_functions(ctx.workspace, settings.rewards, settings.reward_alias)
-        if settings.full and candidate.adapter:
-            loaded.model = loaded.model.merge_and_unload()
-        elif not settings.full and not candidate.adapter:
-            loaded.model = attach_lora(loaded.model, config.learn.lora, settings.seed)
-        run = train_grpo(loaded.model, loaded.tokenizer, data.prompts, rewards, settings,
-                         ctx.workspace.state / "dream-runs" / ctx.cycle.id / self.name, f"dream: {settings.algorithm.upper()}")
+        folder = ctx.workspace.state / "dream-runs" / ctx.cycle.id / self.name
+        prepare_policy(ctx, loaded, candidate, settings.full, settings.seed, folder / "policy")
+        run = train_grpo(loaded.model, loaded.tokenizer, data.prompts, rewards, settings, folder / "trainer",
+                         f"dream: {settings.algorithm.upper()}")
         return Trained(run.metrics, run.steps, record.id if record else None)
