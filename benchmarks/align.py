@@ -272,7 +272,8 @@ def main() -> None:
     parser.add_argument("--workspace", default=str(Path.home() / ".cache" / "reverie-bench" / "align"))
     parser.add_argument("--out", default=str(HERE / "results" / "align"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--stages", default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo")
+    parser.add_argument("--stages", default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo",
+                        help="Comma-separated stages, run in order; finished ones are skipped.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ws, data = Path(args.workspace), Path(args.data)

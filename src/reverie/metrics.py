@@ -33,8 +33,8 @@ SUITES: dict[str, dict[str, str]] = {
         "(hallucination rate = 1 - abstention)",
     },
     "preference": {
-        "win_rate": "share of prompts where the judge prefers the candidate's answer to the current release's, "
-        "judged in both orders (a tie counts half)",
+        "win_rate": "mean probability, by the judge in both orders, that the candidate's answer is better than the "
+        "current release's (a tie counts half)",
         "lc_win_rate": "length-controlled win rate: what the win rate would be at equal answer lengths (a logistic "
         "fit of the outcome on the length difference, read at zero)",
         "length": "mean length of the candidate's answers, in characters",

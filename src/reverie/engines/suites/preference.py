@@ -1,6 +1,6 @@
 """Preference: the candidate and an opponent (the current release) answer the same instructions, a pairwise
-judge compares each pair in both orders, and the suite reports the win rate (ties half), both sides' mean
-answer length and a length-controlled win rate.
+judge compares each pair in both orders, and the suite reports the weighted win rate (ties half), both sides'
+mean answer length and a length-controlled win rate.
 
 Unlike the other suites this one is pairwise: `answer` runs on one model at a time (so the runner can hold one
 model in memory and cache each model's answers), `compare` turns two answer lists into per-item results.
@@ -8,8 +8,8 @@ model in memory and cache each model's answers), `compare` turns two answer list
 Length control (AlpacaEval's idea, Dubois et al. 2024): judges, reward models included, prefer longer answers,
 so a model can buy win rate with length. A logistic regression of the outcome (a tie is the fractional target
 0.5) on x = tanh(length difference / its standard deviation), with an intercept a, estimates how the outcome
-moves with length; the win rate at equal lengths is sigmoid(a). Each item gets lc = win - sigmoid(a + b x) + sigmoid(a): the item's outcome with
-the length effect the fit attributes to it removed. Because the intercept is not penalised, its score equation
+moves with length; the win rate at equal lengths is sigmoid(a). Each item gets lc = win - sigmoid(a + b x) +
+sigmoid(a): the item's outcome with the length effect the fit attributes to it removed. Because the intercept is not penalised, its score equation
 makes mean(sigmoid(a + b x)) equal the mean outcome, so mean(lc) is exactly sigmoid(a), and per-item values let
 the usual bootstrap give an interval (one that treats the fitted a and b as fixed).
 
@@ -70,17 +70,16 @@ def length_controlled(wins: list[float], lengths: list[float], reference_lengths
 
 
 def outcome(first: float, second: float) -> float:
-    """The candidate's win from P(candidate better) with it shown first and shown second: 1 when it wins in both
-    orders, 0 when it loses both, 0.5 otherwise (a tie, or the order decided)."""
-    if first > 0.5 and second > 0.5:
-        return 1.0
-    if first < 0.5 and second < 0.5:
-        return 0.0
-    return 0.5
+    """The candidate's win from P(candidate better) with it shown first and shown second: their mean, AlpacaEval's
+    weighted win. A sure judge gives 1 or 0, a tie or a verdict the order decides about 0.5, and an unsure one
+    (a weak reward model's sigmoid(r1 - r2) near 0.5) about 0.5 too, where a threshold at 0.5 would turn a
+    coin flip into a whole win."""
+    return (first + second) / 2
 
 
 class PreferenceSuite:
     name = "preference"
+    SCORING = "weighted"  # how an item's outcome is made from the verdicts: part of the stored results' key
 
     def __init__(self, prompts: list[str], answer_tokens: int, batch_size: int):
         self.prompts = prompts

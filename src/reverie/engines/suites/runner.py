@@ -135,7 +135,8 @@ class SuiteRunner:
             parts.append(self.workspace.config.eval.refusal_judge)
         if name == PreferenceSuite.name:
             opponent = self._opponent()
-            parts += [opponent.id, None if opponent.id == record.id else self.preference_judge_identity()]
+            parts += [opponent.id, None if opponent.id == record.id else self.preference_judge_identity(),
+                      PreferenceSuite.SCORING]
         return f"{name}@{fingerprint(*parts)}"
 
     def items_path(self, record: ModelRecord, name: str) -> Path:
