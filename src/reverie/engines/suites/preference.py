@@ -9,9 +9,10 @@ Length control (AlpacaEval's idea, Dubois et al. 2024): judges, reward models in
 so a model can buy win rate with length. A logistic regression of the outcome (a tie is the fractional target
 0.5) on x = tanh(length difference / its standard deviation), with an intercept a, estimates how the outcome
 moves with length; the win rate at equal lengths is sigmoid(a). Each item gets lc = win - sigmoid(a + b x) +
-sigmoid(a): the item's outcome with the length effect the fit attributes to it removed. Because the intercept is not penalised, its score equation
-makes mean(sigmoid(a + b x)) equal the mean outcome, so mean(lc) is exactly sigmoid(a), and per-item values let
-the usual bootstrap give an interval (one that treats the fitted a and b as fixed).
+sigmoid(a): the item's outcome with the length effect the fit attributes to it removed. Because the intercept
+is not penalised, its score equation makes mean(sigmoid(a + b x)) equal the mean outcome, so mean(lc) is
+exactly sigmoid(a), and per-item values let the usual bootstrap give an interval (one that treats the fitted a
+and b as fixed).
 
 Degenerate inputs: the slope has a weak Gaussian prior (ridge LENGTH_RIDGE), so lengths that separate wins from
 losses perfectly (then the rate at equal lengths is only as sharp as the gap between them), or that never vary
