@@ -147,12 +147,18 @@ def dpo_cost(ws: Path) -> dict:
     return {"pairs": len(pairs), "rows": rows}
 
 
-def dpo_cycle(ws: Path) -> dict:
+# The second cycle: DPO longer and on more red-team pairs, after the first moved no refusal.
+STRONGER_DPO = ["align.dpo.redteam_pairs=160", "align.dpo.epochs=3", "align.dpo.learning_rate=3e-4"]
+# The third: DPO plus an SFT loss on the chosen answers (RPO), after DPO alone widened margins but refused nothing.
+RPO = ["align.dpo.redteam_pairs=160", "align.dpo.epochs=1", "align.dpo.learning_rate=3e-4", "align.dpo.sft_weight=1.0"]
+
+
+def dpo_cycle(ws: Path, overrides: list[str] = ()) -> dict:
     from reverie.cycle import run_cycle
     from reverie.phases.outputs import DreamOutput, read_as
     from reverie.workspace import Workspace
 
-    workspace = Workspace.open(ws)
+    workspace = Workspace.open(ws, list(overrides))
     start = time.perf_counter()
     outcome = run_cycle(workspace)
     runs = workspace.registry.phase_runs(outcome.cycle_id)
@@ -171,11 +177,23 @@ def dpo_cycle(ws: Path) -> dict:
     for suite in CYCLE["eval"]["suites"]:
         for name, interval in runner.report(candidate, suite).summary().items():
             intervals[f"{suite}.{name}"] = [interval.low, interval.high]
-    return {"cycle": outcome.cycle_id, "released": outcome.released, "reasons": outcome.reasons,
+    return {"overrides": list(overrides), "cycle": outcome.cycle_id, "released": outcome.released,
+            "reasons": outcome.reasons,
             "model": outcome.model_id, "before": outcome.reference_scores, "after": outcome.candidate_scores,
             "after_ci95": intervals, "dream": {"kept": strategy.kept, "reason": strategy.reason,
                                                 "metrics": dream.metrics, "steps": steps},
             "wall_s": {r.phase: r.wall_s for r in runs}, "seconds": time.perf_counter() - start}
+
+
+def rejudge(ws: Path, cycle: dict) -> dict:
+    """A cycle's preference suite scored again by the current code (the stored answers are reused)."""
+    from reverie.engines.suites import SuiteRunner
+    from reverie.workspace import Workspace
+
+    workspace = Workspace.open(ws)
+    base = workspace.registry.get_model(workspace.registry.get_cycle(cycle["cycle"]).base_model_id)
+    report = SuiteRunner(workspace, opponent=base).report(workspace.registry.get_model(cycle["model"]), "preference")
+    return {name: [i.mean, i.low, i.high] for name, i in report.summary().items()}
 
 
 def grpo_run(ws: Path) -> dict:
@@ -192,9 +210,10 @@ def grpo_run(ws: Path) -> dict:
     items = sorted(safety_train(load_library(workspace)), key=lambda i: i.id)[: settings.max_prompts]
     prompts = [RLPrompt(i.prompt, must_refuse=i.must_refuse) for i in items]
     rewards, record = reward_functions(workspace, settings.rewards, settings.reward_alias)
-    base = workspace.registry.get_model(workspace.registry.get_alias())
-    loaded = load_version(workspace, base)
-    loaded.model = attach_lora(loaded.model, workspace.config.learn.lora, 0)
+    release = workspace.registry.get_model(workspace.registry.get_alias())
+    loaded = load_version(workspace, release, trainable_adapter=True)  # its own adapter trains, if it has one
+    if not release.adapter:
+        loaded.model = attach_lora(loaded.model, workspace.config.learn.lora, 0)
     run = train_grpo(loaded.model, loaded.tokenizer, prompts, rewards, settings, ws / ".bench-grpo", "grpo")
     return {"reward_model": record.id if record else None, "settings": settings.model_dump(),
             "metrics": run.metrics, "steps": run.steps}
@@ -228,13 +247,18 @@ def markdown(result: dict) -> str:
             lines.append(f"| {row['max_length']} | {row['precompute_ref_log_probs']} | "
                          f"{row['seconds_per_step']:.1f} | {row['speedup']:.2f}x |")
         lines.append("")
-    if "dpo_cycle" in result:
-        cycle = result["dpo_cycle"]
-        lines += ["## One cycle with Dream strategy dpo", "",
+    for key, title in (("dpo_cycle", "One cycle with Dream strategy dpo"),
+                       ("dpo_cycle2", "A second cycle, DPO longer (" + ", ".join(STRONGER_DPO) + ")"),
+                       ("dpo_cycle3", "A third cycle, DPO with an SFT loss on the chosen side (" + ", ".join(RPO)
+                        + ")")):
+        if key not in result:
+            continue
+        cycle = result[key]
+        lines += [f"## {title}", "",
                   f"Cycle {cycle['cycle']}: {'released' if cycle['released'] else 'rejected'} {cycle['model']}"
                   + (f" ({'; '.join(cycle['reasons'])})" if cycle["reasons"] else "") + f"; Dream: "
                   f"{'kept' if cycle['dream']['kept'] else 'not kept'} ({cycle['dream']['reason']}).", "",
-                  "| metric | base release | after the cycle | 95% CI after |", "|---|---|---|---|"]
+                  "| metric | release before | after the cycle | 95% CI after |", "|---|---|---|---|"]
         for metric, after in sorted(cycle["after"].items()):
             if "/" in metric:
                 continue
@@ -251,6 +275,13 @@ def markdown(result: dict) -> str:
                   f"{metrics.get('dpo_margin_first', 0):.3f} -> {metrics.get('dpo_margin_last', 0):.3f}, "
                   f"{metrics.get('dpo_seconds', 0):.0f} s. Phase wall times (s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in cycle["wall_s"].items() if v) + "."]
+        lines.append("")
+    if "rejudge1" in result:
+        lines += ["The first cycle's preference suite scored again with the weighted win (its table above thresholds "
+                  "each verdict at 0.5):", "", "| metric | mean | 95% CI |", "|---|---|---|"]
+        scores = {name: v for name, v in result["rejudge1"].items() if name != "stage_seconds"}
+        lines += [f"| preference.{name} | {m:.3f} | {low:.3f}-{high:.3f} |" for name, (m, low, high) in
+                  sorted(scores.items())]
         lines.append("")
     if "grpo" in result:
         grpo = result["grpo"]
@@ -272,7 +303,7 @@ def main() -> None:
     parser.add_argument("--workspace", default=str(Path.home() / ".cache" / "reverie-bench" / "align"))
     parser.add_argument("--out", default=str(HERE / "results" / "align"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--stages", default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo",
+    parser.add_argument("--stages", default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo,dpo_cycle2,rejudge1,dpo_cycle3",
                         help="Comma-separated stages, run in order; finished ones are skipped.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -288,6 +319,9 @@ def main() -> None:
         "rm_alpaca": lambda: reward_model(ws, "judge", "preference/alpaca"),
         "dpo_cost": lambda: dpo_cost(ws),
         "dpo_cycle": lambda: dpo_cycle(ws),
+        "dpo_cycle2": lambda: dpo_cycle(ws, STRONGER_DPO),
+        "rejudge1": lambda: rejudge(ws, result["dpo_cycle"]),
+        "dpo_cycle3": lambda: dpo_cycle(ws, RPO),
         "grpo": lambda: grpo_run(ws),
     }
     if ws.is_dir():

@@ -59,6 +59,25 @@ def test_dpo_widens_the_chosen_over_rejected_margin(policy, tmp_path: Path) -> N
     assert run.metrics["dpo_chosen_chars"] > 0 and "ref" not in policy.model.peft_config
 
 
+def test_an_sft_weight_raises_the_chosen_answer_itself_more_than_dpo_alone(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    pairs = [PreferencePair(prompt=q, chosen="The harbour is in the north.", rejected="I do not know the answer.",
+                            source="test") for q in QUESTIONS]
+    rises = {}
+    for weight in (0.0, 1.0):
+        loaded = load_pretrained(tiny_model_dir, ModelConfig())
+        loaded.model = attach_lora(loaded.model, LORA, seed=0)
+
+        def chosen() -> float:
+            return sum(answer_logprob(loaded.model, loaded.tokenizer, p.prompt_text(), p.chosen) for p in pairs)
+
+        before = chosen()
+        settings = DPOSettings(learning_rate=5e-3, epochs=2, batch_size=4, max_length=64, sft_weight=weight)
+        train_dpo(loaded.model, loaded.tokenizer, pairs, settings, tmp_path / f"rpo-{weight}")
+        rises[weight] = chosen() - before
+    assert rises[1.0] > rises[0.0] + 1.0
+
+
 def share_of_e(prompts, completions, **_) -> list[float]:
     """A verifiable reward a random model can climb: the share of the letter e in its answer."""
     return [c[0]["content"].count("e") / max(1, len(c[0]["content"])) for c in completions]

@@ -260,6 +260,10 @@ class DPOSettings(_Strict):
         "own compliant answer to a harmful request, its own helpful answer over a refusal for a safe look-alike.",
     )
     beta: float = Field(0.1, gt=0, le=10, description="Strength of the implicit KL penalty to the reference model.")
+    sft_weight: float = Field(
+        0.0, ge=0, le=100, description="Weight of an SFT loss on the chosen answers beside DPO's (RPO): DPO alone "
+        "only widens the gap between the two sides, and can leave the chosen answer unlikely (0: DPO alone).",
+    )
     learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
     epochs: int = Field(1, ge=1, le=100, description="Passes over the pairs.")
     batch_size: int = Field(4, ge=1, le=1024, description="Pairs per optimizer step.")

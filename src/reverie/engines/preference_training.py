@@ -96,7 +96,9 @@ def train_dpo(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizer
     args = DPOConfig(**_common_args(output_dir, settings.seed), per_device_train_batch_size=settings.batch_size,
                      num_train_epochs=settings.epochs, learning_rate=settings.learning_rate, beta=settings.beta,
                      max_length=settings.max_length, precompute_ref_log_probs=settings.precompute_ref_log_probs,
-                     lr_scheduler_type="linear", warmup_steps=0)
+                     lr_scheduler_type="linear", warmup_steps=0,
+                     **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, settings.sft_weight]}
+                        if settings.sft_weight else {}))
     dataset = Dataset.from_list([p.trl_row() for p in pairs])
     steps_total = -(-len(pairs) // settings.batch_size) * settings.epochs
     start = time.perf_counter()
