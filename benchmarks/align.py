@@ -276,13 +276,13 @@ def markdown(result: dict) -> str:
                   f"{metrics.get('dpo_seconds', 0):.0f} s. Phase wall times (s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in cycle["wall_s"].items() if v) + "."]
         lines.append("")
-    if "rejudge1" in result:
-        lines += ["The first cycle's preference suite scored again with the weighted win (its table above thresholds "
-                  "each verdict at 0.5):", "", "| metric | mean | 95% CI |", "|---|---|---|"]
-        scores = {name: v for name, v in result["rejudge1"].items() if name != "stage_seconds"}
-        lines += [f"| preference.{name} | {m:.3f} | {low:.3f}-{high:.3f} |" for name, (m, low, high) in
-                  sorted(scores.items())]
-        lines.append("")
+        if key == "dpo_cycle" and "rejudge1" in result:
+            lines += ["The first cycle's preference suite scored again with the weighted win (its table above "
+                      "thresholds each verdict at 0.5):", "", "| metric | mean | 95% CI |", "|---|---|---|"]
+            scores = {name: v for name, v in result["rejudge1"].items() if name != "stage_seconds"}
+            lines += [f"| preference.{name} | {m:.3f} | {low:.3f}-{high:.3f} |" for name, (m, low, high) in
+                      sorted(scores.items())]
+            lines.append("")
     if "grpo" in result:
         grpo = result["grpo"]
         m = grpo["metrics"]
@@ -303,7 +303,8 @@ def main() -> None:
     parser.add_argument("--workspace", default=str(Path.home() / ".cache" / "reverie-bench" / "align"))
     parser.add_argument("--out", default=str(HERE / "results" / "align"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--stages", default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo,dpo_cycle2,rejudge1,dpo_cycle3",
+    parser.add_argument("--stages",
+                        default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo,dpo_cycle2,rejudge1,dpo_cycle3",
                         help="Comma-separated stages, run in order; finished ones are skipped.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
