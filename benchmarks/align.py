@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "align"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--stages",
-                        default="setup,rm_hh,rm_alpaca,dpo_cost,dpo_cycle,grpo,dpo_cycle2,rejudge1,dpo_cycle3",
+                        default="setup,rm_alpaca,dpo_cost,dpo_cycle,rm_hh,grpo,dpo_cycle2,rejudge1,dpo_cycle3",
                         help="Comma-separated stages, run in order; finished ones are skipped.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
