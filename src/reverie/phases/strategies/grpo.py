@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-
 from reverie.data.jsonl import scan_jsonl
 from reverie.data.pool import contamination_index
 from reverie.data.records import Rejected
