@@ -208,7 +208,7 @@ def grpo_run(ws: Path) -> dict:
     settings = workspace.config.align.grpo.model_copy(update={"max_prompts": 8, "generations": 4,
                                                               "prompts_per_step": 2, "max_new_tokens": 48})
     items = sorted(safety_train(load_library(workspace)), key=lambda i: i.id)[: settings.max_prompts]
-    prompts = [RLPrompt(i.prompt, must_refuse=i.must_refuse) for i in items]
+    prompts = [RLPrompt(prompt=i.prompt, must_refuse=i.must_refuse) for i in items]
     rewards, record = reward_functions(workspace, settings.rewards, settings.reward_alias)
     release = workspace.registry.get_model(workspace.registry.get_alias())
     loaded = load_version(workspace, release, trainable_adapter=True)  # its own adapter trains, if it has one

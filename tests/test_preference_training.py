@@ -78,6 +78,10 @@ def test_an_sft_weight_raises_the_chosen_answer_itself_more_than_dpo_alone(tiny_
     assert rises[1.0] > rises[0.0] + 1.0
 
 
+def prompts(count: int) -> list[RLPrompt]:
+    return [RLPrompt(prompt=q) for q in QUESTIONS[:count]]
+
+
 def share_of_e(prompts, completions, **_) -> list[float]:
     """A verifiable reward a random model can climb: the share of the letter e in its answer."""
     return [c[0]["content"].count("e") / max(1, len(c[0]["content"])) for c in completions]
@@ -88,7 +92,7 @@ def test_grpo_raises_a_verifiable_reward_with_the_kl_bounded(tiny_model_dir: Pat
     loaded = load_pretrained(tiny_model_dir, ModelConfig())
     settings = GRPOSettings(generations=8, prompts_per_step=2, max_new_tokens=8, learning_rate=3e-2, beta=0.04,
                             epochs=6, full=True)
-    run = train_grpo(loaded.model, loaded.tokenizer, [RLPrompt(q) for q in QUESTIONS[:4]], [share_of_e], settings,
+    run = train_grpo(loaded.model, loaded.tokenizer, prompts(4), [share_of_e], settings,
                      tmp_path / "grpo")
     rewards = [step["reward"] for step in run.steps]
     kls = [step["kl"] for step in run.steps]
@@ -100,6 +104,6 @@ def test_grpo_raises_a_verifiable_reward_with_the_kl_bounded(tiny_model_dir: Pat
 
 def test_rloo_runs_with_the_same_settings(policy, tmp_path: Path) -> None:
     settings = GRPOSettings(algorithm="rloo", generations=2, prompts_per_step=2, max_new_tokens=6, epochs=1)
-    run = train_grpo(policy.model, policy.tokenizer, [RLPrompt(q) for q in QUESTIONS[:4]], [share_of_e], settings,
+    run = train_grpo(policy.model, policy.tokenizer, prompts(4), [share_of_e], settings,
                      tmp_path / "rloo")
     assert len(run.steps) == 2 and all("reward" in step for step in run.steps)

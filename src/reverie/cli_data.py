@@ -81,7 +81,12 @@ def _prompt_tokens(ws: Workspace) -> Callable[[str], int]:
         directory = resolve_source(ws.config.model.source, ws.cache_dir, ws.root)
         return AutoTokenizer.from_pretrained(directory, trust_remote_code=ws.config.model.trust_remote_code)
 
-    return lambda text: len(tokenizer()(text, add_special_tokens=False, verbose=False)["input_ids"])
+    def count(text: str) -> int:
+        from reverie.engines.prompts import token_counter
+
+        return token_counter(tokenizer())(text)
+
+    return count
 
 
 @data_app.command()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from reverie.engines.libraries import quiet_libraries
+from reverie.cli_seal import open_with_release
 from reverie.progress import results
 from reverie.registry import JUDGE_ALIAS, REWARD_ALIAS
 from reverie.workspace import Workspace
@@ -24,16 +24,6 @@ rm_app = typer.Typer(help="Reward models: train one on preference pairs, measure
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
 out = results
-
-
-def _open(workspace: Path, overrides: list[str] | None) -> Workspace:
-    """Open and validate the workspace; until a cycle has released, the base model is the release."""
-    from reverie.cycle import ensure_release
-
-    quiet_libraries()
-    ws = Workspace.open(workspace, overrides or [], validate=True)
-    ensure_release(ws)
-    return ws
 
 
 @rm_app.command()
@@ -53,7 +43,7 @@ def train(
     the alias. Rerun the same command to resume after a kill."""
     from reverie import reward_models
 
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
     record = reward_models.train_reward_model(ws, alias, split, dataset)  # type: ignore[arg-type]
     report = reward_models.read_report(ws, record.id)
     if report is not None and report.training is not None:
@@ -84,7 +74,7 @@ def evaluate(
     """Pairwise accuracy with a 95% interval on the held-out pairs, beside the length-only rule."""
     from reverie import reward_models
 
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
     record = reward_models.resolve_reward_model(ws, model)
     result = reward_models.evaluate_reward_model(ws, record, limit)
     table = Table(title=f"{record.id} on {result.n} held-out pairs")

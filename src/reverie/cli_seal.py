@@ -37,7 +37,7 @@ ConditionsOpt = Annotated[
 out = results
 
 
-def _open(workspace: Path, overrides: list[str] | None) -> Workspace:
+def open_with_release(workspace: Path, overrides: list[str] | None) -> Workspace:
     """Open and validate the workspace; until a cycle has released, the base model is the release."""
     from reverie.cycle import ensure_release
 
@@ -56,7 +56,7 @@ def train(
     """Teach the self-edit generator by ReST-EM on dream.seal.passages. Rerun to resume; raise --rounds to extend."""
     from reverie import generator
 
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
 
     def announce(finished: GeneratorRound, record: ModelRecord) -> None:
         r = finished.result
@@ -88,7 +88,7 @@ def generate(
     from reverie.data.knowledge import load_knowledge
     from reverie.engines.inner_loop import generate_self_edits
 
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
     if not output.parent.is_dir():
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
     seal = ws.config.dream.seal
@@ -166,7 +166,7 @@ def evaluate(
     chosen = _conditions(conditions)
     if multi_passage and "base" in chosen:
         chosen.remove("base")  # nothing to train: its per-passage score is the same
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
     bench_run = generator.bench(ws, _evaluation(ws, passages, limit), [], use_trained=True)
     _run_conditions(bench_run, chosen, multi_passage)
 
@@ -186,7 +186,7 @@ def bench(
     from reverie import generator
 
     chosen = _conditions(conditions)
-    ws = _open(workspace, set_)
+    ws = open_with_release(workspace, set_)
     seal = ws.config.dream.seal
     evaluation = _evaluation(ws, passages, limit)
     titles = {p.title for p in evaluation}

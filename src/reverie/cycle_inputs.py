@@ -45,9 +45,10 @@ def freeze_inputs(ws: Workspace, cycle_id: str) -> tuple[str, CycleInputs]:
     """Snapshot the inputs for cycle `cycle_id` as an artifact; returns its hash and the inputs."""
     feedback, unreadable = pending_feedback(ws)
     report_unreadable(unreadable)
+    disliked = {row.prompt for row in feedback}
     inputs = CycleInputs(
         knowledge=current_knowledge(ws), feedback=feedback,
-        liked=[row for row in read_inbox(ws)[0] if row.rating == "up" and row.prompt in {r.prompt for r in feedback}],
+        liked=[row for row in read_inbox(ws)[0] if row.rating == "up" and row.prompt in disliked],
         pool=[d.hash for d in pool_datasets(ws)],
         preference=[d.hash for d in preference_datasets(ws)],
         redteam=versions[-1].hash if (versions := library_versions(ws)) else None,

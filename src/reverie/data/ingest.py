@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from datasketch import MinHash
 
@@ -101,6 +101,34 @@ def _schema(rows: Iterable[RawRow], source: SourceSpec, bucket: str, now: float,
     return records, report
 
 
+Row = TypeVar("Row")
+
+
+def run_step(label: str, name: str, candidates: list[Row], verdict: Callable[[Row], str | None], quarantine: bool,
+             rejected: list[Rejected], steps: list[StepReport], described: Callable[[Row], tuple[str, Any]],
+             ) -> list[Row]:
+    """One ingest step: keep the rows `verdict` passes; every other row goes to `rejected` with its reason (its
+    origin and stored form from `described`), counted as quarantined or removed in the step's report."""
+    report = StepReport(name, len(candidates))
+    kept = []
+    with progress_bar(label, len(candidates)) as bar:
+        for row in candidates:
+            bar.advance()
+            reason = verdict(row)
+            if reason is None:
+                kept.append(row)
+                continue
+            origin, stored = described(row)
+            rejected.append(Rejected(origin=origin, step=name, reason=reason, row=stored))
+            if quarantine:
+                report.quarantined += 1
+            else:
+                report.removed += 1
+    report.kept = len(kept)
+    steps.append(report)
+    return kept
+
+
 def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIndex, min_tier: int,
            contamination: ContaminationIndex) -> IngestResult:
     """Run every step; `pool` is extended with the kept records, so several inputs can be ingested in turn."""
@@ -110,24 +138,8 @@ def ingest(rows: Iterable[RawRow], source: SourceSpec, bucket: str, pool: PoolIn
 
     def step(name: str, candidates: list[Record], verdict: Callable[[Record], str | None],
              quarantine: bool) -> list[Record]:
-        report = StepReport(name, len(candidates))
-        kept = []
-        with progress_bar(f"ingest: {name}", len(candidates)) as bar:
-            for record in candidates:
-                bar.advance()
-                reason = verdict(record)
-                if reason is None:
-                    kept.append(record)
-                    continue
-                rejected.append(Rejected(origin=record.provenance.origin, step=name, reason=reason,
-                                         row=record.model_dump(exclude={"provenance"})))
-                if quarantine:
-                    report.quarantined += 1
-                else:
-                    report.removed += 1
-        report.kept = len(kept)
-        steps.append(report)
-        return kept
+        return run_step(f"ingest: {name}", name, candidates, verdict, quarantine, rejected, steps,
+                        lambda r: (r.provenance.origin, r.model_dump(exclude={"provenance"})))
 
     below = f"source {source.name!r} has tier {source.tier}, below data.min_tier {min_tier}"
     records = step("trust", records, lambda r: below if source.tier < min_tier else None, quarantine=True)

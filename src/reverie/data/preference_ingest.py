@@ -28,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reverie.data.datasets import remove_orphans
 from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
-from reverie.data.ingest import SourceSpec, StepReport
+from reverie.data.ingest import SourceSpec, StepReport, run_step
 from reverie.data.jsonl import write_jsonl
 from reverie.data.pool import NAME_PATTERN, contamination_index, source_spec
 from reverie.data.preference import PAIRS_FILE, Message, PreferencePair, load_pairs, preference_datasets
@@ -36,7 +36,6 @@ from reverie.data.readers import RawRow, read_rows
 from reverie.data.records import Rejected
 from reverie.data.text import surrogate_problem
 from reverie.errors import ReverieError
-from reverie.progress import progress_bar
 from reverie.registry import DatasetRecord
 from reverie.validation import brief
 from reverie.workspace import Workspace
@@ -57,9 +56,11 @@ class PairChecks:
     contamination: ContaminationIndex
 
     @classmethod
-    def of(cls, ws: Workspace, count_tokens: Callable[[str], int]) -> PairChecks:
-        """The workspace's limits (align.max_prompt_tokens, data.min_tier) and its evaluation items as they are now."""
-        return cls(count_tokens, ws.config.align.max_prompt_tokens, ws.config.data.min_tier, contamination_index(ws))
+    def of(cls, ws: Workspace, count_tokens: Callable[[str], int], min_tier: int | None = None) -> PairChecks:
+        """The workspace's limits (align.max_prompt_tokens, data.min_tier unless `min_tier` is given) and its
+        evaluation items as they are now."""
+        tier = ws.config.data.min_tier if min_tier is None else min_tier
+        return cls(count_tokens, ws.config.align.max_prompt_tokens, tier, contamination_index(ws))
 
 
 class PairIndex:
@@ -240,23 +241,8 @@ def screen_pairs(pairs: list[PreferencePair], index: PairIndex, checks: PairChec
 
     def step(name: str, candidates: list[PreferencePair], verdict: Callable[[PreferencePair], str | None],
              quarantine: bool) -> list[PreferencePair]:
-        report = StepReport(name, len(candidates))
-        kept = []
-        with progress_bar(f"preference ingest: {name}", len(candidates)) as bar:
-            for pair in candidates:
-                bar.advance()
-                reason = verdict(pair)
-                if reason is None:
-                    kept.append(pair)
-                    continue
-                rejected.append(Rejected(origin=pair.origin, step=name, reason=reason, row=pair.model_dump()))
-                if quarantine:
-                    report.quarantined += 1
-                else:
-                    report.removed += 1
-        report.kept = len(kept)
-        steps.append(report)
-        return kept
+        return run_step(f"preference ingest: {name}", name, candidates, verdict, quarantine, rejected, steps,
+                        lambda pair: (pair.origin, pair.model_dump()))
 
     pairs = step("schema", pairs, pair_problem, quarantine=True)
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peft import PeftModel
+from pydantic import BaseModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from reverie.config import DPOSettings, GRPOSettings
 from reverie.data.preference import PreferencePair
 from reverie.engines.libraries import quiet_libraries
+from reverie.engines.rewards import RewardFunction
 from reverie.errors import ReverieError
 from reverie.progress import Bar, progress_bar
 
@@ -30,7 +32,6 @@ DPO_LOGGED = {"loss": "loss", "rewards/margins": "margin", "rewards/chosen": "ch
               "rewards/rejected": "rejected_reward", "rewards/accuracies": "reward_accuracy"}
 GRPO_LOGGED = {"loss": "loss", "reward": "reward", "kl": "kl", "completions/mean_length": "completion_length",
                "reward_std": "reward_std"}
-RewardFunction = Callable[..., list[float]]  # TRL's signature: (prompts, completions, **dataset columns)
 
 
 @dataclass
@@ -76,6 +77,21 @@ def _summary(prefix: str, steps: list[dict[str, float]], names: dict[str, str]) 
     return metrics
 
 
+def _run(make_trainer: Callable[[list[TrainerCallback]], Any], model: PreTrainedModel | PeftModel,
+         description: str, steps_total: int, logged: dict[str, str]) -> tuple[list[dict[str, float]], float]:
+    """Train with the trainer `make_trainer` builds, reverie's bar instead of TRL's printed logs; then drop TRL's
+    reference adapter. Returns every logged step and the seconds it took."""
+    start = time.perf_counter()
+    with progress_bar(description, steps_total) as bar:
+        log = _StepLog(bar, logged)
+        trainer = make_trainer([log])
+        trainer.remove_callback(PrinterCallback)  # our bar shows the figures
+        trainer.train()
+    _drop_reference_adapter(model)
+    model.eval()
+    return log.steps, time.perf_counter() - start
+
+
 def _drop_reference_adapter(model: PreTrainedModel | PeftModel) -> None:
     """TRL's frozen reference copy of the adapter must not be saved with the trained one."""
     if isinstance(model, PeftModel) and "ref" in model.peft_config:
@@ -100,29 +116,21 @@ def train_dpo(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizer
                      **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, settings.sft_weight]}
                         if settings.sft_weight else {}))
     dataset = Dataset.from_list([p.trl_row() for p in pairs])
-    steps_total = -(-len(pairs) // settings.batch_size) * settings.epochs
-    start = time.perf_counter()
-    with progress_bar(f"{description} ({len(pairs)} pairs)", steps_total) as bar:
-        log = _StepLog(bar, DPO_LOGGED)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=[log])
-        trainer.remove_callback(PrinterCallback)  # our bar shows the figures
-        trainer.train()
-    _drop_reference_adapter(model)
-    model.eval()
-    elapsed = time.perf_counter() - start
+    steps, elapsed = _run(lambda callbacks: DPOTrainer(model=model, args=args, train_dataset=dataset,
+                                                       processing_class=tokenizer, callbacks=callbacks),
+                          model, f"{description} ({len(pairs)} pairs)",
+                          -(-len(pairs) // settings.batch_size) * settings.epochs, DPO_LOGGED)
     chosen = [len(p.chosen) for p in pairs]
     rejected = [len(p.rejected) for p in pairs]
-    metrics = _summary("dpo", log.steps, DPO_LOGGED) | {
-        "dpo_pairs": float(len(pairs)), "dpo_steps": float(len(log.steps)), "dpo_seconds": elapsed,
+    metrics = _summary("dpo", steps, DPO_LOGGED) | {
+        "dpo_pairs": float(len(pairs)), "dpo_steps": float(len(steps)), "dpo_seconds": elapsed,
         "dpo_chosen_chars": sum(chosen) / len(chosen), "dpo_rejected_chars": sum(rejected) / len(rejected),
         "dpo_pairs_per_s": len(pairs) * settings.epochs / elapsed if elapsed else 0.0,
     }
-    return PreferenceRun(metrics, log.steps)
+    return PreferenceRun(metrics, steps)
 
 
-@dataclass
-class RLPrompt:
+class RLPrompt(BaseModel):
     """A prompt to sample answers for, with what verifiable rewards check against."""
 
     prompt: str
@@ -152,23 +160,17 @@ def train_grpo(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
                        temperature=settings.temperature, beta=settings.beta, learning_rate=settings.learning_rate,
                        num_train_epochs=settings.epochs)
     dataset = Dataset.from_list([p.trl_row() for p in prompts])
-    steps_total = -(-len(prompts) // settings.prompts_per_step) * settings.epochs
-    start = time.perf_counter()
-    with progress_bar(f"{description} ({len(prompts)} prompts x {settings.generations})", steps_total) as bar:
-        log = _StepLog(bar, GRPO_LOGGED)
-        trainer = trainer_type(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                               processing_class=tokenizer, callbacks=[log])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    _drop_reference_adapter(model)
-    model.eval()
-    elapsed = time.perf_counter() - start
+    steps, elapsed = _run(lambda callbacks: trainer_type(model=model, reward_funcs=rewards, args=args,
+                                                         train_dataset=dataset, processing_class=tokenizer,
+                                                         callbacks=callbacks),
+                          model, f"{description} ({len(prompts)} prompts x {settings.generations})",
+                          -(-len(prompts) // settings.prompts_per_step) * settings.epochs, GRPO_LOGGED)
     completions = len(prompts) * settings.generations * settings.epochs
-    lengths = [row["completion_length"] for row in log.steps if "completion_length" in row]
+    lengths = [row["completion_length"] for row in steps if "completion_length" in row]
     tokens = sum(lengths) / len(lengths) * completions if lengths else 0.0
-    metrics = _summary("grpo", log.steps, GRPO_LOGGED) | {
-        "grpo_prompts": float(len(prompts)), "grpo_steps": float(len(log.steps)), "grpo_seconds": elapsed,
+    metrics = _summary("grpo", steps, GRPO_LOGGED) | {
+        "grpo_prompts": float(len(prompts)), "grpo_steps": float(len(steps)), "grpo_seconds": elapsed,
         "grpo_prompts_per_s": len(prompts) * settings.epochs / elapsed if elapsed else 0.0,
         "grpo_generated_tokens_per_s": tokens / elapsed if elapsed else 0.0,
     }
-    return PreferenceRun(metrics, log.steps)
+    return PreferenceRun(metrics, steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from transformers import PreTrainedTokenizerBase
 
 
@@ -13,6 +15,11 @@ def user_prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
         )
         return list(encoded["input_ids"])
     return tokenizer(f"Question: {text}\nAnswer:", add_special_tokens=True)["input_ids"]
+
+
+def token_counter(tokenizer: PreTrainedTokenizerBase) -> Callable[[str], int]:
+    """Counts a text's tokens without special tokens: what align.max_prompt_tokens limits, wherever it is checked."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def open_book_question(context: str, question: str) -> str:

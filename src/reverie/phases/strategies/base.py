@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from peft import PeftModel
-from pydantic import BaseModel
 
 from reverie.data.datasets import save_dataset, save_rejected, save_rows
 from reverie.data.jsonl import write_jsonl
@@ -25,6 +24,7 @@ from reverie.engines.merging import MergeCheck, merge_with_ab_check
 from reverie.engines.models import (LoadedModel, attach_lora, load_pretrained, load_version, store_adapter,
                                     store_weights)
 from reverie.engines.preference_training import RLPrompt
+from reverie.engines.prompts import token_counter
 from reverie.engines.scoring import probe_answer_loss
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
@@ -78,17 +78,9 @@ class DreamData:
             return save_rows(ws, label, self.source, PAIRS_FILE, self.pairs, kind="dream", cycle_id=cycle,
                              strategy=strategy)
         if self.prompts:
-            return save_rows(ws, label, self.source, "prompts.jsonl", [PromptRow(**vars(p)) for p in self.prompts],
-                             kind="dream", cycle_id=cycle, strategy=strategy)
+            return save_rows(ws, label, self.source, "prompts.jsonl", self.prompts, kind="dream", cycle_id=cycle,
+                             strategy=strategy)
         return save_dataset(ws, label, self.source, self.examples, kind="dream", cycle_id=cycle, strategy=strategy)
-
-
-class PromptRow(BaseModel):
-    """An RL prompt as stored in a dataset."""
-
-    prompt: str
-    answer: str | None = None
-    must_refuse: bool | None = None
 
 
 @dataclass
@@ -273,8 +265,7 @@ def save_found_pairs(ctx: PhaseContext, loaded: LoadedModel, data: DreamData, st
     ws = ctx.workspace
     index = PairIndex.build((p for d in preference_datasets(ws) for p in load_pairs(ws, d)),
                             ws.config.data.near_duplicate_threshold)
-    checks = PairChecks.of(ws, lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]))
-    checks.min_tier = 0  # the model's own answers: no source to distrust
+    checks = PairChecks.of(ws, token_counter(loaded.tokenizer), min_tier=0)  # the model's own: nothing to distrust
     result = screen_pairs(data.found_pairs, index, checks)
     return save_pairs(ws, f"preference/{ctx.inputs.knowledge.name}-{strategy}-{ctx.cycle.id}", data.source, result,
                       checks, {"input": f"dream {strategy}, cycle {ctx.cycle.id}"}, cycle_id=ctx.cycle.id,

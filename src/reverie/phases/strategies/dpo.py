@@ -22,7 +22,7 @@ from reverie.data.splits import preference_pairs, safety_train
 from reverie.engines.generation import generate
 from reverie.engines.models import LoadedModel
 from reverie.engines.preference_training import train_dpo
-from reverie.engines.prompts import user_prompt_ids
+from reverie.engines.prompts import token_counter, user_prompt_ids
 from reverie.engines.refusal import is_refusal
 from reverie.phases.base import PhaseContext
 from reverie.phases.strategies.base import DREAM, DreamData, Trained, prepare_policy, register
@@ -42,8 +42,7 @@ class DirectPreference:
         own = self._redteam_pairs(ctx, loaded, quarantined) if settings.redteam_pairs else []
         own += feedback_pairs(ctx.inputs.feedback + ctx.inputs.liked)
         # Made here, so they pass ingest's steps now (tier 0: nothing to distrust in the model's own answers).
-        checks = PairChecks(lambda text: len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]),
-                            ws.config.align.max_prompt_tokens, 0, contamination)
+        checks = PairChecks.of(ws, token_counter(loaded.tokenizer), min_tier=0)
         screened = screen_pairs(own, PairIndex(ws.config.data.near_duplicate_threshold), checks)
         own, quarantined = screened.pairs, quarantined + screened.rejected
         pairs = drawn + own

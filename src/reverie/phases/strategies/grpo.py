@@ -19,7 +19,7 @@ from reverie.engines.preference_training import RLPrompt, train_grpo
 from reverie.engines.rewards import VERIFIABLE, RewardFunction, reward_model
 from reverie.errors import ReverieError
 from reverie.phases.base import PhaseContext
-from reverie.phases.strategies.base import DREAM, DreamData, PromptRow, Trained, prepare_policy, register
+from reverie.phases.strategies.base import DREAM, DreamData, Trained, prepare_policy, register
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
@@ -29,16 +29,17 @@ def configured_prompts(ctx: PhaseContext) -> tuple[list[RLPrompt], list[Rejected
     ws, spec = ctx.workspace, ctx.workspace.config.align.grpo.prompts
     if spec == "redteam":
         items = safety_train(load_version_items(ws, ctx.inputs.redteam))
-        return [RLPrompt(i.prompt, must_refuse=i.must_refuse) for i in items], []
+        return [RLPrompt(prompt=i.prompt, must_refuse=i.must_refuse) for i in items], []
     if spec == "knowledge":
-        return [RLPrompt(qa.question, answer=qa.answer) for _, qa in knowledge_train(ctx.inputs.knowledge)], []
+        train = knowledge_train(ctx.inputs.knowledge)
+        return [RLPrompt(prompt=qa.question, answer=qa.answer) for _, qa in train], []
     path = ws.root / Path(spec).expanduser()
     if not path.is_file():
         raise ReverieError(f"align.grpo.prompts: {path} does not exist (use 'redteam', 'knowledge' or a JSONL file "
                            "of {prompt, answer?, must_refuse?})")
-    rows, bad = scan_jsonl(path, PromptRow.model_validate)
+    rows, bad = scan_jsonl(path, RLPrompt.model_validate)
     rejected = [Rejected(origin=f"{line.path}:{line.number}", step="schema", reason=line.reason) for line in bad]
-    return [RLPrompt(r.prompt, r.answer, r.must_refuse) for r in rows], rejected
+    return rows, rejected
 
 
 def policy_reward_model(ws: Workspace, alias: str) -> ModelRecord:
@@ -78,7 +79,7 @@ class GroupRelativePolicy:
         for prompt in prompts:
             if (item := contamination.leak(f"{prompt.prompt}\n{prompt.answer or ''}")) is not None:
                 quarantined.append(Rejected(origin="align.grpo.prompts", step="contamination",
-                                            reason=f"overlaps evaluation item {item}", row=vars(prompt)))
+                                            reason=f"overlaps evaluation item {item}", row=prompt.model_dump()))
             else:
                 clean.append(prompt)
         random.Random(ctx.inputs.draw_seed + settings.seed).shuffle(clean)
