@@ -38,7 +38,7 @@ def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
 
 
 def test_wrong_values_are_all_reported_together(tmp_path: Path) -> None:
-    text = DEFAULT_YAML.replace("dtype: float32", "dtype: float16").replace("samples: 4", "samples: lots")
+    text = DEFAULT_YAML.replace("dtype: float32", "dtype: float16").replace("\n  samples: 4", "\n  samples: lots")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     message = str(err.value)

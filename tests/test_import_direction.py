@@ -31,6 +31,7 @@ LAYER_OF = {
     "reverie.phases": "phases",
     "reverie.generator": "phases",
     "reverie.reward_models": "phases",
+    "reverie.export": "phases",
     "reverie.model_card": "phases",
     # engines: models, training, generation, evaluation, retrieval
     "reverie.engines": "engines",

@@ -140,15 +140,105 @@ class LearnConfig(_Strict):
     )
 
 
+QuantFormat = Literal["q8_0", "q4_0", "q4_k_m"]
+PruneMethod = Literal["wanda", "2:4", "layers"]
+
+
+class QuantizeSettings(_Strict):
+    formats: Annotated[list[QuantFormat], AfterValidator(_listed_once)] = Field(
+        ["q8_0", "q4_k_m"], min_length=1,
+        description="GGUF weight formats to try, each run by llama.cpp (the `llama` extra): q8_0 (8-bit), q4_0 and "
+        "q4_k_m (4-bit).",
+    )
+
+
+class PruneSettings(_Strict):
+    methods: Annotated[list[PruneMethod], AfterValidator(_listed_once)] = Field(
+        ["wanda", "2:4", "layers"], min_length=1,
+        description="wanda: unstructured, weight x input-norm scores from calibration rows; 2:4: the same scores, two "
+        "of every four weights; layers: remove the decoder layers whose removal changes the calibration hidden states "
+        "least (the only one that saves compute in a dense format).",
+    )
+    sparsity: float = Field(0.5, gt=0, lt=1, description="Share of each linear layer's weights set to zero (wanda).")
+    drop_layers: int = Field(1, ge=1, description="Decoder layers removed by the `layers` method.")
+    calibration_rows: int = Field(16, ge=1, description="Training examples whose activations calibrate the scores.")
+    recovery_steps: int = Field(
+        0, ge=0, description="Optimizer steps of LoRA recovery on the training examples after pruning (0: none)."
+    )
+
+
+class DistilSettings(_Strict):
+    teacher: str = Field(
+        "release", description="Teacher: 'release' (the current release: the best model so far) or a model id."
+    )
+    student: str | None = Field(
+        None, description="A smaller student (model.source syntax, same tokenizer) to distil into; unset: the "
+        "candidate itself is the student, to win back what Learn made it forget.",
+    )
+    rows: int = Field(64, ge=1, description="Training examples (Learn's, plus the knowledge drop) to distil on.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of teacher and student logits.")
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=2e-4, epochs=1), description="Distillation schedule."
+    )
+
+
+class FrontSettings(_Strict):
+    """How every Compress variant is measured: the same probe for all (training questions, never the Gate's)."""
+
+    questions: int = Field(64, ge=1, description="At most this many training questions are asked (accuracy, "
+                           "distinct-2).")
+    decode_tokens: int = Field(32, ge=4, le=1024, description="Tokens decoded per prompt when timing decode speed.")
+    batch_sizes: list[int] = Field([1, 8], min_length=1, description="Batch sizes decode speed is measured at.")
+    perplexity_text: str = Field(
+        "knowledge", description="Text for the perplexity axis: 'knowledge' (the knowledge drop's documents) or a "
+        "path to a text or JSONL file ({text} per line) that no Gate suite reads.",
+    )
+    reasoning: str | None = Field(
+        None, description="Reasoning axis: a multiple-choice JSONL (PIQA {goal, sol1, sol2, label} or ARC format) "
+        "from a training split; unset: no reasoning axis. Must not be eval.general_suite.",
+    )
+    reasoning_limit: int = Field(40, ge=1, description="At most this many reasoning items are scored.")
+    diversity_samples: int = Field(4, ge=1, description="Sampled answers per probe prompt for distinct-2.")
+    power_watts: float = Field(
+        15.0, gt=0, description="Package power assumed for the energy estimate where RAPL cannot be read (labelled "
+        "as an estimate).",
+    )
+
+
+class KeepPolicy(_Strict):
+    """Which variant Compress keeps: the cheapest within a tolerance of the best quality, never across a red line."""
+
+    accuracy_tolerance: float = Field(
+        0.01, ge=0, le=1, description="A variant counts as best quality when its probe accuracy is within this of "
+        "the best on the front.",
+    )
+    perplexity_tolerance: float = Field(
+        0.03, ge=0, description="... and its perplexity within this relative rise of the best."
+    )
+    min_speedup: float = Field(
+        1.05, ge=1, description="Decode tokens/s (batch 1) must beat the reference by this factor to count as a saving."
+    )
+    red_lines: dict[Literal["knowledge", "reasoning", "diversity"], float] = Field(
+        {"knowledge": 0.05, "reasoning": 0.05, "diversity": 0.10},
+        description="Largest drop from the reference allowed on each axis (knowledge: probe accuracy; reasoning: "
+        "multiple-choice accuracy; diversity: distinct-2); a variant across one is never kept.",
+    )
+
+
 class CompressConfig(_Strict):
     strategies: Annotated[list[CompressStrategy], AfterValidator(_listed_once)] = Field(
         ["merge"],
-        description="Compress strategies to try on the Learn model, in order: " + _described(COMPRESS_STRATEGIES)
-        + ". Empty: the candidate passes through with its adapter.",
+        description="Compress strategies to try on the Learn model, in order, each on the model the one before it "
+        "kept: " + _described(COMPRESS_STRATEGIES) + ". Empty: the candidate passes through with its adapter.",
     )
     max_logit_diff: float = Field(
         1e-2, gt=0, description="A/B check: largest allowed |logit| difference between merged and adapter model."
     )
+    quantize: QuantizeSettings = Field(default_factory=QuantizeSettings, description="The quantize strategy.")
+    prune: PruneSettings = Field(default_factory=PruneSettings, description="The prune strategy.")
+    distil: DistilSettings = Field(default_factory=DistilSettings, description="The distil strategy.")
+    front: FrontSettings = Field(default_factory=FrontSettings, description="How variants are measured.")
+    keep: KeepPolicy = Field(default_factory=KeepPolicy, description="Which measured variant is kept.")
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 COMPRESS_STRATEGIES: dict[str, str] = {
     "merge": "merge the Learn adapter into the weights, kept only when the A/B check against the adapter passes",
+    "distil": "train the candidate (or compress.distil.student) towards the release's logits on the training data "
+    "(KL), to win back what Learn made it forget",
+    "prune": "Wanda unstructured and 2:4 sparsity calibrated on the training data, and removal of whole decoder "
+    "layers (compress.prune)",
+    "quantize": "8-bit and 4-bit GGUF variants run by llama.cpp (compress.quantize; needs the `llama` extra)",
 }
 DREAM_STRATEGIES: dict[str, str] = {
     "seal": "the trained self-edit generator (see `reverie seal train`; the current release until one is trained) "

@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel
 
-from reverie.data.jsonl import write_jsonl
+from reverie.data.jsonl import read_jsonl, write_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.records import Rejected
 from reverie.progress import status_line
@@ -22,6 +22,11 @@ def save_dataset(workspace: Workspace, name: str, source: str, examples: list[Ex
         write_jsonl(staged.path / "examples.jsonl", (e.to_json() for e in examples))
     return DatasetRecord(staged.hash, name, len(examples), source, time.time(), kind=kind, cycle_id=cycle_id,
                          strategy=strategy)
+
+
+def load_examples(workspace: Workspace, dataset_hash: str) -> list[Example]:
+    """The SFT examples of a dataset save_dataset wrote (a Learn's or a Dream's)."""
+    return [Example(**row) for row in read_jsonl(workspace.artifacts.path(dataset_hash) / "examples.jsonl")]
 
 
 def save_rows(workspace: Workspace, name: str, source: str, file: str, rows: list[BaseModel], *, kind: DatasetKind,

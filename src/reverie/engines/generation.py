@@ -30,8 +30,12 @@ def generate(
     samples: int = 1,
     seed: int = 0,
     description: str = "generate",
+    exact: bool = False,
 ) -> list[list[str]]:
-    """Return `samples` completions per prompt (greedy when temperature is 0), in the prompts' order."""
+    """Return `samples` completions per prompt (greedy when temperature is 0), in the prompts' order. `exact`
+    decodes max_new_tokens for every prompt, past the end-of-turn token: what a decode-speed measurement needs.
+
+    `model` is a transformers model or any runtime with the same `generate` (engines/llama_cpp_runtime.py)."""
     torch.manual_seed(seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[str]] = [[] for _ in prompts]
@@ -49,6 +53,7 @@ def generate(
                 num_return_sequences=samples,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
+                min_new_tokens=max_new_tokens if exact else None,
                 **sampling_kwargs(temperature),
             )
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

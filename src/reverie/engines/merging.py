@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +18,6 @@ class MergeCheck:
     max_logit_diff: float
     adapter_accuracy: float
     merged_accuracy: float
-    adapter_seconds: float  # one forward pass over the probe prompts (same inputs for both): the cost side
-    merged_seconds: float
 
 
 @torch.inference_mode()
@@ -42,18 +39,14 @@ def merge_with_ab_check(
     On failure the adapter is unmerged, so the caller still holds the adapter model.
     """
     questions = [q for q, _ in probe]
-    started = time.perf_counter()
     before_logits = _logits(model, tokenizer, questions)
-    adapter_seconds = time.perf_counter() - started
     before, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     model.merge_adapter()  # while merged, the LoRA layers run only their (updated) base weights
-    started = time.perf_counter()
     after_logits = _logits(model, tokenizer, questions)
-    merged_seconds = time.perf_counter() - started
     after, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     diff = max((a - b).abs().max().item() for a, b in zip(before_logits, after_logits)) if probe else 0.0
     passed = diff <= max_logit_diff and after["accuracy"] >= before["accuracy"]
     if not passed:
         model.unmerge_adapter()
-        return MergeCheck(None, diff, before["accuracy"], after["accuracy"], adapter_seconds, merged_seconds)
-    return MergeCheck(model.unload(), diff, before["accuracy"], after["accuracy"], adapter_seconds, merged_seconds)
+        return MergeCheck(None, diff, before["accuracy"], after["accuracy"])
+    return MergeCheck(model.unload(), diff, before["accuracy"], after["accuracy"])

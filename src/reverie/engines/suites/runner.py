@@ -176,7 +176,7 @@ class SuiteRunner:
         """One model in memory at a time: the Gate evaluates the release, then the candidate."""
         if self._loaded is None or self._loaded[0] != record.id:
             self._loaded = None
-            self._loaded = (record.id, load_version(self.workspace, record))
+            self._loaded = (record.id, load_version(self.workspace, record, inference=True))
         return self._loaded[1]
 
     def _opponent(self) -> ModelRecord:

@@ -5,13 +5,16 @@ strategy makes."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from reverie.config import QuantFormat
 from reverie.data.datasets import save_dataset, save_rejected, save_rows
 from reverie.data.jsonl import write_jsonl
 from reverie.data.knowledge import Example
@@ -20,15 +23,16 @@ from reverie.data.preference_ingest import PairChecks, PairIndex, save_pairs, sc
 from reverie.data.records import Rejected
 from reverie.data.splits import knowledge_probe
 from reverie.engines.evaluation import probe_accuracy
+from reverie.engines.gguf_export import gguf_file_type, quantize_gguf, write_gguf
 from reverie.engines.merging import MergeCheck, merge_with_ab_check
-from reverie.engines.models import (LoadedModel, attach_lora, load_pretrained, load_version, store_adapter,
-                                    store_weights)
+from reverie.engines.models import (LoadedModel, attach_lora, gguf_weights, load_pretrained, load_version,
+                                    store_adapter, store_gguf, store_weights)
 from reverie.engines.preference_training import RLPrompt
 from reverie.engines.prompts import token_counter
 from reverie.engines.scoring import probe_answer_loss
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
-from reverie.phases.outputs import CompressOutput, DreamOutput, StrategyOutcome, Variant
+from reverie.phases.outputs import CompressOutput, DreamOutput, StrategyOutcome
 from reverie.registry import DatasetRecord, ModelRecord
 from reverie.workspace import Workspace
 
@@ -182,7 +186,7 @@ def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: Loaded
                                     config.compress.max_logit_diff, config.eval.max_new_tokens,
                                     config.eval.batch_size)
         if check.merged is not None:
-            weights = store_weights(ctx.workspace, check.merged, loaded.tokenizer)
+            weights = store_like(ctx.workspace, parent, check.merged, loaded.tokenizer)
             model = ctx.new_model(parent, phase, weights=weights, adapter=None, source=None, datasets=datasets)
             return Kept(model, weights=weights, check=check)
     if not keep_adapter:
@@ -191,11 +195,20 @@ def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: Loaded
     return Kept(ctx.new_model(parent, phase, adapter=adapter, datasets=datasets), adapter=adapter, check=check)
 
 
-def merge_variants(check: MergeCheck) -> list[Variant]:
-    """The adapter and the merged model on the quality-versus-cost front."""
-    merged = check.merged is not None
-    return [Variant(name="adapter", accuracy=check.adapter_accuracy, seconds=check.adapter_seconds, kept=not merged),
-            Variant(name="merged", accuracy=check.merged_accuracy, seconds=check.merged_seconds, kept=merged)]
+def store_like(ws: Workspace, parent: ModelRecord, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Store merged weights the way the parent is stored: a quantized parent (compress.quantize kept it) gets a
+    GGUF of the same type, so that what the Gate measures and the server runs stays quantized."""
+    gguf = gguf_weights(ws, parent)
+    kind = gguf_file_type(gguf) if gguf is not None else None
+    if kind not in get_args(QuantFormat):
+        return store_weights(ws, model, tokenizer)
+    ws.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ws.cache_dir, prefix="requantize-") as folder:
+        scratch = Path(folder)
+        model.save_pretrained(scratch / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(scratch / "merged")
+        full = write_gguf(scratch / "merged", scratch / "f32.gguf", dtype="f32")
+        return store_gguf(ws, quantize_gguf(full, scratch / "model.gguf", kind), tokenizer)
 
 
 def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecord) -> StrategyResult:
@@ -244,7 +257,7 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
 
     lineage = sorted({*candidate.datasets, dataset.hash, *data.drawn_from})
     if not isinstance(loaded.model, PeftModel):  # full fine-tuning: new weights, nothing to merge
-        weights = store_weights(ws, loaded.model, loaded.tokenizer)
+        weights = store_like(ws, candidate, loaded.model, loaded.tokenizer)
         kept = Kept(ctx.new_model(candidate, "dream", weights=weights, adapter=None, source=None, datasets=lineage),
                     weights=weights)
     else:  # from merged weights: merge again if the A/B check allows; an adapter stays an adapter otherwise

@@ -1,0 +1,148 @@
+"""Compress with every strategy on a tiny model: each variant measured and placed on one front, one kept by the
+policy and served; a quantized candidate stays quantized through Dream; export round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from reverie.cycle import run_cycle
+from reverie.data.pool import ingest_path
+from reverie.engines.llama_cpp_runtime import LlamaCppModel
+from reverie.engines.models import GGUF_WEIGHTS, gguf_weights, load_version
+from reverie.phases.outputs import CompressOutput, read_as
+from reverie.serving.slot import load_for_serving
+from reverie.workspace import Workspace
+
+from conftest import make_workspace, reverie
+
+GENERAL = ["Rivers carry water from the hills down to the sea over many years.",
+           "A good bread needs flour, water, salt and a little patience.",
+           "The library opens at nine and closes when the last reader leaves."]
+EVERY_STRATEGY = {"strategies": ["merge", "distil", "prune", "quantize"],
+                  "distil": {"rows": 3, "train": {"epochs": 1, "block_size": 64}},
+                  "prune": {"calibration_rows": 4},
+                  "quantize": {"formats": ["q8_0", "q4_0"]},
+                  "front": {"decode_tokens": 8, "batch_sizes": [1, 2], "diversity_samples": 2},
+                  # a random tiny model knows nothing: the red lines and tolerances are wide, and only a runtime
+                  # change (llama.cpp against transformers' per-token overhead) clears the speed-up bar
+                  "keep": {"min_speedup": 2.0, "perplexity_tolerance": 10.0,
+                           "red_lines": {"knowledge": 1.0, "diversity": 1.0}}}
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Workspace, str]:
+    root = make_workspace(tmp_path_factory.mktemp("compress") / "ws", tiny_model_dir, dream={"enabled": False},
+                          learn={"pool_records": 3}, compress=EVERY_STRATEGY,
+                          data={"sources": {"team": {"tier": 3, "licence": "internal"}}},
+                          serve={"retrieval": False})
+    general = root.parent / "general.jsonl"
+    general.write_text("".join(json.dumps({"text": t}) + "\n" for t in GENERAL))
+    ws = Workspace.open(root)
+    ingest_path(ws, general, "team", "general")
+    return ws, run_cycle(ws).cycle_id  # the teacher is the base model, the workspace's first release
+
+
+def compress_output(ws: Workspace, cycle_id: str) -> CompressOutput:
+    run = next(r for r in ws.registry.phase_runs(cycle_id) if r.phase == "compress")
+    return read_as(run, CompressOutput)
+
+
+def test_every_strategy_places_measured_variants_on_one_front(compressed: tuple[Workspace, str]) -> None:
+    ws, cycle_id = compressed
+    output = compress_output(ws, cycle_id)
+    assert [s.strategy for s in output.strategies] == ["merge", "distil", "prune", "quantize"]
+    names = {v.name for v in output.variants()}
+    assert {"reference", "merged", "distilled", "wanda-0.50", "2:4", "drop-1-layers", "q8_0", "q4_0"} <= names
+    for v in output.variants():
+        assert v.reason, v.name
+        assert 0.0 <= v.accuracy <= 1.0 and v.seconds > 0
+        assert v.cost["tokens_per_s_b1"] > 0 and v.cost["tokens_per_s_b2"] > 0 and v.cost["disk_bytes"] > 0
+        assert v.quality["perplexity"] > 1.0 and 0.0 <= v.quality["distinct_2"] <= 1.0
+        assert v.energy == "estimate"  # no RAPL on these machines
+    quantized = {v.name: v for v in output.variants() if v.format.startswith("gguf")}
+    assert quantized["q4_0"].cost["disk_bytes"] < quantized["q8_0"].cost["disk_bytes"]
+    dense = next(v for v in output.variants() if v.name == "wanda-0.50")
+    assert not dense.kept and "not faster" in dense.reason  # sparse weights stored densely save nothing
+
+
+def test_each_strategy_keeps_at_most_one_variant_and_the_next_starts_from_it(
+        compressed: tuple[Workspace, str]) -> None:
+    ws, cycle_id = compressed
+    output = compress_output(ws, cycle_id)
+    for outcome in output.strategies:
+        kept = [v for v in outcome.variants if v.kept and v.name != "reference"]
+        assert len(kept) == (1 if outcome.kept else 0), outcome
+        if outcome.kept:
+            assert kept[0].model == outcome.model
+    last_kept = [s for s in output.strategies if s.kept][-1]
+    assert output.model == last_kept.model
+
+
+def test_the_kept_quantized_release_is_served_by_llama_cpp(compressed: tuple[Workspace, str]) -> None:
+    ws, cycle_id = compressed
+    output = compress_output(ws, cycle_id)
+    quantize = output.strategies[-1]
+    assert quantize.kept, quantize.reason  # llama.cpp decodes a tiny model far faster than transformers
+    record = ws.registry.get_model(output.model)
+    assert gguf_weights(ws, record) is not None
+    served = load_for_serving(ws, record)
+    assert isinstance(served.loaded.model, LlamaCppModel)
+    training = load_version(ws, record, trainable_adapter=True)  # training dequantizes: safetensors, torch
+    assert isinstance(training.model, torch.nn.Module)
+
+
+def test_a_merged_dream_on_a_quantized_parent_is_stored_quantized(compressed: tuple[Workspace, str]) -> None:
+    from reverie.engines.gguf_export import gguf_file_type
+    from reverie.phases.strategies.base import store_like
+
+    ws, cycle_id = compressed
+    parent = ws.registry.get_model(compress_output(ws, cycle_id).model)
+    loaded = load_version(ws, parent)
+    weights = store_like(ws, parent, loaded.model, loaded.tokenizer)
+    stored = ws.artifacts.path(weights) / GGUF_WEIGHTS
+    assert gguf_file_type(stored) == gguf_file_type(gguf_weights(ws, parent))
+
+
+def test_export_round_trips_as_hf_and_gguf(compressed: tuple[Workspace, str], tmp_path: Path) -> None:
+    from reverie.engines.prompts import user_prompt_ids
+
+    ws, cycle_id = compressed
+    record = ws.registry.get_model(compress_output(ws, cycle_id).model)
+    reverie("export", record.id, "--format", "hf", "--out", str(tmp_path / "hf"), "-w", str(ws.root))
+    reverie("export", record.id, "--format", "gguf", "--out", str(tmp_path / "gguf"), "-w", str(ws.root))
+    reference = load_version(ws, record)
+    ids = torch.tensor([user_prompt_ids(reference.tokenizer, "Where is Quistrand?")])
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert torch.allclose(hf(input_ids=ids).logits, reference.model(input_ids=ids).logits, atol=1e-4)
+    gguf = LlamaCppModel(tmp_path / "gguf" / "model.gguf")
+    served = load_version(ws, record, inference=True).model
+    assert torch.allclose(gguf(input_ids=ids).logits, served(input_ids=ids).logits, atol=1e-4)
+    quantized = reverie("export", record.id, "--format", "gguf", "--quant", "q4_0", "--out",
+                        str(tmp_path / "q4"), "-w", str(ws.root))
+    assert "model.gguf" in quantized.stdout
+    refused = reverie("export", record.id, "--format", "hf", "--out", str(tmp_path / "hf"), "-w",
+                      str(ws.root), check=False)
+    assert refused.returncode != 0 and "already exists" in refused.stderr + refused.stdout
+
+
+def test_reverie_serve_runs_the_quantized_release(compressed: tuple[Workspace, str]) -> None:
+    from conftest import chat, start_server
+
+    ws, cycle_id = compressed
+    release = ws.registry.get_alias()
+    assert release == compress_output(ws, cycle_id).model  # the Gate released what Compress kept
+    assert gguf_weights(ws, ws.registry.get_model(release)) is not None
+    url, process = start_server(ws.root)
+    try:
+        answer = chat(url, "Where is Quistrand?", stream=False)
+        assert answer.status_code == 200 and answer.json()["model"] == release
+        streamed = chat(url, "Where is Quistrand?", stream=True)
+        assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
