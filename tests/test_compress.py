@@ -146,3 +146,46 @@ def test_reverie_serve_runs_the_quantized_release(compressed: tuple[Workspace, s
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_quantized_candidate_dreams_through_llama_cpp_and_stays_quantized(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dream's data is stood in for (a random tiny model writes nothing usable) and its A/B probe held level, so
+    # what is under test is which model writes the data and how the kept result is stored.
+    import reverie.phases.strategies.base as strategies
+    from reverie.data.knowledge import Example
+    from reverie.engines.gguf_export import gguf_file_type
+
+    writers = []
+
+    def stand_in(ctx, loaded):
+        writers.append(type(loaded.model))
+        return strategies.DreamData("stand-in", [Example(completion=d.text) for d in ctx.inputs.knowledge.documents],
+                                    {})
+
+    monkeypatch.setattr(strategies.DREAM["seal"], "data", stand_in)
+    monkeypatch.setattr(strategies, "probe_accuracy", lambda loaded, probe, tokens, batch: 0.5)
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, serve={"retrieval": False}, compress={
+        "strategies": ["merge", "quantize"], "quantize": {"formats": ["q8_0"]}, "keep": EVERY_STRATEGY["keep"]})
+    ws = Workspace.open(root)
+    outcome = run_cycle(ws)
+    assert writers == [LlamaCppModel]
+    runs = {r.phase: r for r in ws.registry.phase_runs(outcome.cycle_id)}
+    compressed = ws.registry.get_model(read_as(runs["compress"], CompressOutput).model)
+    dreamed = ws.registry.get_model(runs["dream"].outputs["model"])
+    assert dreamed.phase == "dream" and dreamed.parent_id == compressed.id
+    assert gguf_file_type(gguf_weights(ws, dreamed)) == gguf_file_type(gguf_weights(ws, compressed)) == "q8_0"
+
+
+def test_without_llama_cpp_a_quantized_release_runs_dequantized(compressed: tuple[Workspace, str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import reverie.engines.llama_cpp_runtime as runtime
+    from reverie.errors import ReverieError
+
+    def missing():
+        raise ReverieError("running or quantizing a GGUF model needs llama.cpp")
+
+    monkeypatch.setattr(runtime, "llama_cpp_module", missing)
+    ws, cycle_id = compressed
+    loaded = load_version(ws, ws.registry.get_model(compress_output(ws, cycle_id).model), inference=True)
+    assert isinstance(loaded.model, torch.nn.Module)

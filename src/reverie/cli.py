@@ -199,7 +199,7 @@ def card(model: Annotated[str, typer.Argument(help="Model id, or 'release'.")], 
 def export_command(
     model: Annotated[str, typer.Argument(help="Model id, or 'release'.")],
     destination: Annotated[Path, typer.Option("--out", "-o", help="New folder to write (must not exist or be empty).")],
-    format: Annotated[str, typer.Option("--format", help="hf (a Hugging Face directory) or gguf (llama.cpp).")] = "hf",
+    fmt: Annotated[str, typer.Option("--format", help="hf (a Hugging Face directory) or gguf (llama.cpp).")] = "hf",
     quant: Annotated[Optional[str], typer.Option(help="GGUF weight type: q8_0, q4_0 or q4_k_m (default: the "
                                                      "model's own GGUF, or f32).")] = None,
     workspace: WorkspaceOpt = Path("."),
@@ -210,13 +210,13 @@ def export_command(
     from reverie.config import QuantFormat
     from reverie.export import export_model
 
-    if format not in ("hf", "gguf"):
-        raise ReverieError(f"--format {format!r}: use hf or gguf")
+    if fmt not in ("hf", "gguf"):
+        raise ReverieError(f"--format {fmt!r}: use hf or gguf")
     if quant is not None and quant not in get_args(QuantFormat):
         raise ReverieError(f"--quant {quant!r}: use one of {', '.join(get_args(QuantFormat))}")
     ws = Workspace.open(workspace, validate=True)
     record = resolve_model(ws, model)
-    path = export_model(ws, record, format, destination, quant)  # type: ignore[arg-type]
+    path = export_model(ws, record, fmt, destination, quant)  # type: ignore[arg-type]
     out.print(f"exported {record.id} to {path}")
 
 

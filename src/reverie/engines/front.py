@@ -29,6 +29,7 @@ from reverie.errors import ReverieError
 RAPL = Path("/sys/class/powercap/intel-rapl:0")  # package 0: the whole CPU package, not this process alone
 PROC_STATUS = Path("/proc/self/status")
 WARMUP_TOKENS = 4
+TIMING_REPEATS = 3  # batch 1 is timed this many times and the fastest kept: other load only ever slows a run
 RSS_SAMPLE_S = 0.005
 MB = 1e6  # memory and disk are shown in SI megabytes
 
@@ -106,8 +107,9 @@ def choice_accuracy(model: Any, tokenizer: PreTrainedTokenizerBase, items: list[
 def _decode_cost(model: Any, tokenizer: PreTrainedTokenizerBase, probe: FrontProbe, settings: FrontSettings,
                  disk_bytes: int) -> tuple[dict[str, float], Literal["rapl", "estimate"]]:
     """Tokens per second at each batch size, n prompts decoding exactly decode_tokens each (prefill included),
-    after one untimed warm-up: the largest batch first, while memory is sampled, then batch 1 alone between two
-    reads of the energy counter (batch 1 always: it is the front's cost axis), then the others."""
+    after one untimed warm-up: the largest batch first, while memory is sampled, then batch 1, TIMING_REPEATS
+    times between two reads of the energy counter (batch 1 always: it is the front's cost axis; the fastest run
+    counts, since a shared machine's noise only adds time), then the others."""
     questions = [user_prompt_ids(tokenizer, question) for question, _ in probe.questions]
 
     def decode(n: int) -> float:
@@ -121,8 +123,8 @@ def _decode_cost(model: Any, tokenizer: PreTrainedTokenizerBase, probe: FrontPro
     with PeakRss() as rss:
         seconds = {largest: decode(largest)}
     before = _rapl_uj()
-    seconds[1] = decode(1)
-    joules = _rapl_joules(before)
+    seconds[1] = min(decode(1) for _ in range(TIMING_REPEATS))
+    joules = _rapl_joules(before)  # over every repeat
     for n in settings.batch_sizes:
         if n not in seconds:
             seconds[n] = decode(n)
@@ -130,7 +132,7 @@ def _decode_cost(model: Any, tokenizer: PreTrainedTokenizerBase, probe: FrontPro
     cost |= {"seconds_per_token": seconds[1] / settings.decode_tokens,
              "memory_mb": (weight_bytes(model) + rss.growth) / MB, "disk_bytes": float(disk_bytes)}
     if joules is not None:
-        return cost | {"joules_per_token": joules / settings.decode_tokens}, "rapl"
+        return cost | {"joules_per_token": joules / (TIMING_REPEATS * settings.decode_tokens)}, "rapl"
     return cost | {"joules_per_token": settings.power_watts * cost["seconds_per_token"]}, "estimate"
 
 

@@ -180,7 +180,10 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
     `reverie eval`, the server) a quantized version is run by llama.cpp; training always loads safetensors."""
     gguf = gguf_weights(workspace, record)
     if inference and gguf is not None and not record.adapter:
-        return LoadedModel(LlamaCppModel(gguf), load_tokenizer(gguf.parent, workspace.config.model))
+        try:
+            return LoadedModel(LlamaCppModel(gguf), load_tokenizer(gguf.parent, workspace.config.model))
+        except ReverieError as exc:  # no llama.cpp here: the same weights, dequantized, under transformers
+            status_line(f"{record.id} is a quantized GGUF but {exc}; running its dequantized weights in transformers")
     loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
     if record.adapter:
         adapter_dir = workspace.artifacts.path(record.adapter)

@@ -99,6 +99,7 @@ class Trained:
 class DreamStrategy(Protocol):
     name: str
 
+    # `loaded` writes the data: the candidate as the server runs it (llama.cpp for a quantized one)
     def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData: ...
 
     def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained: ...
@@ -221,7 +222,10 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
     settings, config = ws.config.dream, ws.config
     knowledge = ctx.inputs.knowledge
     loaded = load_version(ws, candidate, trainable_adapter=True)
-    data = strategy.data(ctx, loaded)
+    # a quantized candidate writes its data through llama.cpp (what the Gate and the server run), trains in torch
+    sampler = load_version(ws, candidate, inference=True) if gguf_weights(ws, candidate) else loaded
+    data = strategy.data(ctx, sampler)
+    del sampler
     metrics = dict(data.metrics)
     datasets: list[DatasetRecord] = []
     if data.quarantined:

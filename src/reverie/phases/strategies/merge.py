@@ -1,6 +1,7 @@
 """Compress by merging: the Learn adapter is merged into the weights, kept only when the A/B check (logits and
 probe accuracy) passes. Both versions go on the front, measured like every other variant: the server merges an
-adapter when it loads one, so they run at one speed and differ in what they keep on disk."""
+adapter when it loads one, so they run at one speed and differ in what they keep on disk. An adapter on a
+quantized release is merged and stored quantized again, as the release was (base.store_like)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ class Merge:
         if kept.model is not None:
             after = meter.reference(kept.model)
             meter.placed.add(kept.model.id)
-            variants.append(variant("merged", self.name, "safetensors", after, True, f"kept: {verdict} passed",
-                                    kept.model.id))
+            variants.append(variant("merged", self.name, format_of(ctx, kept.model), after, True,
+                                    f"kept: {verdict} passed", kept.model.id))
         reason = f"merged: {verdict} passed" if kept.model else f"{verdict} failed"
         outcome = StrategyOutcome(strategy=self.name, kept=kept.model is not None, reason=reason,
                                   model=kept.model.id if kept.model else None, weights=kept.weights,
