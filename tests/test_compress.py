@@ -175,6 +175,11 @@ def test_a_quantized_candidate_dreams_through_llama_cpp_and_stays_quantized(
     dreamed = ws.registry.get_model(runs["dream"].outputs["model"])
     assert dreamed.phase == "dream" and dreamed.parent_id == compressed.id
     assert gguf_file_type(gguf_weights(ws, dreamed)) == gguf_file_type(gguf_weights(ws, compressed)) == "q8_0"
+    # the next cycle starts from the quantized release: its merge is stored quantized too, no float32 copy
+    assert outcome.released and ws.registry.get_alias() == dreamed.id
+    merged = ws.registry.get_model(read_as(next(r for r in ws.registry.phase_runs(run_cycle(ws).cycle_id)
+                                                if r.phase == "compress"), CompressOutput).strategies[0].model)
+    assert gguf_file_type(gguf_weights(ws, merged)) == "q8_0"
 
 
 def test_without_llama_cpp_a_quantized_release_runs_dequantized(compressed: tuple[Workspace, str],
