@@ -25,7 +25,7 @@ class Distil:
     def run(self, ctx: PhaseContext, candidate: ModelRecord) -> StrategyResult:
         ws = ctx.workspace
         settings = ws.config.compress.distil
-        examples = general_rows(ctx)[: settings.rows]
+        examples = general_rows(ctx)  # distil() takes the first compress.distil.rows
         if not examples:
             return keep_by_policy(ctx, self.name, candidate, [], {}, no_variant_reason=(
                 "no general rows to distil on: Learn drew none from the data pool (set learn.pool_records and "
@@ -47,7 +47,7 @@ class Distil:
                             store=lambda: store_weights(ws, student.model, student.tokenizer),
                             metrics={"kl_before": report.kl_before, "kl_after": report.kl_after,
                                      "steps": float(report.steps)})
-        return keep_by_policy(ctx, self.name, candidate, [proposal], {"teacher_is_release": 1.0})
+        return keep_by_policy(ctx, self.name, candidate, [proposal], {})
 
     def student(self, ctx: PhaseContext, candidate: ModelRecord) -> LoadedModel:
         config = ctx.workspace.config
