@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 import yaml
 
-from results_io import write_results
+from results_io import run_stages, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -327,15 +327,7 @@ def main() -> None:
     }
     if ws.is_dir():
         configure(ws, data)
-    for name in args.stages.split(","):
-        if name in result:
-            print(f"{name}: done already", file=sys.stderr)
-            continue
-        start = time.perf_counter()
-        print(f"{name}: running", file=sys.stderr)
-        result[name] = stages[name]() | {"stage_seconds": time.perf_counter() - start}
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(result, indent=2) + "\n")
+    run_stages(result, partial, args.stages.split(","), stages)
     write_results(args.out, result, markdown(result))
 
 

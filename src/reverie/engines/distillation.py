@@ -11,21 +11,19 @@ trained on, plain text rows included.
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reverie.config import DistilSettings, TrainSettings
 from reverie.data.knowledge import Example
-from reverie.engines.training import IGNORE, PackedRow, collate, one_per_row, pack, packed_forward, tokenize
+from reverie.engines.training import (IGNORE, PackedRow, collate, one_per_row, pack, packed_forward, run_steps,
+                                     tokenize)
 from reverie.errors import ReverieError
-from reverie.progress import progress_bar
 
 MEASURE_ROWS = 8  # packed rows per forward pass when KL is only measured
 DEFAULT_BLOCK_SIZE: int = TrainSettings.model_fields["block_size"].default  # the field declaration is the one default
@@ -139,29 +137,13 @@ def distil(
     examples = examples[: settings.rows]
     kl_before = mean_kl(student, teacher, tokenizer, examples, settings.temperature, train.block_size)
     rows = _rows(tokenizer, examples, train.block_size, train.pack)
-    total_steps = math.ceil(len(rows) / train.rows_per_step) * train.epochs
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, total_steps // 10, total_steps)
-    shuffle = random.Random(train.seed)
-    losses: list[float] = []
     start = time.perf_counter()
-    student.train()
-    with progress_bar(description, total_steps) as bar:
-        for _ in range(train.epochs):
-            order = rows[:]
-            shuffle.shuffle(order)
-            for i in range(0, len(order), train.rows_per_step):
-                batch = collate(order[i : i + train.rows_per_step], tokenizer.pad_token_id)
-                kl, tokens = _kl_sum(student, teacher, batch, settings.temperature)
-                loss = kl / tokens
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.advance(status=f"kl {losses[-1]:.4f}")
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        kl, tokens = _kl_sum(student, teacher, batch, settings.temperature)
+        return kl / tokens
+
+    losses = run_steps(student, rows, train, tokenizer.pad_token_id, description, loss_of, "kl {:.4f}")
     seconds = time.perf_counter() - start
     kl_after = mean_kl(student, teacher, tokenizer, examples, settings.temperature, train.block_size)
-    return DistilReport(kl_before, kl_after, total_steps, seconds, losses)
+    return DistilReport(kl_before, kl_after, len(losses), seconds, losses)

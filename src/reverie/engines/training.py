@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +92,38 @@ def packed_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor]):
     return model(**batch, use_cache=False)
 
 
+def run_steps(model: torch.nn.Module, rows: list[PackedRow], settings: TrainSettings, pad_token_id: int,
+              description: str, loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+              status: str) -> list[float]:
+    """The optimizer loop every packed-row trainer shares (SFT, distillation): AdamW on the trainable parameters,
+    linear warm-up and decay, rows shuffled per epoch, gradients clipped at 1. Returns each step's loss; the
+    model is left in eval mode. `status` formats the latest loss for the progress bar."""
+    total_steps = math.ceil(len(rows) / settings.rows_per_step) * settings.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    # Warm up over the first tenth; a run of fewer than ten steps starts at the full rate, since step 0 of a
+    # warm-up is taken at a learning rate of zero.
+    scheduler = get_linear_schedule_with_warmup(optimizer, total_steps // 10, total_steps)
+    shuffle = random.Random(settings.seed)
+    losses: list[float] = []
+    model.train()
+    with progress_bar(description, total_steps) as bar:
+        for _ in range(settings.epochs):
+            order = rows[:]
+            shuffle.shuffle(order)
+            for i in range(0, len(order), settings.rows_per_step):
+                loss = loss_of(collate(order[i : i + settings.rows_per_step], pad_token_id))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.advance(status=status.format(losses[-1]))
+    model.eval()
+    return losses
+
+
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -109,33 +142,11 @@ def train_sft(
         raise ReverieError(f"no example has answer tokens within block_size={settings.block_size}; raise it")
     rows = pack(usable, settings.block_size) if settings.pack else one_per_row(usable)
     steps_per_epoch = math.ceil(len(rows) / settings.rows_per_step)
-    total_steps = steps_per_epoch * settings.epochs
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    # Warm up over the first tenth; a run of fewer than ten steps starts at the full rate, since step 0 of a
-    # warm-up is taken at a learning rate of zero.
-    scheduler = get_linear_schedule_with_warmup(optimizer, total_steps // 10, total_steps)
-    shuffle = random.Random(settings.seed)
-    losses: list[float] = []
-    tokens = 0
+    tokens = sum(sum(label != IGNORE for label in row.labels) for row in rows) * settings.epochs
     start = time.perf_counter()
-    model.train()
-    with progress_bar(description, total_steps) as bar:
-        for _ in range(settings.epochs):
-            order = rows[:]
-            shuffle.shuffle(order)
-            for i in range(0, len(order), settings.rows_per_step):
-                batch = collate(order[i : i + settings.rows_per_step], tokenizer.pad_token_id)
-                loss = packed_forward(model, batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                tokens += int((batch["labels"] != IGNORE).sum())
-                bar.advance(status=f"loss {losses[-1]:.3f}")
-    model.eval()
+    losses = run_steps(model, rows, settings, tokenizer.pad_token_id, description,
+                       lambda batch: packed_forward(model, batch).loss, "loss {:.3f}")
+    total_steps = len(losses)
     elapsed = time.perf_counter() - start
     head = losses[: max(1, steps_per_epoch)]
     tail = losses[-max(1, steps_per_epoch) :]

@@ -9,7 +9,7 @@ from reverie.engines.models import load_version
 from reverie.phases.base import PhaseContext
 from reverie.phases.outputs import StrategyOutcome
 from reverie.phases.strategies.base import COMPRESS, StrategyResult, merge_or_keep_adapter, register
-from reverie.phases.strategies.compression import REFERENCE, FrontMeter, format_of, model_bytes, variant
+from reverie.phases.strategies.compression import REFERENCE, FrontMeter, format_of, variant
 from reverie.registry import ModelRecord
 
 
