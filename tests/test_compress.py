@@ -67,7 +67,7 @@ def test_every_strategy_places_measured_variants_on_one_front(compressed: tuple[
     quantized = {v.name: v for v in output.variants() if v.format.startswith("gguf")}
     assert quantized["q4_0"].cost["disk_bytes"] < quantized["q8_0"].cost["disk_bytes"]
     dense = next(v for v in output.variants() if v.name == "wanda-0.50")
-    assert not dense.kept and "not faster" in dense.reason  # sparse weights stored densely save nothing
+    assert not dense.kept and "saves no bytes or time" in dense.reason  # whatever its noisy timing said
 
 
 def test_each_strategy_keeps_at_most_one_variant_and_the_next_starts_from_it(

@@ -227,3 +227,14 @@ def test_the_overview_and_the_chart_show_every_strategys_variants_new_and_old(tm
     only_old = data | {"compress": data["compress"] | {"variants": data["compress"]["variants"][:2]}}
     assert pareto_png(only_old)[:8] == PNG
     assert "gguf-q8_0" in static_report(ws)
+
+
+def test_a_variant_whose_format_saves_nothing_is_not_kept_for_a_noisy_timing() -> None:
+    # a dense-stored sparse variant timed 4x faster (the reference was measured while the machine was busy)
+    decision = choose(("reference", m(0.80, 100)), [("wanda", m(0.80, 400)), ("q8", m(0.80, 300))], KeepPolicy(),
+                      saves_nothing=frozenset({"wanda"}))
+    assert decision.kept == "q8"
+    assert decision.reasons["wanda"].startswith("stored densely, it saves no bytes or time here")
+    alone = choose(("reference", m(0.80, 100)), [("wanda", m(0.80, 400))], KeepPolicy(),
+                   saves_nothing=frozenset({"wanda"}))
+    assert alone.kept == "reference"

@@ -131,7 +131,8 @@ def test_pairs_are_deduplicated_against_earlier_datasets(tmp_path: Path) -> None
     ws = pref_workspace(tmp_path / "ws")
     original = {"prompt": "How do I bake a sponge cake?", "chosen": LONG_ANSWER, "rejected": "Buy one at a shop."}
     first, _ = ingest_preference_path(ws, write_rows(tmp_path / "a.jsonl", [original]), "team", "general", None, words)
-    near = dict(original, chosen=LONG_ANSWER.replace("twenty five", "twenty-six"), rejected="Buy one at the shop.")
+    near = dict(original, chosen=LONG_ANSWER.replace("comes out clean", "comes out dry"),  # 3-gram Jaccard 0.94
+                rejected="Buy one at the shop.")
     other_rejected = dict(original, rejected="Microwave the flour for an hour, then serve it cold.")
     new = {"prompt": "Name a colour.", "chosen": "Red.", "rejected": "Seven."}
     second_path = write_rows(tmp_path / "b.jsonl", [original, near, other_rejected, new, new])

@@ -39,5 +39,5 @@ def test_read_only_commands_list_every_problem_of_the_config(tmp_path: Path, com
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     message = str(result.exception)
     assert "2 problem(s)" in message
-    assert "compress.squash (line" in message and "unknown key (allowed: strategies, max_logit_diff, quantize," in message
+    assert "compress.squash (line" in message and "unknown key (allowed: strategies, max_logit_diff, merge_batch, quantize," in message
     assert "model.dtype (line" in message and "'fp8'" in message

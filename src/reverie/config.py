@@ -138,6 +138,11 @@ class LearnConfig(_Strict):
         0.5, gt=0, le=1, description="Replay weight per cycle since the failing one: n cycles later it weighs "
         "decay**n (the next cycle's Learn sees n = 0)."
     )
+    stack_adapters: bool = Field(
+        False, description="On a version that already has an adapter, Learn and LoRA Dreams train a fresh adapter "
+        "above it (the old one joins the version's stack, merged later by compress.merge_batch adapters at a time); "
+        "false keeps training the one adapter.",
+    )
 
 
 QuantFormat = Literal["q8_0", "q4_0", "q4_k_m"]
@@ -233,6 +238,11 @@ class CompressConfig(_Strict):
     )
     max_logit_diff: float = Field(
         1e-2, gt=0, description="A/B check: largest allowed |logit| difference between merged and adapter model."
+    )
+    merge_batch: int = Field(
+        4, ge=1, le=1000, description="The merge strategy folds a stack of adapters (learn.stack_adapters) into the "
+        "weights this many at a time, with the A/B check after each batch; a failing batch stops the merge and the "
+        "last good state is kept.",
     )
     quantize: QuantizeSettings = Field(default_factory=QuantizeSettings, description="The quantize strategy.")
     prune: PruneSettings = Field(default_factory=PruneSettings, description="The prune strategy.")

@@ -151,7 +151,8 @@ def render_model_card(
         made_by = f"{record.phase} (cycle {record.cycle_id})" if record.phase else f"base: {record.source}"
         lines.append(
             f"| {record.id} | {made_by} | {(record.weights or record.source or '-')[:12]} | "
-            f"{(record.adapter or '-')[:12]} | {record.config_hash or '-'} | {record.code_version or '-'} |"
+            f"{(record.adapter or '-')[:12]}{f' (+{len(record.stack)} stacked)' if record.stack else ''} | "
+            f"{record.config_hash or '-'} | {record.code_version or '-'} |"
         )
     lines += ["", "## Datasets", "", "| name | sha256 | rows | source |", "|---|---|---|---|"]
     lines += [f"| {d.name} | {d.hash} | {d.rows} | {d.source} |" for d in datasets]

@@ -1,32 +1,44 @@
 """Duplicate and leakage checks.
 
 - Exact: the hash of the normalised text (`Record.id`).
-- Near: MinHash signatures of word 3-gram shingles in an LSH index (datasketch). The index is banded for a
-  threshold below the one asked for, so that pairs just above it are not missed by LSH's banding (plain LSH
-  misses a good share of them); every candidate is then kept only if its estimated Jaccard similarity
-  reaches the asked threshold, so the extra candidates cost checks, not precision.
+- Near: MinHash signatures of word 3-gram shingles in an LSH index (rensa's R-MinHash and RMinHashLSH, in
+  Rust). The index is banded for a threshold below the one asked for, so that pairs just above it are not
+  missed by LSH's banding (plain LSH misses a good share of them); every candidate is then kept only if its
+  estimated Jaccard similarity reaches the asked threshold, so the extra candidates cost checks, not precision.
 - Contamination: a training text that shares an n-word span with an evaluation item (or contains a short
   evaluation item whole) would let the Gate measure memorisation instead of learning.
 """
 
 from __future__ import annotations
 
-from datasketch import MinHash, MinHashLSH
+from rensa import RMinHash, RMinHashLSH
 
 from reverie.data.text import normalize
 
 SHINGLE_WORDS = 3
+SIGNATURE_SEED = 1  # fixed: only signatures made with the same seed can be compared
+
+Signature = RMinHash
+"""A text's MinHash signature: what `NearDuplicateIndex.signatures` makes and `match` and `add` take."""
 
 
-def shingles(text: str, size: int = SHINGLE_WORDS) -> list[bytes]:
+def shingles(text: str, size: int = SHINGLE_WORDS) -> list[str]:
     """The distinct word n-grams of the normalised text (the whole text when it is shorter)."""
     words = normalize(text).split()
     if len(words) <= size:
-        return [" ".join(words).encode()]
-    return list({" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)})
+        return [" ".join(words)]
+    return list({" ".join(gram) for gram in zip(*(words[i:] for i in range(size)))})
 
 
 RECALL_MARGIN = 0.15  # how far below the threshold the LSH bands are tuned
+
+
+def lsh_bands(threshold: float, num_perm: int) -> int:
+    """How many bands to cut a signature into: the fewest (so the most rows each, and the fewest chance
+    candidates) whose S-curve midpoint (1/bands)^(1/rows) lies at or below `threshold`. rensa's index takes
+    only bands of equal size, so `bands` divides `num_perm`."""
+    divisors = [bands for bands in range(1, num_perm + 1) if num_perm % bands == 0]
+    return next((bands for bands in divisors if (1 / bands) ** (bands / num_perm) <= threshold), num_perm)
 
 
 class NearDuplicateIndex:
@@ -37,26 +49,31 @@ class NearDuplicateIndex:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.num_perm = num_perm
-        self._lsh = MinHashLSH(threshold=max(0.05, threshold - RECALL_MARGIN), num_perm=num_perm)
-        self._signatures: dict[str, MinHash] = {}
+        banded = max(0.05, threshold - RECALL_MARGIN)
+        self._lsh = RMinHashLSH(banded, num_perm, lsh_bands(banded, num_perm))
+        self._keys: list[str] = []  # rensa's index holds integers: the position here
+        self._signatures: list[Signature] = []
+        self._known: set[str] = set()
 
-    def signatures(self, texts: list[str]) -> list[MinHash]:
-        """Signatures for many texts at once (datasketch's bulk path: one vectorised pass per text)."""
-        return MinHash.bulk([shingles(t) for t in texts], num_perm=self.num_perm)
+    def signatures(self, texts: list[str]) -> list[Signature]:
+        """Signatures for many texts at once (one call into rensa for the whole batch)."""
+        return RMinHash.from_token_sets([shingles(t) for t in texts], self.num_perm, SIGNATURE_SEED)
 
-    def match(self, signature: MinHash) -> str | None:
+    def match(self, signature: Signature) -> str | None:
         """The indexed key most similar to `signature`, if it reaches the threshold."""
         best, best_score = None, self.threshold
-        for key in self._lsh.query(signature):
-            score = signature.jaccard(self._signatures[key])
+        for position in self._lsh.query(signature):
+            score = signature.jaccard(self._signatures[position])
             if score >= best_score:
-                best, best_score = key, score
+                best, best_score = self._keys[position], score
         return best
 
-    def add(self, key: str, signature: MinHash) -> None:
-        if key not in self._signatures:
-            self._lsh.insert(key, signature)
-            self._signatures[key] = signature
+    def add(self, key: str, signature: Signature) -> None:
+        if key not in self._known:
+            self._lsh.insert(len(self._keys), signature)
+            self._known.add(key)
+            self._keys.append(key)
+            self._signatures.append(signature)
 
 
 class ContaminationIndex:

@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
-from datasketch import MinHash
 
 from pydantic import ValidationError
 
-from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
+from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex, Signature
 from reverie.data.readers import RawRow
 from reverie.data.quality import check_text
 from reverie.data.records import Provenance, Record, Rejected
@@ -54,7 +53,7 @@ class PoolIndex:
     near: NearDuplicateIndex
     sources: dict[str, str] = field(default_factory=dict)  # record id -> source name
 
-    def add(self, record: Record, signature: MinHash) -> None:
+    def add(self, record: Record, signature: Signature) -> None:
         self.sources[record.id] = record.provenance.source
         self.near.add(record.id, signature)
 

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from datasketch import MinHash
 from pydantic import TypeAdapter, ValidationError
 
 from reverie.data.datasets import remove_orphans
-from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex
+from reverie.data.dedup import ContaminationIndex, NearDuplicateIndex, Signature
 from reverie.data.ingest import SourceSpec, StepReport, run_step
 from reverie.data.jsonl import write_jsonl
 from reverie.data.pool import NAME_PATTERN, contamination_index, source_spec
@@ -70,7 +69,7 @@ class PairIndex:
         self.sources: dict[str, str] = {}  # pair id -> source
         self._heads = NearDuplicateIndex(threshold)  # prompt + chosen; key: a group's first pair
         # per group (pairs whose prompt and chosen answer nearly match): (pair id, rejected answer's signature)
-        self._groups: dict[str, list[tuple[str, MinHash]]] = {}
+        self._groups: dict[str, list[tuple[str, Signature]]] = {}
 
     @classmethod
     def build(cls, pairs: Iterable[PreferencePair], threshold: float) -> PairIndex:
@@ -80,12 +79,12 @@ class PairIndex:
             index.add(pair, signature)
         return index
 
-    def signatures(self, pairs: list[PreferencePair]) -> list[tuple[MinHash, MinHash]]:
+    def signatures(self, pairs: list[PreferencePair]) -> list[tuple[Signature, Signature]]:
         """(prompt + chosen, rejected) signatures, computed in bulk."""
         heads = self._heads.signatures([f"{p.prompt_text()}\n{p.chosen}" for p in pairs])
         return list(zip(heads, self._heads.signatures([p.rejected for p in pairs])))
 
-    def match(self, signature: tuple[MinHash, MinHash]) -> str | None:
+    def match(self, signature: tuple[Signature, Signature]) -> str | None:
         """The id of a kept pair this one nearly repeats on both sides, if any."""
         head, tail = signature
         group = self._heads.match(head)
@@ -94,7 +93,7 @@ class PairIndex:
         return next((key for key, other in self._groups[group] if tail.jaccard(other) >= self._heads.threshold),
                     None)
 
-    def add(self, pair: PreferencePair, signature: tuple[MinHash, MinHash]) -> None:
+    def add(self, pair: PreferencePair, signature: tuple[Signature, Signature]) -> None:
         head, tail = signature
         self.sources[pair.id] = pair.source
         group = self._heads.match(head)

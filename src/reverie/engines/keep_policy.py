@@ -25,14 +25,15 @@ class Decision:
 
 
 def choose(reference: tuple[str, Measurement], variants: list[tuple[str, Measurement]],
-           policy: KeepPolicy) -> Decision:
+           policy: KeepPolicy, saves_nothing: frozenset[str] = frozenset()) -> Decision:
     """Keep the cheapest variant among those within tolerance of the best quality.
 
     A variant across a red line (a drop from the reference larger than policy.red_lines allows) is out. Among the
     rest, the reference included, those within policy.accuracy_tolerance of the best accuracy and within
     policy.perplexity_tolerance (relative) of the best perplexity are eligible. Cheapest is the highest batch-1
     decode tokens/s, where a speed within policy.min_speedup of the reference, either way, counts as the
-    reference's own: measurement noise is not a saving. Ties go to higher accuracy, then lower perplexity, then
+    reference's own: measurement noise is not a saving. The variants in `saves_nothing` (sparse weights stored
+    densely) count as the reference's speed whatever was measured, since their format cannot save time. Ties go to higher accuracy, then lower perplexity, then
     fewer bytes on disk, then the reference (keeping nothing new for nothing)."""
     reference_name, base = reference
     measured = dict([reference, *variants])
@@ -53,6 +54,8 @@ def choose(reference: tuple[str, Measurement], variants: list[tuple[str, Measure
         return Decision(reference_name, reasons)
 
     def speed(name: str) -> float:
+        if name in saves_nothing:
+            return 1.0
         ratio = _ratio(measured[name], base)
         return 1.0 if 1 / policy.min_speedup + SLACK < ratio < policy.min_speedup - SLACK else ratio
 
@@ -62,7 +65,7 @@ def choose(reference: tuple[str, Measurement], variants: list[tuple[str, Measure
 
     winner, *others = sorted(eligible, key=rank)  # stable: the reference (first in `measured`) wins exact ties
     for name in others:
-        reasons[name] = _not_kept(name, winner, reference_name, measured, speed, policy)
+        reasons[name] = _not_kept(name, winner, reference_name, measured, speed, policy, saves_nothing)
     reasons[winner] = _kept(winner, reference_name, measured, speed)
     return Decision(winner, reasons)
 
@@ -108,11 +111,15 @@ def _kept(winner: str, reference: str, measured: dict[str, Measurement], speed: 
 
 
 def _not_kept(name: str, winner: str, reference: str, measured: dict[str, Measurement], speed: Speed,
-              policy: KeepPolicy) -> str:
+              policy: KeepPolicy, saves_nothing: frozenset[str]) -> str:
     m, ratio = measured[name], _ratio(measured[name], measured[reference])
     if name == reference:
         return (f"the reference: {winner} is within tolerance of the best quality and "
                 f"{_cheaper(winner, name, measured, speed)}")
+    if name in saves_nothing:
+        return (f"stored densely, it saves no bytes or time here: not counted as a saving (measured {ratio:.2f}x "
+                f"tokens/s)" + (f", and {winner} {_cheaper(winner, name, measured, speed)}" if winner != reference
+                                else ""))
     if speed(name) == 1.0 and ratio > 1 / policy.min_speedup:
         return (f"not faster here: {ratio:.2f}x tokens/s (compress.keep.min_speedup {policy.min_speedup:g}); not "
                 f"counted as a saving" + (f", and {winner} {_better(measured[winner], m)}"

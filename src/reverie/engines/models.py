@@ -176,8 +176,9 @@ def weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
 
 def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: bool = False,
                  inference: bool = False) -> LoadedModel:
-    """Load a registered model version: its weights plus its adapter, if it has one. For `inference` (the Gate,
-    `reverie eval`, the server) a quantized version is run by llama.cpp; training always loads safetensors."""
+    """Load a registered model version: its weights, its stack of older adapters merged in, and its adapter, if it
+    has one. For `inference` (the Gate, `reverie eval`, the server) a quantized version is run by llama.cpp;
+    training always loads safetensors."""
     gguf = gguf_weights(workspace, record)
     if inference and gguf is not None and not record.adapter:
         try:
@@ -185,6 +186,8 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
         except ReverieError as exc:  # no llama.cpp here: the same weights, dequantized, under transformers
             status_line(f"{record.id} is a quantized GGUF but {exc}; running its dequantized weights in transformers")
     loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
+    for adapter in record.stack:  # what each adapter above was trained on: the weights with these merged in
+        loaded.model = PeftModel.from_pretrained(loaded.model, workspace.artifacts.path(adapter)).merge_and_unload()
     if record.adapter:
         adapter_dir = workspace.artifacts.path(record.adapter)
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir, is_trainable=trainable_adapter)

@@ -44,7 +44,9 @@ class PhaseContext:
     def new_model(self, parent: ModelRecord, phase: str, **fields: Any) -> ModelRecord:
         """A candidate version derived from parent, stamped with this cycle's config and code version."""
         values = {"weights": parent.weights, "source": parent.source, "adapter": parent.adapter,
-                  "datasets": list(parent.datasets)} | fields
+                  "stack": list(parent.stack), "datasets": list(parent.datasets)} | fields
+        if "weights" in fields and "stack" not in fields:
+            values["stack"] = []  # new weights hold the parent's stack merged in
         return ModelRecord(
             id=f"m-{uuid.uuid4().hex[:10]}",
             status="candidate",

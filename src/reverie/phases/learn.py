@@ -9,10 +9,11 @@ from reverie.data.feedback import save_feedback_replay
 from reverie.data.knowledge import learn_examples
 from reverie.data.pool import draw_for_learn
 from reverie.data.replay import draw_replay
-from reverie.engines.models import attach_lora, load_version, store_adapter
+from reverie.engines.models import load_version, store_adapter
 from reverie.engines.training import train_sft
 from reverie.phases.base import PhaseContext, PhaseResult
 from reverie.phases.outputs import LearnOutput
+from reverie.phases.strategies.base import attach_training_adapter, stack_beneath
 
 
 class Learn:
@@ -32,10 +33,9 @@ class Learn:
         dataset = save_dataset(ctx.workspace, f"{knowledge.name}/learn", source, examples, kind="learn",
                                cycle_id=ctx.cycle.id)
 
-        # A parent that already carries an adapter keeps training it; otherwise a fresh one is attached.
+        # A parent that already carries an adapter keeps training it (or, learn.stack_adapters, stacks a new one)
         loaded = load_version(ctx.workspace, parent, trainable_adapter=True)
-        if not parent.adapter:
-            loaded.model = attach_lora(loaded.model, config.learn.lora, config.learn.train.seed)
+        attach_training_adapter(ctx, loaded, parent, config.learn.train.seed)
         metrics = train_sft(loaded.model, loaded.tokenizer, examples, config.learn.train, "learn: LoRA SFT")
         metrics |= {f"pool_drawn_{b.bucket}": float(b.drawn) for b in draw.buckets}
         metrics |= {f"pool_repeated_{b.bucket}": float(b.repeated) for b in draw.buckets if b.repeated}
@@ -47,7 +47,8 @@ class Learn:
         # new feedback joins the lineage even when the replay cap left its examples out of this draw
         datasets = sorted({*parent.datasets, dataset.hash, *draw.datasets, *replayed_from,
                            *([feedback.hash] if feedback else [])})
-        model = ctx.new_model(parent, self.name, adapter=adapter, datasets=datasets)
+        model = ctx.new_model(parent, self.name, adapter=adapter, stack=stack_beneath(ctx, parent),
+                              datasets=datasets)
         return PhaseResult(
             LearnOutput(model=model.id, dataset=dataset.hash, adapter=adapter,
                         feedback=feedback.hash if feedback else None),

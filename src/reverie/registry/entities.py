@@ -30,6 +30,9 @@ class ModelRecord:
     code_version: str | None = None
     created_at: float = 0.0
     datasets: list[str] = field(default_factory=list)  # content hashes of the datasets trained on
+    # adapters beneath `adapter`, oldest first, not yet merged into the weights (learn.lora.stack): each was trained
+    # on the weights with the ones before it merged in, so loading merges them in that order
+    stack: list[str] = field(default_factory=list)
 
 
 @dataclass

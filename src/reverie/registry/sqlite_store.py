@@ -17,7 +17,8 @@ from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, weights TEXT, adapter TEXT, parent_id TEXT,
-    cycle_id TEXT, phase TEXT, config_hash TEXT, code_version TEXT, created_at REAL NOT NULL
+    cycle_id TEXT, phase TEXT, config_hash TEXT, code_version TEXT, created_at REAL NOT NULL,
+    stack TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS datasets (
     hash TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL,
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS release_events (
 );
 """
 
-_MODEL_COLUMNS = "id, status, source, weights, adapter, parent_id, cycle_id, phase, config_hash, code_version, created_at"
+_MODEL_COLUMNS = ("id, status, source, weights, adapter, parent_id, cycle_id, phase, config_hash, code_version, "
+                  "created_at, stack")
 _DATASET_COLUMNS = "hash, name, rows, source, created_at, kind, cycle_id, strategy"
 # How datasets of a registry older than the kind column were named: kind, name prefix, source prefix.
 _LEGACY_PREFIXES: tuple[tuple[DatasetKind, str, str], ...] = (
@@ -87,6 +89,8 @@ class SQLiteRegistry(RegistryStore):
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(release_events)")}
         if "reason" not in columns:  # a registry written before overrides existed
             self._conn.execute("ALTER TABLE release_events ADD COLUMN reason TEXT")
+        if "stack" not in {row["name"] for row in self._conn.execute("PRAGMA table_info(models)")}:
+            self._conn.execute("ALTER TABLE models ADD COLUMN stack TEXT NOT NULL DEFAULT '[]'")  # before stacks
         self._migrate_typed_outputs()
         self._migrate_dataset_kinds()
 
@@ -125,7 +129,9 @@ class SQLiteRegistry(RegistryStore):
     def _insert_model(self, conn: sqlite3.Connection, model: ModelRecord) -> None:
         row = asdict(model)
         datasets = row.pop("datasets")
-        conn.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES ({', '.join('?' * 11)})", tuple(row.values()))
+        row["stack"] = json.dumps(row["stack"])
+        values = tuple(row[name.strip()] for name in _MODEL_COLUMNS.split(","))
+        conn.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values)
         conn.executemany(
             "INSERT OR IGNORE INTO model_datasets VALUES (?, ?)", [(model.id, d) for d in datasets]
         )
@@ -155,7 +161,8 @@ class SQLiteRegistry(RegistryStore):
         datasets = [
             r[0] for r in self._conn.execute("SELECT dataset_hash FROM model_datasets WHERE model_id = ?", (row["id"],))
         ]
-        return ModelRecord(**dict(row), datasets=sorted(datasets))
+        values = dict(row)
+        return ModelRecord(**values | {"stack": json.loads(values["stack"])}, datasets=sorted(datasets))
 
     def get_model(self, model_id: str) -> ModelRecord:
         row = self._conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
@@ -366,8 +373,8 @@ class SQLiteRegistry(RegistryStore):
 
     def referenced_artifacts(self) -> set[str]:
         refs: set[str] = set()
-        for row in self._conn.execute("SELECT weights, adapter FROM models"):
-            refs.update(v for v in (row["weights"], row["adapter"]) if v)
+        for row in self._conn.execute("SELECT weights, adapter, stack FROM models"):
+            refs.update(v for v in (row["weights"], row["adapter"], *json.loads(row["stack"])) if v)
         refs.update(r[0] for r in self._conn.execute("SELECT hash FROM datasets"))
         for row in self._conn.execute("SELECT artifacts FROM phase_runs WHERE status = 'finished'"):
             refs.update(json.loads(row["artifacts"]))

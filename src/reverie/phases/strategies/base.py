@@ -107,9 +107,9 @@ class DreamStrategy(Protocol):
 
 def prepare_policy(ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, full: bool, seed: int,
                    scratch: Path) -> None:
-    """Make the candidate trainable for preference training. LoRA: its own adapter, or a fresh one on merged
-    weights. Full: every parameter; an adapter is merged first and the result reloaded from `scratch`, since TRL
-    builds a full model's reference from the folder the model was loaded from, and that must be the candidate."""
+    """Make the candidate trainable for preference training. LoRA: as attach_training_adapter. Full: every
+    parameter; an adapter is merged first and the result reloaded from `scratch`, since TRL builds a full model's
+    reference from the folder the model was loaded from, and that must be the candidate."""
     config = ctx.workspace.config
     if full and candidate.adapter:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -118,20 +118,35 @@ def prepare_policy(ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecor
         loaded.model = load_pretrained(scratch, config.model).model
     if full:
         loaded.model.requires_grad_(True)
-    elif not candidate.adapter:
-        loaded.model = attach_lora(loaded.model, config.learn.lora, seed)
+    else:
+        attach_training_adapter(ctx, loaded, candidate, seed)
+
+
+def attach_training_adapter(ctx: PhaseContext, loaded: LoadedModel, record: ModelRecord, seed: int) -> None:
+    """Give `loaded` (the record loaded with a trainable adapter) the adapter a phase trains: the record's own, or a
+    fresh one on merged weights, or with learn.stack_adapters a fresh one above the record's (stack_beneath)."""
+    if record.adapter and not ctx.workspace.config.learn.stack_adapters:
+        return
+    if record.adapter:
+        loaded.model = loaded.model.merge_and_unload()  # the function the new adapter trains on; stored unmerged
+    loaded.model = attach_lora(loaded.model, ctx.workspace.config.learn.lora, seed)
+
+
+def stack_beneath(ctx: PhaseContext, record: ModelRecord) -> list[str]:
+    """The stack of the version an adapter trained on `record` makes (attach_training_adapter)."""
+    stacked = record.adapter and ctx.workspace.config.learn.stack_adapters
+    return [*record.stack, record.adapter] if stacked else list(record.stack)
 
 
 class SupervisedDream:
     """A Dream strategy that writes SFT examples: the candidate trains on them with its adapter (a fresh one on
-    merged weights)."""
+    merged weights, or above its adapter with learn.stack_adapters)."""
 
     name: str
 
     def train(self, ctx: PhaseContext, loaded: LoadedModel, candidate: ModelRecord, data: DreamData) -> Trained:
         config = ctx.workspace.config
-        if not candidate.adapter:
-            loaded.model = attach_lora(loaded.model, config.learn.lora, config.dream.train.seed)
+        attach_training_adapter(ctx, loaded, candidate, config.dream.train.seed)
         return Trained(train_sft(loaded.model, loaded.tokenizer, data.examples, config.dream.train,
                                  f"dream: SFT ({self.name})"))
 
@@ -193,7 +208,8 @@ def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: Loaded
     if not keep_adapter:
         return Kept(None, check=check)
     adapter = store_adapter(ctx.workspace, loaded.model)
-    return Kept(ctx.new_model(parent, phase, adapter=adapter, datasets=datasets), adapter=adapter, check=check)
+    return Kept(ctx.new_model(parent, phase, adapter=adapter, stack=stack_beneath(ctx, parent), datasets=datasets),
+                adapter=adapter, check=check)
 
 
 def store_like(ws: Workspace, parent: ModelRecord, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:

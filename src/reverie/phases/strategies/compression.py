@@ -38,6 +38,7 @@ class Proposal:
     measurement: Measurement
     store: Callable[[], str]
     metrics: dict[str, float] = field(default_factory=dict)
+    saves_nothing: bool = False  # a format that cannot save time (sparse weights stored densely), whatever is timed
 
 
 class FrontMeter:
@@ -138,7 +139,7 @@ def keep_by_policy(ctx: PhaseContext, strategy: str, candidate: ModelRecord, pro
         return StrategyResult(StrategyOutcome(strategy=strategy, kept=False, reason=no_variant_reason), metrics)
     reference = meter.reference(candidate)
     decision = choose((REFERENCE, reference), [(p.name, p.measurement) for p in proposals],
-                      ctx.workspace.config.compress.keep)
+                      ctx.workspace.config.compress.keep, frozenset(p.name for p in proposals if p.saves_nothing))
     kept = next((p for p in proposals if p.name == decision.kept), None)
     model: ModelRecord | None = None
     if kept is not None:

@@ -44,7 +44,8 @@ class Prune:
             proposals.append(Proposal(report_name(report, method), "safetensors", measured,
                                       store=lambda loaded=loaded: store_weights(ws, loaded.model, loaded.tokenizer),
                                       metrics={"sparsity": report.sparsity, "parameters": float(report.parameters_after),
-                                               "layers_removed": float(len(report.layers))}))
+                                               "layers_removed": float(len(report.layers))},
+                                      saves_nothing=method != "layers"))
         result = keep_by_policy(ctx, self.name, candidate, proposals, {}, no_variant_reason="; ".join(skipped))
         if skipped and proposals:
             result.outcome = result.outcome.model_copy(
