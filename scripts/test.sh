@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec .venv/bin/python -m pytest "$@"
+# two workers (one per core), each test file on one worker so that its module fixtures are built once
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,15 @@ import yaml
 from reverie.data.knowledge import QA
 from reverie.data.passages import Passage
 from reverie.presets import preset_text
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under scripts/test.sh's two xdist workers, one torch thread each: two workers share the two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"

@@ -134,7 +134,7 @@ def test_bad_overrides_are_blamed_on_their_set_argument(tmp_path: Path) -> None:
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'reverie.yaml'} with the --set values: 3 problem(s)")
     assert "learn.train.epochs (--set learn.train.epochs=abc): got 'abc'; Input should be a valid integer" in message
-    assert "learn.nope (--set learn.nope=1): unknown key (allowed: lora, train, pool_records," in message
+    assert "learn.nope (--set learn.nope=1): unknown key (allowed: mode, pretrain_tokens, pretrain_buckets, lora, train, processes," in message
     assert "--set foo: expected KEY=VALUE" in message
     assert "line" not in message
 

@@ -125,8 +125,32 @@ class TrainSettings(_Strict):
 
 
 class LearnConfig(_Strict):
+    mode: Literal["lora", "full", "pretrain"] = Field(
+        "lora", description="What Learn trains: lora (an adapter, the default), full (every weight; the new version "
+        "stores full weights, as its parent was stored) or pretrain (continued pretraining: every weight, on the "
+        "documents' text and the pool's text records, learn.pretrain_tokens of them, loss on every token).",
+    )
+    pretrain_tokens: int = Field(
+        200_000, ge=1, description="learn.mode pretrain: tokens of pool text read per Learn (streamed, in ingest order)."
+    )
+    pretrain_buckets: list[str] = Field(
+        default_factory=list, description="learn.mode pretrain: the pool buckets whose text records are read "
+        "(empty: every bucket).",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter shape.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="SFT schedule.")
+    processes: int = Field(
+        1, ge=1, le=4096, description="Data-parallel ranks Learn trains on (torchrun on this machine; gloo on CPU). "
+        "1 trains in the cycle's own process; train.rows_per_step is per rank.",
+    )
+    accelerate_config: str | None = Field(
+        None, description="An accelerate config file (DDP, FSDP, DeepSpeed ZeRO; examples/accelerate/) Learn's job "
+        "is launched with, relative to the workspace; none: torchrun with learn.processes ranks.",
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="Learn checkpoints every this many steps, and a cycle resumed after a kill continues "
+        "from there, mid-epoch (0: off; in one process or under DDP).",
+    )
     pool_records: int = Field(
         0, ge=0, description="Records drawn from the data pool (`reverie data ingest`) by data.mix into each Learn, "
         "next to the knowledge drop; 0 trains on the knowledge drop alone.",

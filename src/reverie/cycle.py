@@ -28,7 +28,7 @@ from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
 from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
-from reverie.phases.learn import Learn
+from reverie.phases.learn import Learn, accelerate_config
 from reverie.phases.outputs import GateVerdict, gate_verdicts, read_output
 from reverie.phases.strategies.grpo import policy_reward_model
 from reverie.progress import status_line
@@ -82,6 +82,8 @@ def check_inputs(workspace: Workspace) -> None:
         "eval.advbench": lambda: load_safety_items(evaluation.advbench, root, "eval.advbench"),
         "eval.xstest": lambda: load_safety_items(evaluation.xstest, root, "eval.xstest"),
     }
+    if config.learn.accelerate_config:
+        checks["learn.accelerate_config"] = lambda: accelerate_config(workspace)
     if passages != "knowledge":
         checks["dream.seal.passages"] = lambda: load_passages(root / Path(passages).expanduser())
     if "preference" in evaluation.suites:

@@ -64,7 +64,8 @@ class PhaseOutput(Handover):
 
 class LearnOutput(PhaseOutput):
     dataset: Artifact  # the examples Learn trained on
-    adapter: Artifact
+    adapter: Artifact | None = None  # learn.mode lora: the adapter it trained
+    weights: Artifact | None = None  # learn.mode full or pretrain: the weights it trained
     feedback: Artifact | None = None  # this cycle's feedback replay dataset, when the inbox held any
 
     @classmethod
