@@ -3,6 +3,7 @@ student with another vocabulary is refused."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,34 @@ def test_a_student_with_another_vocabulary_is_refused(tiny_model_dir: Path, teac
     student = _fresh_model(tiny_model_dir, seed=3, vocab_size=len(teacher.tokenizer) + 64)
     with pytest.raises(ReverieError, match="compress.distil.student"):
         distil(student, teacher.model, teacher.tokenizer, EXAMPLES, SETTINGS)
+
+
+def test_a_cycle_distils_a_user_supplied_smaller_student(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from conftest import make_workspace
+    from reverie.cycle import run_cycle
+    from reverie.data.pool import ingest_path
+    from reverie.phases.outputs import CompressOutput, read_as
+    from reverie.workspace import Workspace
+
+    student_dir = tmp_path / "student"  # one layer where the release has two, the same tokenizer
+    _fresh_model(tiny_model_dir, seed=2, num_hidden_layers=1).save_pretrained(student_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(student_dir)
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False}, serve={"retrieval": False},
+                          learn={"pool_records": 3}, data={"sources": {"team": {"tier": 3, "licence": "internal"}}},
+                          compress={"strategies": ["distil"],
+                                    "distil": {"student": str(student_dir), "train": {"epochs": 2, "block_size": 64}},
+                                    # a random tiny model knows nothing: only what distillation did is under test
+                                    "keep": {"perplexity_tolerance": 100.0, "accuracy_tolerance": 1.0,
+                                             "red_lines": {"knowledge": 1.0, "diversity": 1.0}}})
+    ws = Workspace.open(root)
+    general = tmp_path / "general.jsonl"  # the general rows Learn draws, which distillation trains on
+    general.write_text("".join(json.dumps({"text": e.completion}) + "\n" for e in EXAMPLES[:3]))
+    ingest_path(ws, general, "team", "general")
+    cycle_id = run_cycle(ws).cycle_id
+    run = next(r for r in ws.registry.phase_runs(cycle_id) if r.phase == "compress")
+    [outcome] = read_as(run, CompressOutput).strategies
+    variant = next(v for v in outcome.variants if v.name == "distilled-student")
+    assert variant.reason and variant.cost["disk_bytes"] > 0
+    assert run.metrics["distilled-student.kl_after"] < run.metrics["distilled-student.kl_before"]
