@@ -10,7 +10,10 @@ tiny: the tests' 2-layer random Llama (tests/conftest.py); embedded: SmolLM2-135
 dequantized once into benchmarks/.cache. Examples: the demo knowledge drop's Learn mix (documents and training
 questions), packed into rows of --block-size tokens. tokens/s counts answer tokens trained (train_sft's
 train_tokens_per_s, timed on rank 0 from the model's preparation to the last step); launch s is the whole
-launch, process start-up and model loading included. Writes benchmarks/results/train_throughput.{json,md}
+launch, process start-up and model loading included. The share of peak is the model FLOPs of the answer tokens
+trained (6 x parameters per token for full fine-tuning, 4 x for LoRA: no weight gradients for the frozen matrices)
+over the float32 matmul peak measured in the same run on as many threads as the run used in all; prompt tokens,
+which the rows also carry, are not counted, so it understates the work done. Writes benchmarks/results/train_throughput.{json,md}
 (or --out); a killed run resumes from its .partial.json.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -49,6 +53,31 @@ def model_dir(name: str, cache: Path) -> Path:
     return target if (target / "config.json").is_file() else build_tiny_model(target)
 
 
+def matmul_peak(threads: int, size: int = 1024, seconds: float = 2.0) -> float:
+    """Float32 FLOP/s of repeated square matmuls on `threads` torch threads: the machine's practical peak."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    torch.set_num_threads(before)
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
+def parameter_count(model: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for file in model.glob("*.safetensors"):
+        with safe_open(file, "pt") as weights:
+            for name in weights.keys():
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
+
+
 def run(mode: str, processes: int, model: Path, args: argparse.Namespace, work: Path) -> dict:
     job_dir = work / f"{mode}-{processes}"
     shutil.rmtree(job_dir, ignore_errors=True)
@@ -65,18 +94,24 @@ def run(mode: str, processes: int, model: Path, args: argparse.Namespace, work: 
 
 
 def markdown(result: dict) -> str:
-    lines = ["| mode | processes | threads each | tokens/s | train s | launch s | steps | loss first → last epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | processes | threads each | tokens/s | share of matmul peak | train s | launch s | steps | "
+             "loss first → last epoch |", "|---|---|---|---|---|---|---|---|---|"]
+    peak = result.get("peak", {})
     for mode, processes in RUNS:
         if (f := result.get(f"{mode}-{processes}")) is None:
             continue
-        lines.append(f"| {mode} | {processes} | {f['threads_per_rank']} | {f['train_tokens_per_s']:.0f} | {f['train_seconds']:.1f} | "
-                     f"{f['launch_seconds']:.1f} | {f['train_steps']:.0f} | {f['train_loss_first_epoch']:.3f} → "
-                     f"{f['train_loss_last_epoch']:.3f} |")
+        threads = str(processes * f["threads_per_rank"])
+        flops = (6 if mode == "full" else 4) * peak.get("parameters", 0) * f["train_tokens_per_s"]
+        share = f"{flops / peak[threads]:.1%}" if threads in peak else "-"
+        lines.append(f"| {mode} | {processes} | {f['threads_per_rank']} | {f['train_tokens_per_s']:.0f} | {share} | "
+                     f"{f['train_seconds']:.1f} | {f['launch_seconds']:.1f} | {f['train_steps']:.0f} | "
+                     f"{f['train_loss_first_epoch']:.3f} → {f['train_loss_last_epoch']:.3f} |")
     s = result["settings"]
     lines += ["", f"{s['model']} model, {s['examples']} demo examples packed into rows of {s['block_size']} tokens, "
               f"{s['rows_per_step']} rows per step in all (split over the ranks), {s['epochs']} epochs; "
-              f"{result['machine']}, load average {result['load_average']} at the start."]
+              f"{result['machine']}, load average {result['load_average']} at the start. Float32 matmul peak: "
+              + ", ".join(f"{v / 1e9:.0f} GFLOP/s on {k} thread(s)" for k, v in peak.items() if k.isdigit())
+              + f"; {peak.get('parameters', 0):,} parameters."]
     return "\n".join(lines)
 
 
@@ -104,7 +139,9 @@ def main() -> None:
     if result.get("settings") != settings:
         result = {"settings": settings, "load_average": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    stages = {f"{mode}-{n}": (lambda mode=mode, n=n: run(mode, n, model, args, work)) for mode, n in RUNS}
+    stages = {"peak": lambda: {"parameters": parameter_count(model),
+                               **{str(t): matmul_peak(t) for t in sorted({args.threads_per_rank * n for _, n in RUNS})}}}
+    stages |= {f"{mode}-{n}": (lambda mode=mode, n=n: run(mode, n, model, args, work)) for mode, n in RUNS}
     run_stages(result, partial, list(stages), stages)
     write_results(out, result, markdown(result))
     partial.unlink(missing_ok=True)

@@ -110,7 +110,9 @@ def train_here(ctx: PhaseContext, parent: ModelRecord, examples: list[Example], 
         checkpointing.path.unlink(missing_ok=True)
     return (metrics, None, stored) if full else (metrics, stored, None)
 
+
 def job_dir(ctx: PhaseContext) -> Path:
+    """A launched Learn's job folder, named after the cycle: a resumed cycle relaunches the same job."""
     return ctx.workspace.cache_dir / f"learn-job-{ctx.cycle.id}"
 
 

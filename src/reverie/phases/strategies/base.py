@@ -182,19 +182,18 @@ def run_in_turn(candidate: ModelRecord, names: list[str], run: Callable[[str, Mo
 
 @dataclass
 class Kept:
-    """A trained model stored as merged weights or as an adapter (or neither: the merge was refused and the
-    caller keeps nothing)."""
+    """A trained model stored as merged weights or as an adapter."""
 
-    model: ModelRecord | None
+    model: ModelRecord
     weights: str | None = None
     adapter: str | None = None
     check: MergeCheck | None = None
 
 
 def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: LoadedModel, phase: str,
-                          datasets: list[str], merge: bool, keep_adapter: bool) -> Kept:
+                          datasets: list[str], merge: bool) -> Kept:
     """Merge the adapter into the weights when `merge` and the A/B check on the probe split passes; otherwise
-    store the adapter as the new model (`keep_adapter`) or make none."""
+    store the adapter as the new model."""
     config = ctx.workspace.config
     check = None
     if merge:
@@ -205,8 +204,6 @@ def merge_or_keep_adapter(ctx: PhaseContext, parent: ModelRecord, loaded: Loaded
             weights = store_like(ctx.workspace, parent, check.merged, loaded.tokenizer)
             model = ctx.new_model(parent, phase, weights=weights, adapter=None, source=None, datasets=datasets)
             return Kept(model, weights=weights, check=check)
-    if not keep_adapter:
-        return Kept(None, check=check)
     adapter = store_adapter(ctx.workspace, loaded.model)
     return Kept(ctx.new_model(parent, phase, adapter=adapter, stack=stack_beneath(ctx, parent), datasets=datasets),
                 adapter=adapter, check=check)
@@ -281,11 +278,9 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
         kept = Kept(ctx.new_model(candidate, "dream", weights=weights, adapter=None, source=None, datasets=lineage),
                     weights=weights)
     else:  # from merged weights: merge again if the A/B check allows; an adapter stays an adapter otherwise
-        kept = merge_or_keep_adapter(ctx, candidate, loaded, "dream", lineage, merge=not candidate.adapter,
-                                     keep_adapter=True)
+        kept = merge_or_keep_adapter(ctx, candidate, loaded, "dream", lineage, merge=not candidate.adapter)
     if kept.check is not None:
         metrics["merge_max_logit_diff"] = kept.check.max_logit_diff
-    assert kept.model is not None  # keep_adapter: a model is always made
     outcome = StrategyOutcome(strategy=name, kept=True, reason=f"accuracy on the training questions {before:.3f} -> "
                               f"{after:.3f}", model=kept.model.id, weights=kept.weights, adapter=kept.adapter,
                               datasets=[d.hash for d in datasets], **extra)
