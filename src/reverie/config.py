@@ -58,6 +58,16 @@ class ModelConfig(_Strict):
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless you trust it.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype; float32 is fastest on most CPUs.")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="Where transformers runs the model: cpu (the default), cuda, or auto (cuda when present). "
+        "On a GPU choose dtype bfloat16.",
+    )
+    runtime: Literal["transformers", "llama.cpp"] = Field(
+        "transformers", description="What runs a float version for the Gate, Dream's sampling and the server: "
+        "transformers, or llama.cpp on an f16 GGUF written once per version into the workspace cache (the `llama` "
+        "extra; Llama-family models). A quantized version always runs on llama.cpp, training always in torch; a "
+        "version llama.cpp cannot run falls back to transformers and says why.",
+    )
 
 
 class SourceConfig(_Strict):

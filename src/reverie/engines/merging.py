@@ -42,7 +42,8 @@ class MergeCheck:
 @torch.inference_mode()
 def probe_outputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probe: list[tuple[str, str]],
                   max_new_tokens: int, batch_size: int) -> ProbeOutputs:
-    logits = [model(input_ids=torch.tensor([user_prompt_ids(tokenizer, q)])).logits.float() for q, _ in probe]
+    logits = [model(input_ids=torch.tensor([user_prompt_ids(tokenizer, q)], device=model.device)).logits.float().cpu()
+              for q, _ in probe]
     scores, _ = closed_book_qa(model, tokenizer, probe, max_new_tokens, batch_size)
     return ProbeOutputs(logits, scores["accuracy"])
 

@@ -10,6 +10,7 @@ import json
 import importlib.util
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,17 @@ def load_pretrained(directory: Path, config: ModelConfig) -> LoadedModel:
         )
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise ReverieError(f"model: {directory} could not be loaded{_remote_code_hint(config)}: {exc}") from None
+    model.to(model_device(config))
     model.eval()
     return LoadedModel(model, load_tokenizer(directory, config))
+
+
+def model_device(config: ModelConfig) -> torch.device:
+    """model.device as a torch device; cuda asked for on a machine without it is the user's mistake."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ReverieError("model.device is cuda but torch sees no CUDA device here (a CPU build of torch, or no "
+                           "GPU): use cpu or auto")
+    return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def _remote_code_hint(config: ModelConfig) -> str:
@@ -185,6 +195,16 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
             return LoadedModel(LlamaCppModel(gguf), load_tokenizer(gguf.parent, workspace.config.model))
         except ReverieError as exc:  # no llama.cpp here: the same weights, dequantized, under transformers
             status_line(f"{record.id} is a quantized GGUF but {exc}; running its dequantized weights in transformers")
+    elif inference and gguf is not None:
+        status_line(f"{record.id} is a quantized GGUF with an adapter, which llama.cpp does not apply here; running "
+                    "it dequantized, adapter merged, in transformers")
+    elif inference and workspace.config.model.runtime == "llama.cpp":
+        try:
+            return LoadedModel(LlamaCppModel(runtime_gguf(workspace, record)),
+                               load_tokenizer(weights_dir(workspace, record), workspace.config.model))
+        except ReverieError as exc:
+            status_line(f"model.runtime is llama.cpp but {record.id} cannot run on it ({exc}); running it in "
+                        "transformers")
     loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
     for adapter in record.stack:  # what each adapter above was trained on: the weights with these merged in
         loaded.model = PeftModel.from_pretrained(loaded.model, workspace.artifacts.path(adapter)).merge_and_unload()
@@ -193,6 +213,25 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir, is_trainable=trainable_adapter)
         loaded.model.eval()  # callers switch to train mode themselves; sampling must not see dropout
     return loaded
+
+
+def runtime_gguf(workspace: Workspace, record: ModelRecord) -> Path:
+    """An f16 GGUF of a float version (its stack and adapter merged in) for model.runtime llama.cpp, written once
+    into the workspace cache under a key of what the version is made of."""
+    made_of = json.dumps([record.weights, record.source, record.stack, record.adapter])
+    out = workspace.cache_dir / "runtime" / f"{hashlib.sha256(made_of.encode()).hexdigest()[:16]}.gguf"
+    if out.is_file():
+        return out
+    from reverie.engines.gguf_export import write_gguf  # numpy and the gguf package: only for this runtime
+
+    loaded = load_version(workspace, record)
+    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix="merged-") as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(folder)
+        write_gguf(Path(folder), out, dtype="f16")
+    return out
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int) -> PeftModel:

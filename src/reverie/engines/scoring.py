@@ -24,8 +24,8 @@ def perplexities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
     for start in range(0, len(texts), batch_size):
         rows = [bos + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + batch_size]]
         width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
         logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
         picked = logprobs.gather(2, ids[:, 1:, None])[..., 0] * mask[:, 1:]
         counts = mask[:, 1:].sum(dim=1).clamp(min=1)
@@ -43,8 +43,8 @@ def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
         chunk = rows[start : start + batch_size]
         joined = [context + continuation for context, continuation in chunk]
         width = max(len(ids) for ids in joined)
-        ids = torch.tensor([[pad] * (width - len(row)) + row for row in joined])
-        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in joined])
+        ids = torch.tensor([[pad] * (width - len(row)) + row for row in joined], device=model.device)
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in joined], device=model.device)
         logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
         picked = logprobs.gather(2, ids[:, 1:, None])[..., 0]
         out += [float(row[-len(continuation):].sum()) for row, (_, continuation) in zip(picked, chunk)]

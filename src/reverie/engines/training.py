@@ -211,8 +211,10 @@ def run_steps(model: torch.nn.Module, rows: list[PackedRow], settings: TrainSett
     resumed = _load_checkpoint(checkpointing, model) if checkpointing else None
 
     if processes is None:
+        device = next(iter(params)).device  # the model's: a model placed on a GPU gets its batches there
+
         def take_step(batch: list[int]) -> float:
-            loss = loss_of(collate([rows[i] for i in batch], pad_token_id))
+            loss = loss_of({k: v.to(device) for k, v in collate([rows[i] for i in batch], pad_token_id).items()})
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

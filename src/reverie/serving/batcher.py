@@ -67,8 +67,9 @@ def generate_batch(slot: ModelSlot, jobs: list[Job]) -> list[Answer]:
         model, tokenizer = served.loaded.model, served.loaded.tokenizer
         pad = tokenizer.pad_token_id
         width = max(len(j.prompt_ids) for j in jobs)
-        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
-        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
+        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs], device=model.device)
+        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs],
+                            device=model.device)
         sampling = jobs[0].sampling
         stopping = StoppingCriteriaList([StopOnText(tokenizer, width, sampling.stop)] if sampling.stop else [])
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_tokens for j in jobs),

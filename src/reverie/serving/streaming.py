@@ -73,7 +73,7 @@ def stream_text(slot: ModelSlot, served: Served, prompt_ids: list[int], max_toke
     def run() -> None:
         try:
             with slot.lock, torch.inference_mode():
-                ids = torch.tensor([prompt_ids])
+                ids = torch.tensor([prompt_ids], device=served.loaded.model.device)
                 out = served.loaded.model.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids),
                     max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
