@@ -235,8 +235,10 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
     settings, config = ws.config.dream, ws.config
     knowledge = ctx.inputs.knowledge
     loaded = load_version(ws, candidate, trainable_adapter=True)
-    # a quantized candidate writes its data through llama.cpp (what the Gate and the server run), trains in torch
-    sampler = load_version(ws, candidate, inference=True) if gguf_weights(ws, candidate) else loaded
+    # a quantized candidate (or any, with model.runtime llama.cpp) writes its data through llama.cpp, as the Gate
+    # and the server run it, and trains in torch
+    served = gguf_weights(ws, candidate) is not None or config.model.runtime == "llama.cpp"
+    sampler = load_version(ws, candidate, inference=True) if served else loaded
     data = strategy.data(ctx, sampler)
     del sampler
     metrics = dict(data.metrics)

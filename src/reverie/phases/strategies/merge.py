@@ -1,8 +1,8 @@
 """Compress by merging: the candidate's adapters are folded into the weights, `compress.merge_batch` at a time,
 each batch kept only when the A/B check (logits and probe accuracy against every adapter running unmerged)
 passes; a failing batch stops the merge and the last good state is kept, its unmerged adapters still stacked on
-top. One adapter is one batch. Both versions go on the front, measured like every other variant: the server
-merges an adapter when it loads one, so they run at one speed and differ in what they keep on disk. The merged
+top. One adapter is one batch. Both versions go on the front: the server merges an adapter when it loads one,
+so in float they run at one speed and differ in what they keep on disk (merged_measurement). The merged
 weights are stored the way the candidate's were (base.store_like: a quantized release stays quantized)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reverie.data.splits import knowledge_probe
+from reverie.engines.front import Measurement
 from reverie.engines.merging import ABCheck, ProbeOutputs, ab_check, probe_outputs, stacked_model
-from reverie.engines.models import LoadedModel, load_pretrained, weights_dir
+from reverie.engines.models import LoadedModel, gguf_weights, load_pretrained, weights_dir
 from reverie.phases.base import PhaseContext
 from reverie.phases.outputs import StrategyOutcome
 from reverie.phases.strategies.base import COMPRESS, StrategyResult, register, store_like
-from reverie.phases.strategies.compression import REFERENCE, FrontMeter, format_of, variant
+from reverie.phases.strategies.compression import REFERENCE, FrontMeter, format_of, model_bytes, variant
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
 
@@ -54,7 +55,7 @@ class Merge:
             outcome = StrategyOutcome(strategy=self.name, kept=False, reason=verdict, variants=variants)
             return StrategyResult(outcome, metrics)
         model = store_merged(ctx, candidate, adapters, result.merged)
-        after = meter.reference(model)
+        after = merged_measurement(ctx, meter, candidate, model, before)
         meter.placed.add(model.id)
         variants.append(variant("merged", self.name, format_of(ctx, model), after, True, f"kept: {verdict}",
                                 model.id))
@@ -88,6 +89,19 @@ def merge_in_batches(ctx: PhaseContext, candidate: ModelRecord, adapters: list[s
         result.checks.append(check)
         result.merged = end
     return result
+
+
+def merged_measurement(ctx: PhaseContext, meter: FrontMeter, candidate: ModelRecord, model: ModelRecord,
+                       before: Measurement) -> Measurement:
+    """The merged version's place on the front. Stored in float like the candidate, it runs as the candidate was
+    measured (with its adapters merged in memory, as the server loads one) and the A/B check found the same
+    function, so only its bytes on disk are measured again; a merge stored as GGUF runs elsewhere and is measured."""
+    if gguf_weights(ctx.workspace, candidate) is not None:
+        return meter.reference(model)
+    after = Measurement(dict(before.quality), before.cost | {"disk_bytes": float(model_bytes(ctx, model))},
+                        before.energy)
+    meter.measured[model.id] = after
+    return after
 
 
 def load_float_weights(ctx: PhaseContext, record: ModelRecord) -> LoadedModel:
