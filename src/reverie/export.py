@@ -10,11 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from peft import PeftModel
-
 from reverie.config import QuantFormat
 from reverie.engines.gguf_export import quantize_gguf, write_gguf
-from reverie.engines.models import gguf_weights, load_version, weights_dir
+from reverie.engines.models import gguf_weights, merged_weights_dir, weights_dir
 from reverie.errors import ReverieError
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
@@ -65,7 +63,4 @@ def _write_hf(ws: Workspace, record: ModelRecord, directory: Path) -> None:
             if item.is_file() and item.name != "reverie_config.json":
                 shutil.copyfile(item, directory / item.name)
         return
-    loaded = load_version(ws, record)
-    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
-    model.save_pretrained(directory, safe_serialization=True)
-    loaded.tokenizer.save_pretrained(directory)
+    merged_weights_dir(ws, record, directory)

@@ -224,14 +224,21 @@ def runtime_gguf(workspace: Workspace, record: ModelRecord) -> Path:
         return out
     from reverie.engines.gguf_export import write_gguf  # numpy and the gguf package: only for this runtime
 
-    loaded = load_version(workspace, record)
-    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="merged-") as folder:
-        model.save_pretrained(folder, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(folder)
-        write_gguf(Path(folder), out, dtype="f16")
+        write_gguf(merged_weights_dir(workspace, record, Path(folder)), out, dtype="f16")
     return out
+
+
+def merged_weights_dir(workspace: Workspace, record: ModelRecord, scratch: Path) -> Path:
+    """A safetensors directory (with the tokenizer) of a version as one model: its own weights when it has no
+    adapter, else its stack and adapter merged in and written into `scratch`."""
+    if not record.adapter:  # a stack lies beneath an adapter: no adapter, no stack
+        return weights_dir(workspace, record)
+    loaded = load_version(workspace, record)
+    loaded.model.merge_and_unload().save_pretrained(scratch, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(scratch)
+    return scratch
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int) -> PeftModel:

@@ -5,11 +5,9 @@ A format that is not faster here is reported as such (the policy's min_speedup),
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from reverie.engines.gguf_export import quantize_gguf, write_gguf
 from reverie.engines.llama_cpp_runtime import LlamaCppModel
-from reverie.engines.models import LoadedModel, load_tokenizer, load_version, store_gguf, weights_dir
+from reverie.engines.models import LoadedModel, load_tokenizer, merged_weights_dir, store_gguf
 from reverie.errors import ReverieError
 from reverie.phases.base import PhaseContext
 from reverie.phases.strategies.base import COMPRESS, StrategyResult, register
@@ -25,7 +23,7 @@ class Quantize:
         ws = ctx.workspace
         meter = FrontMeter.of(ctx)
         with scratch_dir(ctx) as scratch:
-            source = float_weights(ctx, candidate, scratch)
+            source = merged_weights_dir(ctx.workspace, candidate, scratch / "merged")
             tokenizer = load_tokenizer(source, ws.config.model)
             proposals = []
             try:
@@ -38,14 +36,3 @@ class Quantize:
             except ReverieError as exc:  # no llama.cpp, or an architecture the GGUF writer does not know
                 return keep_by_policy(ctx, self.name, candidate, [], {}, no_variant_reason=str(exc))
             return keep_by_policy(ctx, self.name, candidate, proposals, {})
-
-
-def float_weights(ctx: PhaseContext, candidate: ModelRecord, scratch: Path) -> Path:
-    """A safetensors directory of the candidate's weights: its own, or with its adapter merged in `scratch`."""
-    if not candidate.adapter:
-        return weights_dir(ctx.workspace, candidate)
-    loaded = load_version(ctx.workspace, candidate)
-    merged = scratch / "merged"
-    loaded.model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
-    loaded.tokenizer.save_pretrained(merged)
-    return merged
