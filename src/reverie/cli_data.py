@@ -64,8 +64,8 @@ def ingest_command(
     out.print(table)
     for rejected in result.rejected[:10]:
         out.print(escape(f"  {rejected.origin}: {rejected.step}: {rejected.reason}"), highlight=False)
-    if len(result.rejected) > 10:
-        out.print(f"  ... {len(result.rejected) - 10} more in {ws.artifacts.path(dataset.hash) / 'rejected.jsonl'}")
+    if (total := sum(step.removed + step.quarantined for step in result.steps)) > 10:
+        out.print(f"  ... {total - 10} more in {ws.artifacts.path(dataset.hash) / 'rejected.jsonl'}")
 
 
 def _prompt_tokens(ws: Workspace) -> Callable[[str], int]:

@@ -62,11 +62,12 @@ class ModelConfig(_Strict):
         "cpu", description="Where transformers runs the model: cpu (the default), cuda, or auto (cuda when present). "
         "On a GPU choose dtype bfloat16.",
     )
-    runtime: Literal["transformers", "llama.cpp"] = Field(
+    runtime: Literal["transformers", "llama.cpp", "vllm"] = Field(
         "transformers", description="What runs a float version for the Gate, Dream's sampling and the server: "
-        "transformers, or llama.cpp on an f16 GGUF written once per version into the workspace cache (the `llama` "
-        "extra; Llama-family models). A quantized version always runs on llama.cpp, training always in torch; a "
-        "version llama.cpp cannot run falls back to transformers and says why.",
+        "transformers, llama.cpp on an f16 GGUF written once per version into the workspace cache (the `llama` "
+        "extra; Llama-family models), or vLLM on a GPU (the `vllm` extra). A quantized version always runs on "
+        "llama.cpp, training always in torch; a version the runtime cannot run falls back to transformers and "
+        "says why.",
     )
 
 
@@ -106,6 +107,19 @@ class DataConfig(_Strict):
     tier_weight: float = Field(
         2.0, ge=1, le=100, description="Within a bucket, a record of trust tier t is drawn with weight tier_weight**t."
     )
+    executor: Literal["inline", "local", "slurm", "ray"] = Field(
+        "inline", description="What runs ingest's per-row hygiene steps (schema, trust, quality, contamination, "
+        "signatures): inline in the command's process, or datatrove's local, Slurm or Ray executor over "
+        "data.executor_tasks shards (the `scale` extra); the dedup steps then run once over every shard's output.",
+    )
+    executor_tasks: int = Field(4, ge=1, le=100_000, description="Shards the datatrove executor splits an ingest into.")
+    executor_workers: int = Field(
+        -1, ge=-1, le=100_000, description="Shards run at once by the local executor (-1: all of them).",
+    )
+    executor_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for datatrove's SlurmPipelineExecutor or "
+        "RayPipelineExecutor (for example partition, time, cpus_per_task), passed through unchanged.",
+    )
 
 
 class LoraSettings(_Strict):
@@ -132,6 +146,10 @@ class TrainSettings(_Strict):
         "with rows_per_step 1 every example is its own optimizer step, as a per-sequence trainer takes.",
     )
     seed: int = Field(0, description="Seed for shuffling and adapter initialisation.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them: less memory for long "
+        "blocks or large models, for about a third more compute (GPUs, long rows); off on the CPU default.",
+    )
 
 
 class LearnConfig(_Strict):
@@ -441,6 +459,10 @@ class GRPOSettings(_Strict):
         "train --alias reward`).",
     )
     full: bool = Field(False, description="Train every parameter instead of LoRA.")
+    use_vllm: bool = Field(
+        False, description="Sample the rollouts with vLLM (TRL's colocated vLLM, on a GPU with the `vllm` extra) "
+        "instead of the policy's own generate.",
+    )
     seed: int = Field(0, description="Seed for sampling and shuffling.")
 
 
@@ -587,6 +609,11 @@ class ServeConfig(_Strict):
     max_queue: int = Field(32, ge=1, description="Requests admitted at once (queued + running); 503 beyond.")
     batch_size: int = Field(8, ge=1, le=256, description="Non-streaming requests generated together in one batch.")
     batch_wait_ms: int = Field(10, ge=0, le=1000, description="How long the first request waits for others to batch.")
+    scheduling: Literal["auto", "continuous", "batches"] = Field(
+        "auto", description="continuous: every request joins the running batch at the next decode step and leaves it "
+        "when done (backends that support it: llama.cpp); batches: requests arriving within batch_wait_ms form one "
+        "batch, run to its end; auto: continuous where the served model supports it.",
+    )
     poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the release pointer is checked.")
     retrieval: bool = Field(True, description="Answer chat with notes retrieved from short-term memory, cited.")
     retrieval_k: int = Field(3, ge=1, le=20, description="Memory chunks offered to the model per question.")

@@ -25,7 +25,8 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Bar]:
+def progress_bar(description: str, total: int | None) -> Iterator[Bar]:
+    """A bar on stderr; a total of None (not known ahead) shows the count and the time only."""
     columns = (
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),

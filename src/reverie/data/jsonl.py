@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -112,6 +112,47 @@ def read_jsonl(path: Path, parse: Callable[[Any], T] = lambda value: value) -> l
     if bad:
         raise CorruptFile(bad)
     return rows
+
+
+def iter_jsonl(path: Path, parse: Callable[[Any], T] = lambda value: value) -> Iterator[T]:
+    """The rows of a JSONL file that must be whole, one line in memory at a time (files larger than memory); a
+    bad line is an error naming the file and line, raised when the reader reaches it."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("incomplete last line (an interrupted write)")
+                yield parse(json.loads(line.decode("utf-8")))
+            except UnicodeDecodeError:
+                raise CorruptFile([BadLine(path, number, "not UTF-8 text")]) from None
+            except ValidationError as exc:
+                raise CorruptFile([BadLine(path, number, brief(exc))]) from None
+            except (ValueError, RecursionError) as exc:
+                raise CorruptFile([BadLine(path, number, f"not a valid row: {exc}")]) from None
+
+
+class JsonlWriter:
+    """Rows appended to a new JSONL file as they come, counted (a staging folder's file, read only once whole)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self._handle = path.open("w", encoding="utf-8")
+
+    def write(self, row: Any) -> None:
+        self._handle.write(dumps(row) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class CorruptFile(ReverieError):

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from reverie.errors import ReverieError
 
@@ -36,25 +36,35 @@ class RawRow:
     fields: dict[str, Any] | None  # None when the row could not be read
     error: str = ""
     raw: Any = None
+    position: int = 0  # where the row lies in its input (a line, row or file number): shards merge back by it
 
 
-def read_rows(path: Path) -> Iterator[RawRow]:
-    """The rows of a file or folder, in order; the format is chosen by the file's suffix."""
+Wanted = Callable[[int], bool]
+"""Which positions of an input to read: one shard's (the others are skipped before they are parsed)."""
+
+
+def every_row(position: int) -> bool:
+    return True
+
+
+def read_rows(path: Path, wanted: Wanted = every_row) -> Iterator[RawRow]:
+    """The rows of a file or folder, in order; the format is chosen by the file's suffix. With `wanted`, only
+    the rows at those positions."""
     if path.is_dir():
-        yield from _folder(path)
+        yield from _folder(path, wanted)
     elif not path.is_file():
         raise ReverieError(f"{path} does not exist")
     elif path.suffix == ".jsonl":
-        yield from _jsonl(path)
+        yield from _jsonl(path, wanted)
     elif path.suffix == ".csv":
-        yield from _csv(path)
+        yield from _csv(path, wanted)
     elif path.suffix == ".parquet":
-        yield from _parquet(path)
+        yield from _parquet(path, wanted)
     else:
         raise ReverieError(f"{path}: unsupported format {path.suffix or '(none)'}; use {', '.join(FORMATS)}")
 
 
-def _jsonl(path: Path) -> Iterator[RawRow]:
+def _jsonl(path: Path, wanted: Wanted) -> Iterator[RawRow]:
     with path.open("rb") as handle:
         number = 0
         while line := handle.readline(MAX_LINE_BYTES + 1):
@@ -62,11 +72,14 @@ def _jsonl(path: Path) -> Iterator[RawRow]:
             origin = f"{path}:{number}"
             if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                 size = len(line) + _skip_rest_of_line(handle)
-                yield RawRow(origin, None, f"line of {size} bytes is over the limit of {MAX_LINE_BYTES}",
-                             _shown(line))
+                if wanted(number):
+                    yield RawRow(origin, None, f"line of {size} bytes is over the limit of {MAX_LINE_BYTES}",
+                                 _shown(line), position=number)
                 continue
-            if line.strip():
-                yield _json_row(origin, line)
+            if line.strip() and wanted(number):
+                row = _json_row(origin, line)
+                row.position = number
+                yield row
 
 
 def _json_row(origin: str, line: bytes) -> RawRow:
@@ -114,34 +127,43 @@ def _shown(line: bytes) -> str:
     return text[:SHOWN_RAW_CHARS] + (" ..." if len(line) > SHOWN_RAW_CHARS else "")
 
 
-def _csv(path: Path) -> Iterator[RawRow]:
+def _csv(path: Path, wanted: Wanted) -> Iterator[RawRow]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             for row in reader:
-                origin = f"{path}:{reader.line_num}"
+                line = reader.line_num
+                if not wanted(line):
+                    continue
+                origin = f"{path}:{line}"
                 if None in row:  # more cells than the header names
-                    yield RawRow(origin, None, f"{len(row[None])} cell(s) more than the header has", row)
+                    yield RawRow(origin, None, f"{len(row[None])} cell(s) more than the header has", row, line)
                 elif any(value is None for value in row.values()):
-                    yield RawRow(origin, None, "fewer cells than the header has", row)
+                    yield RawRow(origin, None, "fewer cells than the header has", row, line)
                 else:
-                    yield RawRow(origin, {k: v for k, v in row.items() if v != ""}, raw=row)
+                    yield RawRow(origin, {k: v for k, v in row.items() if v != ""}, raw=row, position=line)
     except UnicodeDecodeError:
         raise ReverieError(f"{path}: not UTF-8 text") from None
     except csv.Error as exc:
         raise ReverieError(f"{path}: not a readable CSV file ({exc})") from None
 
 
-def _parquet(path: Path) -> Iterator[RawRow]:
+def _parquet(path: Path, wanted: Wanted) -> Iterator[RawRow]:
+    """Row groups are read one at a time, so a file larger than memory streams."""
     import pyarrow.parquet as pq
     from pyarrow import ArrowException
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        table = pq.ParquetFile(path)
+        number = 0
+        for group in range(table.num_row_groups):
+            for row in table.read_row_group(group).to_pylist():
+                if wanted(number):
+                    yield RawRow(f"{path}#row{number}", {k: v for k, v in row.items() if v is not None}, raw=row,
+                                 position=number)
+                number += 1
     except (ArrowException, OSError) as exc:
         raise ReverieError(f"{path}: not a readable Parquet file ({exc})") from None
-    for number, row in enumerate(rows):
-        yield RawRow(f"{path}#row{number}", {k: v for k, v in row.items() if v is not None}, raw=row)
 
 
 def folder_files(path: Path) -> tuple[list[Path], list[RawRow]]:
@@ -170,18 +192,23 @@ def folder_files(path: Path) -> tuple[list[Path], list[RawRow]]:
     return sorted(files), refused
 
 
-def _folder(path: Path) -> Iterator[RawRow]:
+def _folder(path: Path, wanted: Wanted) -> Iterator[RawRow]:
     files, refused = folder_files(path)
-    yield from refused
-    for file in files:
+    for position, row in enumerate(refused):
+        if wanted(position):
+            row.position = position
+            yield row
+    for position, file in enumerate(files, start=len(refused)):
+        if not wanted(position):
+            continue
         origin = str(file)
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
-            yield RawRow(origin, None, f"file of {size} bytes is over the limit of {MAX_FILE_BYTES}")
+            yield RawRow(origin, None, f"file of {size} bytes is over the limit of {MAX_FILE_BYTES}", position=position)
             continue
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            yield RawRow(origin, None, "not UTF-8 text")
+            yield RawRow(origin, None, "not UTF-8 text", position=position)
             continue
-        yield RawRow(origin, {"text": text, "meta": {"file": str(file.relative_to(path))}}, raw=None)
+        yield RawRow(origin, {"text": text, "meta": {"file": str(file.relative_to(path))}}, position=position)

@@ -10,8 +10,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,6 +182,21 @@ def _load_checkpoint(checkpointing: Checkpointing, model: torch.nn.Module) -> _R
     return _Resumed(list(state["losses"]), state["optimizer"], state["scheduler"])
 
 
+@contextmanager
+def _recomputing(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Gradient (activation) checkpointing for the loop's duration only: generation after training keeps its KV
+    cache. transformers' default is non-reentrant, so a frozen base under a LoRA adapter needs no inputs that
+    require grad."""
+    if not on:
+        yield
+        return
+    model.activation_checkpointing_enable()
+    try:
+        yield
+    finally:
+        model.activation_checkpointing_disable()
+
+
 def run_steps(model: torch.nn.Module, rows: list[PackedRow], settings: TrainSettings, pad_token_id: int,
               description: str, loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
               status: str, *, processes: Processes | None = None, checkpointing: Checkpointing | None = None,
@@ -246,7 +261,8 @@ def run_steps(model: torch.nn.Module, rows: list[PackedRow], settings: TrainSett
     step = 0
     model.train()
     main = processes is None or processes.is_main
-    with progress_bar(description, total_steps) if main else nullcontext(_QuietBar()) as bar:
+    with (progress_bar(description, total_steps) if main else nullcontext(_QuietBar()) as bar,
+          _recomputing(model, settings.gradient_checkpointing)):
         bar.advance(len(losses))
         for _ in range(settings.epochs):
             order = list(range(len(rows)))
