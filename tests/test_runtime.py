@@ -67,3 +67,20 @@ def test_model_device_cuda_without_a_gpu_is_a_clear_error(tiny_model_dir: Path, 
     with pytest.raises(ReverieError, match="model.device is cuda but torch sees no CUDA device"):
         load_pretrained(tiny_model_dir, ModelConfig(device="cuda"))
     assert model_device(ModelConfig(device="auto")) == torch.device("cpu")  # auto falls back to the CPU
+
+
+def test_self_edits_are_written_through_the_runtime(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Dream's SEAL strategy and `seal write` only generate: they load the generator as the Gate does."""
+    from peft import PeftModel
+
+    from reverie.engines.inner_loop import generate_self_edits
+    from reverie.generator import current_generator, load_writer
+
+    for runtime, kind in (("llama.cpp", LlamaCppModel), ("transformers", torch.nn.Module)):
+        ws = Workspace.open(make_workspace(tmp_path / runtime, tiny_model_dir, model={"runtime": runtime}))
+        ensure_release(ws)
+        writer = load_writer(ws, current_generator(ws))
+        assert isinstance(writer.model, kind) and not isinstance(writer.model, PeftModel)
+        [[edit]] = generate_self_edits(writer.model, writer.tokenizer, [("Velmora", "Velmora is an island.")],
+                                       "implications", 1, 1.0, 16, 4, seed=0)
+        assert isinstance(edit, list)

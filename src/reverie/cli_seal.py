@@ -93,7 +93,7 @@ def generate(
         raise ReverieError(f"{output}: the folder {output.parent} does not exist")
     seal = ws.config.dream.seal
     record = generator.current_generator(ws)
-    loaded = generator.load_plain(ws, record)
+    loaded = generator.load_writer(ws, record)
     documents = load_knowledge(ws.config.data.knowledge, ws.root).documents
     edits = generate_self_edits(loaded.model, loaded.tokenizer, [(d.title, d.text) for d in documents], seal.style,
                                 samples, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size)

@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from peft import PeftModel
+
 from reverie.config import ModelConfig, SealConfig
 from reverie.data.knowledge import load_knowledge
 from reverie.data.passages import Passage, knowledge_passages, load_passages
@@ -66,6 +68,15 @@ def load_plain(ws: Workspace, record: ModelRecord) -> LoadedModel:
     """A model version with any adapter merged in: the form the inner loop and generation need."""
     loaded = load_version(ws, record)
     if record.adapter:
+        loaded.model = loaded.model.merge_and_unload()
+    return loaded
+
+
+def load_writer(ws: Workspace, record: ModelRecord) -> LoadedModel:
+    """A version that only writes (self-edits for Dream or `seal write`): run by model.runtime, as the Gate runs a
+    version (llama.cpp or vLLM where configured, with a logged fallback), its adapter merged under transformers."""
+    loaded = load_version(ws, record, inference=True)
+    if isinstance(loaded.model, PeftModel):
         loaded.model = loaded.model.merge_and_unload()
     return loaded
 

@@ -12,7 +12,7 @@ from reverie.data.self_edits import gate_items, self_edit_examples
 from reverie.engines.inner_loop import generate_self_edits
 from reverie.engines.models import LoadedModel
 from reverie.engines.scoring import plausible_items
-from reverie.generator import current_generator, load_plain
+from reverie.generator import current_generator, load_writer
 from reverie.phases.base import PhaseContext
 from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
 
@@ -26,7 +26,7 @@ class SelfEdits(SupervisedDream):
         # Until a generator is trained the release writes: the model before Learn, whose writing has not been
         # narrowed by Learn's short training answers.
         generator = current_generator(ws)
-        writer = load_plain(ws, generator)
+        writer = load_writer(ws, generator)
         documents = ctx.inputs.knowledge.documents
         edits = generate_self_edits(writer.model, writer.tokenizer, [(d.title, d.text) for d in documents],
                                     seal.style, 1, seal.temperature, seal.max_new_tokens, ws.config.eval.batch_size,
