@@ -8,17 +8,18 @@
    when given). Weights are bf16 as reverie loads them with model.dtype bfloat16 (no autocast, no float32
    master copy). LoRA skips the weight gradients of the frozen model (about 4 x parameters FLOPs a token), so
    6N overstates its useful work; attention FLOPs are left out of both;
-3. transformers, vllm: generation tokens/s at batch 1, 8 and 64 and time to first token
-   (benchmarks/generation.py's measurement) under transformers on CUDA and under vLLM when it imports, with
-   vLLM's greedy-token agreement with transformers;
+3. transformers, vllm, vllm-runtime: generation tokens/s at batch 1, 8 and 64 and time to first token
+   (benchmarks/generation.py's measurement) under transformers on CUDA, under vLLM's own API when it imports, and
+   under reverie.engines.vllm_runtime.VllmModel (what model.runtime vllm gives the Gate, Dream and the server,
+   through transformers' generate), with greedy-token agreement with transformers;
 4. distributed: where torch.cuda.device_count() > 1, a full fine-tuning job on every GPU under DDP (torchrun)
    and FSDP (examples/accelerate/fsdp.yaml) through reverie.engines.train_job.launch_job; skipped on one GPU.
 
     python benchmarks/gpu.py [--model embedded|DIR|FILE.gguf] [--steps 30] [--rows-per-step 16]
         [--block-size 1024] [--datasheet-tflops 989] [--out benchmarks/results/gpu]
 
-Needs CUDA torch, transformers, peft and accelerate; vLLM is optional (skipped with the reason), TRL and
-llama.cpp are not used. Without a CUDA device it says so and exits 0. The model runs in one process: train_sft
+Needs CUDA torch, transformers, peft and accelerate; vLLM is optional (its two stages skipped with the reason),
+TRL and llama.cpp are not used. Without a CUDA device it says so and exits 0. The model runs in one process: train_sft
 is given a one-process accelerate group (reverie.engines.distributed.start), whose path moves each batch to the
 GPU. Every stage's figures go to <out>.partial.json as it finishes; a rerun skips finished stages.
 """
@@ -50,8 +51,10 @@ GENERATE_PROMPTS = 8
 GENERATE_BATCHES = (1, 8, 64)
 REPEATS = 3
 LEARNING_RATES = {"lora": 1e-3, "full": 1e-5}
-STAGES = ("peak", "learn-lora", "learn-full", "transformers", "vllm", "distributed")  # the last three: generation
-NEEDS = {"learn-lora": "peak", "learn-full": "peak", "distributed": "peak", "vllm": "transformers"}
+STAGES = ("peak", "learn-lora", "learn-full", "transformers", "vllm", "vllm-runtime", "distributed")
+NEEDS = {"learn-lora": "peak", "learn-full": "peak", "distributed": "peak", "vllm": "transformers",
+         "vllm-runtime": "transformers"}
+GENERATION_BACKENDS = ("transformers", "vllm", "vllm-runtime")
 
 
 def peak_bf16() -> dict:
@@ -135,22 +138,61 @@ def learn(mode: str, directory: Path, args: argparse.Namespace, peak_tflops: flo
 def generate(backend: str, directory: Path, result: dict, data: Path) -> dict:
     """Generation under one backend, bf16 on the GPU (benchmarks/generation.py's stage; vLLM's agreement and
     ratios are against the transformers stage)."""
-    import gc
+    from generation import backend_stage
 
-    import torch
+    figures = backend_stage(backend, directory, result, generation_prompts(directory, data), GENERATE_TOKENS,
+                            GENERATE_BATCHES, REPEATS, "bfloat16", "cuda")
+    release_gpu()
+    return figures
 
-    from generation import backend_stage, questions
+
+def generation_prompts(directory: Path, data: Path) -> list[list[int]]:
+    from generation import questions
     from reverie.config import ModelConfig
     from reverie.engines.models import load_tokenizer
     from reverie.engines.prompts import user_prompt_ids
 
     tokenizer = load_tokenizer(directory, ModelConfig(source=str(directory)))
-    prompts = [user_prompt_ids(tokenizer, q) for q in questions(data, GENERATE_PROMPTS)]
-    figures = backend_stage(backend, directory, result, prompts, GENERATE_TOKENS, GENERATE_BATCHES, REPEATS,
-                            "bfloat16", "cuda")
-    gc.collect()  # the runtime is garbage now; give its memory back before the next stage
+    return [user_prompt_ids(tokenizer, q) for q in questions(data, GENERATE_PROMPTS)]
+
+
+def release_gpu() -> None:
+    """Give a stage's memory back before the next one: its runtime is garbage now."""
+    import gc
+
+    import torch
+
+    gc.collect()
     torch.cuda.empty_cache()
-    return figures
+
+
+def vllm_runtime(directory: Path, result: dict, data: Path) -> dict:
+    """reverie's VllmModel through transformers' generate (benchmarks/generation.py's TransformersStyle), bf16:
+    the vllm stage's engine plus reverie's translation (row order, padding, per-row SamplingParams). Agreement is
+    positional only: its logits come from a transformers copy, so a teacher-forced figure would be transformers'."""
+    from generation import TransformersStyle, measure, ratios
+    from reverie.config import ModelConfig
+    from reverie.engines.models import load_pretrained, load_tokenizer
+    from reverie.engines.vllm_runtime import VllmModel
+    from reverie.errors import ReverieError
+
+    config = ModelConfig(source=str(directory), dtype="bfloat16", device="cuda")
+    start = time.perf_counter()
+    try:
+        model = VllmModel(directory, config, lambda: load_pretrained(directory, config).model)
+    except ReverieError as exc:
+        print(f"vllm-runtime: skipped: {exc}")
+        return {"skipped": str(exc)}
+    figures = {"load_seconds": time.perf_counter() - start}
+    prompts = generation_prompts(directory, data)
+    speed, continuations = measure(TransformersStyle(model, load_tokenizer(directory, config)), prompts,
+                                   GENERATE_TOKENS, GENERATE_BATCHES, REPEATS)
+    same = [a == b for ours, theirs in zip(continuations, result["transformers"]["continuations"])
+            for a, b in zip(ours, theirs)]
+    figures |= speed | {"agreement_positional": sum(same) / len(same)}
+    del model
+    release_gpu()
+    return figures | ratios(figures, result["transformers"])
 
 
 def parameter_count(directory: Path) -> int:
@@ -226,18 +268,20 @@ def markdown(result: dict) -> str:
               + " | ".join(f"tok/s b{b}" for b in GENERATE_BATCHES) + " | agreement positional | teacher-forced |",
               "|" + "---|" * (5 + len(GENERATE_BATCHES))]
     skipped = []
-    for backend in ("transformers", "vllm"):
+    for backend in GENERATION_BACKENDS:
         if (f := result.get(backend)) is None:
             continue
         if "skipped" in f:
             skipped.append(f"- {backend} generation: {f['skipped']}")
             continue
         speeds = " | ".join(f"{f[f'tokens_per_s_b{b}']:.0f}" for b in GENERATE_BATCHES)
+        forced = f"{f['agreement_teacher_forced']:.3f}" if "agreement_teacher_forced" in f else "-"
         lines.append(f"| {backend} | {f['load_seconds']:.1f} | {f['ttft_ms']:.1f} | {speeds} | "
-                     f"{f['agreement_positional']:.3f} | {f['agreement_teacher_forced']:.3f} |")
+                     f"{f['agreement_positional']:.3f} | {forced} |")
     lines += ["", f"{GENERATE_PROMPTS} questions (SQuAD; fixed ones without the data) x {GENERATE_TOKENS} new "
               f"tokens, greedy; every call timed {REPEATS} times, the fastest kept; agreement with transformers' "
-              "batch-1 continuations (its own row: cached decoding against a full forward pass)."]
+              "batch-1 continuations (its own row: cached decoding against a full forward pass). vllm is vLLM's own "
+              "API; vllm-runtime is reverie's VllmModel on it (model.runtime vllm), its logits from transformers."]
     d = result.get("distributed", {})
     if "skipped" in d:
         skipped.append(f"- distributed: {d['skipped']}")
@@ -304,6 +348,7 @@ def main() -> int:
         "learn-full": lambda: learn("full", directory, args, peak()),
         "transformers": lambda: generate("transformers", directory, result, Path(args.data)),
         "vllm": lambda: generate("vllm", directory, result, Path(args.data)),
+        "vllm-runtime": lambda: vllm_runtime(directory, result, Path(args.data)),
         "distributed": lambda: distributed(directory, args, peak()),
     }
     wanted = args.stages.split(",")

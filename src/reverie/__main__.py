@@ -1,5 +1,7 @@
-"""`python -m reverie` runs the CLI."""
+"""`python -m reverie` runs the CLI. Guarded, because vLLM's engine starts its workers by spawn, which imports
+`__main__` again."""
 
 from reverie.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from reverie.config import LoraSettings, ModelConfig
 from reverie.engines.llama_cpp_runtime import LlamaCppModel
+from reverie.engines.vllm_runtime import VllmModel, vllm_module
 from reverie.errors import ReverieError
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
@@ -35,7 +36,7 @@ GGUF_WEIGHTS = "model.gguf"  # a weights artifact holding this file is a quantiz
 
 @dataclass
 class LoadedModel:
-    model: PreTrainedModel | PeftModel | LlamaCppModel
+    model: PreTrainedModel | PeftModel | LlamaCppModel | VllmModel
     tokenizer: PreTrainedTokenizerBase
 
 
@@ -205,6 +206,16 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
         except ReverieError as exc:
             status_line(f"model.runtime is llama.cpp but {record.id} cannot run on it ({exc}); running it in "
                         "transformers")
+    elif inference and workspace.config.model.runtime == "vllm":
+        config = workspace.config.model
+        try:
+            vllm_module()  # before a merged copy is written for it
+            directory = runtime_weights_dir(workspace, record)
+            on_gpu = config.model_copy(update={"device": "cuda"})  # the logits copy, beside vLLM
+            return LoadedModel(VllmModel(directory, config, lambda: load_pretrained(directory, on_gpu).model),
+                               load_tokenizer(directory, config))
+        except ReverieError as exc:
+            status_line(f"model.runtime is vllm but {record.id} cannot run on it ({exc}); running it in transformers")
     loaded = load_pretrained(weights_dir(workspace, record), workspace.config.model)
     for adapter in record.stack:  # what each adapter above was trained on: the weights with these merged in
         loaded.model = PeftModel.from_pretrained(loaded.model, workspace.artifacts.path(adapter)).merge_and_unload()
@@ -218,8 +229,7 @@ def load_version(workspace: Workspace, record: ModelRecord, trainable_adapter: b
 def runtime_gguf(workspace: Workspace, record: ModelRecord) -> Path:
     """An f16 GGUF of a float version (its stack and adapter merged in) for model.runtime llama.cpp, written once
     into the workspace cache under a key of what the version is made of."""
-    made_of = json.dumps([record.weights, record.source, record.stack, record.adapter])
-    out = workspace.cache_dir / "runtime" / f"{hashlib.sha256(made_of.encode()).hexdigest()[:16]}.gguf"
+    out = workspace.cache_dir / "runtime" / f"{_runtime_key(record)}.gguf"
     if out.is_file():
         return out
     from reverie.engines.gguf_export import write_gguf  # numpy and the gguf package: only for this runtime
@@ -228,6 +238,27 @@ def runtime_gguf(workspace: Workspace, record: ModelRecord) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="merged-") as folder:
         write_gguf(merged_weights_dir(workspace, record, Path(folder)), out, dtype="f16")
     return out
+
+
+def runtime_weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
+    """A safetensors directory of a float version as one model, for model.runtime vllm: its own weights when it has
+    no adapter, else its stack and adapter merged in, written once into the workspace cache (keyed as runtime_gguf
+    keys its file)."""
+    if not record.adapter:
+        return weights_dir(workspace, record)
+    out = workspace.cache_dir / "runtime" / _runtime_key(record)
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix="merged-") as folder:
+        os.replace(merged_weights_dir(workspace, record, Path(folder) / "model"), out)
+    return out
+
+
+def _runtime_key(record: ModelRecord) -> str:
+    """A key of what a version is made of: its runtime copies in the cache are written once under it."""
+    made_of = json.dumps([record.weights, record.source, record.stack, record.adapter])
+    return hashlib.sha256(made_of.encode()).hexdigest()[:16]
 
 
 def merged_weights_dir(workspace: Workspace, record: ModelRecord, scratch: Path) -> Path:

@@ -24,8 +24,9 @@ from reverie.config import DPOSettings, GRPOSettings
 from reverie.data.preference import PreferencePair
 from reverie.engines.libraries import quiet_libraries
 from reverie.engines.rewards import RewardFunction
+from reverie.engines.vllm_runtime import vllm_module
 from reverie.errors import ReverieError
-from reverie.progress import Bar, progress_bar
+from reverie.progress import Bar, progress_bar, status_line
 
 # What TRL logs, renamed for reverie's metrics (`<name>_first` / `<name>_last` summarise the run).
 DPO_LOGGED = {"loss": "loss", "rewards/margins": "margin", "rewards/chosen": "chosen_reward",
@@ -142,6 +143,20 @@ class RLPrompt(BaseModel):
                 "must_refuse": -1 if self.must_refuse is None else int(self.must_refuse)}
 
 
+def rollout_args(use_vllm: bool) -> dict[str, Any]:
+    """TRL's arguments for how the rollouts are sampled: with align.grpo.use_vllm, by vLLM colocated in this process
+    (TRL gives it vllm_gpu_memory_utilization of the GPU and copies the policy's weights into it before each
+    generation); else, or with the reason when vLLM cannot run here, by the policy's own generate."""
+    if not use_vllm:
+        return {}
+    try:
+        vllm_module()
+    except ReverieError as exc:
+        status_line(f"align.grpo.use_vllm is on but {exc}; sampling the rollouts with the policy's own generate")
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate"}
+
+
 def train_grpo(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, prompts: list[RLPrompt],
                rewards: list[RewardFunction], settings: GRPOSettings, output_dir: Path,
                description: str = "grpo") -> PreferenceRun:
@@ -158,7 +173,7 @@ def train_grpo(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
     args = config_type(**_common_args(output_dir, settings.seed), per_device_train_batch_size=batch,
                        num_generations=settings.generations, max_completion_length=settings.max_new_tokens,
                        temperature=settings.temperature, beta=settings.beta, learning_rate=settings.learning_rate,
-                       num_train_epochs=settings.epochs)
+                       num_train_epochs=settings.epochs, **rollout_args(settings.use_vllm))
     dataset = Dataset.from_list([p.trl_row() for p in prompts])
     steps, elapsed = _run(lambda callbacks: trainer_type(model=model, reward_funcs=rewards, args=args,
                                                          train_dataset=dataset, processing_class=tokenizer,

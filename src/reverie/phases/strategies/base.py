@@ -235,9 +235,9 @@ def dream_with(strategy: DreamStrategy, ctx: PhaseContext, candidate: ModelRecor
     settings, config = ws.config.dream, ws.config
     knowledge = ctx.inputs.knowledge
     loaded = load_version(ws, candidate, trainable_adapter=True)
-    # a quantized candidate (or any, with model.runtime llama.cpp) writes its data through llama.cpp, as the Gate
-    # and the server run it, and trains in torch
-    served = gguf_weights(ws, candidate) is not None or config.model.runtime == "llama.cpp"
+    # a quantized candidate (or any, with model.runtime llama.cpp or vllm) writes its data through that runtime, as
+    # the Gate and the server run it, and trains in torch
+    served = gguf_weights(ws, candidate) is not None or config.model.runtime != "transformers"
     sampler = load_version(ws, candidate, inference=True) if served else loaded
     data = strategy.data(ctx, sampler)
     del sampler
