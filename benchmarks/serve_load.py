@@ -1,7 +1,9 @@
 """Load on `reverie serve` (SmolLM2-135M-Instruct, loopback) while the release switches and rolls back, against
-the same load on a plain transformers generate loop without batching, in one run.
+the same load on a plain transformers generate loop without batching, in one run; or, with --compare-scheduling,
+serve.scheduling continuous against batches on llama.cpp under the same load.
 
     .venv/bin/python benchmarks/serve_load.py [--clients 8] [--seconds 60] [--max-tokens 32]
+    .venv/bin/python benchmarks/serve_load.py --compare-scheduling [--clients 8] [--seconds 60]
 
 A quick cycle (1 epoch, no Dream) first makes a second model. During the served run, a third of the way in the
 release pointer rolls back to the base model (`reverie rollback`), and two thirds of the way in it moves to the
@@ -9,11 +11,18 @@ candidate again (as a cycle's close moves it). Every client sends chat requests 
 status, latency and completion tokens are recorded. The baseline runs the same clients in this process against
 one lock around `model.generate` for a single prompt: what serving without a batcher amounts to.
 Writes benchmarks/results/serve_load.{json,md}.
+
+--compare-scheduling serves the base model (model.runtime llama.cpp, no cycle) four times in turn: two loads,
+each under serve.scheduling continuous and then batches, serve.batch_size = clients. Both loads mix max_tokens
+(16, 64, 256 in turn; greedy answers may end sooner); in `plain` every request is answered whole, in `mixed` every
+other one is streamed. Time to first token is the first streamed content, or the whole answer for a plain request.
+Writes benchmarks/results/serve_scheduling.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import subprocess
@@ -32,6 +41,7 @@ from reverie.engines.models import load_version
 from reverie.presets import preset_text
 from reverie.workspace import Workspace
 
+MIXED_MAX_TOKENS = (16, 64, 256)
 PROMPTS = ["Give me a tip for learning a language.", "What is a good name for a cat?", "Describe rain in a sentence.",
            "How do plants drink water?", "Suggest a weekend hobby.", "Why is the sea salty?"]
 
@@ -59,8 +69,25 @@ def prepare(state: Path) -> Workspace:
     return Workspace.open(state)
 
 
+def start_server(root: Path, *settings: str) -> tuple[str, subprocess.Popen]:
+    """`reverie serve` on a free loopback port with `--set` overrides, once /health says the model is loaded."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "reverie", "serve", "-w", str(root), "--port", str(port),
+                               *(arg for setting in settings for arg in ("--set", setting))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    return url, server
+
+
 def run_clients(clients: int, seconds: float, request, events: list[tuple[float, callable]] = ()) -> list[dict]:
-    """`clients` threads calling request(prompt) back to back for `seconds`; events fire at their offsets."""
+    """`clients` threads calling request(client, n) for their n-th request back to back for `seconds`; it returns
+    (status, completion tokens, model, seconds to the first token or None). Events fire at their offsets."""
     records: list[dict] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
@@ -68,16 +95,16 @@ def run_clients(clients: int, seconds: float, request, events: list[tuple[float,
     def client(index: int) -> None:
         n = 0
         while time.perf_counter() < stop:
-            prompt = PROMPTS[(index + n) % len(PROMPTS)]
-            n += 1
             started = time.perf_counter()
             try:
-                status, tokens, model = request(prompt)
+                status, tokens, model, first = request(index, n)
             except Exception as exc:  # a transport error is a failed request too
-                status, tokens, model = f"error: {type(exc).__name__}", 0, ""
+                status, tokens, model, first = f"error: {type(exc).__name__}", 0, "", None
+            n += 1
+            latency = time.perf_counter() - started
             with lock:
-                records.append({"status": status, "latency": time.perf_counter() - started, "tokens": tokens,
-                                "model": model, "at": started})
+                records.append({"status": status, "latency": latency, "tokens": tokens, "model": model,
+                                "at": started, "first_token": latency if first is None else first})
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
@@ -91,13 +118,97 @@ def run_clients(clients: int, seconds: float, request, events: list[tuple[float,
     return records
 
 
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def summary(records: list[dict], seconds: float) -> dict:
     ok = [r for r in records if r["status"] == 200]
-    latencies = sorted(r["latency"] for r in ok)
-    quantile = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")  # noqa: E731
+    latencies, firsts = [r["latency"] for r in ok], [r["first_token"] for r in ok]
     return {"sent": len(records), "succeeded": len(ok), "failed": len(records) - len(ok),
-            "p50_s": quantile(0.5), "p95_s": quantile(0.95), "tokens_per_s": sum(r["tokens"] for r in ok) / seconds,
+            "requests_per_s": len(ok) / seconds, "p50_s": quantile(latencies, 0.5), "p95_s": quantile(latencies, 0.95),
+            "ttft_p50_s": quantile(firsts, 0.5), "ttft_p95_s": quantile(firsts, 0.95),
+            "tokens_per_s": sum(r["tokens"] for r in ok) / seconds,
             "mean_latency_s": statistics.fmean(latencies) if latencies else float("nan")}
+
+
+def chat_request(session: httpx.Client, url: str, prompt: str, max_tokens: int, stream: bool):
+    """One chat request: (status, completion tokens, model, seconds to the first streamed content or None)."""
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "retrieval": False}
+    if not stream:
+        response = session.post(f"{url}/v1/chat/completions", json=body)
+        answer = response.json()
+        return response.status_code, answer.get("usage", {}).get("completion_tokens", 0), answer.get("model", ""), None
+    started, first, tokens, model = time.perf_counter(), None, 0, ""
+    body |= {"stream": True, "stream_options": {"include_usage": True}}
+    with session.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line.removeprefix("data: "))
+            if "error" in event:
+                return "error event", 0, model, first
+            model = event["model"]
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            elif first is None and event["choices"] and event["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - started
+    return response.status_code, tokens, model, first
+
+
+def scheduling_workspace(state: Path) -> Workspace:
+    """A workspace on the embedded model served by llama.cpp, without memory (nothing to retrieve)."""
+    if not (state / "reverie.yaml").exists():
+        Workspace.init(state)
+        config = yaml.safe_load(preset_text("default"))
+        config["model"]["runtime"] = "llama.cpp"
+        config["serve"]["retrieval"] = False
+        (state / "reverie.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return Workspace.open(state)
+
+
+def compare_scheduling(args: argparse.Namespace) -> None:
+    """Each load on continuous, then on batches, one server at a time; the ratios continuous / batches."""
+    ws = scheduling_workspace(Path(args.state + "_scheduling"))
+    results: dict[str, dict] = {}
+    for load in ("plain", "mixed"):
+        for scheduling in ("continuous", "batches"):
+            url, server = start_server(ws.root, f"serve.scheduling={scheduling}", f"serve.batch_size={args.clients}")
+            try:
+                session = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=args.clients * 2))
+                chat_request(session, url, PROMPTS[0], 8, False)  # warm: the first request sets up the context
+
+                def request(index: int, n: int):
+                    k = index + n
+                    return chat_request(session, url, PROMPTS[k % len(PROMPTS)], MIXED_MAX_TOKENS[k % 3],
+                                        stream=load == "mixed" and k % 2 == 0)
+
+                results[f"{load}/{scheduling}"] = summary(run_clients(args.clients, args.seconds, request),
+                                                          args.seconds)
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+    ratios = {load: {figure: results[f"{load}/continuous"][figure] / results[f"{load}/batches"][figure]
+                     for figure in ("requests_per_s", "tokens_per_s", "p50_s", "p95_s", "ttft_p50_s", "ttft_p95_s")}
+              for load in ("plain", "mixed")}
+    table = ["| load | scheduling | sent | failed | requests/s | output tokens/s | p50 s | p95 s | TTFT p50 s | "
+             "TTFT p95 s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        table.append(f"| {key.replace('/', ' | ')} | {r['sent']} | {r['failed']} | {r['requests_per_s']:.2f} | "
+                     f"{r['tokens_per_s']:.1f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['ttft_p50_s']:.2f} | "
+                     f"{r['ttft_p95_s']:.2f} |")
+    for load, ratio in ratios.items():
+        table.append(f"| {load} | continuous / batches | | | {ratio['requests_per_s']:.2f}x | "
+                     f"{ratio['tokens_per_s']:.2f}x | {ratio['p50_s']:.2f}x | {ratio['p95_s']:.2f}x | "
+                     f"{ratio['ttft_p50_s']:.2f}x | {ratio['ttft_p95_s']:.2f}x |")
+    table += ["", f"SmolLM2-135M-Instruct, model.runtime llama.cpp (f16 GGUF), {args.clients} clients sending back "
+              f"to back for {args.seconds:.0f} s per row, serve.batch_size {args.clients}; max_tokens {MIXED_MAX_TOKENS} in "
+              "turn; mixed: every other request streamed. TTFT: first streamed content, or the whole answer when not "
+              "streamed. Ratios below 1 on the time columns mean continuous is faster."]
+    write_results(args.out or "benchmarks/results/serve_scheduling",
+                  {"settings": vars(args), "max_tokens_mix": MIXED_MAX_TOKENS, **results, "ratios": ratios},
+                  "\n".join(table))
 
 
 def main() -> None:
@@ -106,29 +217,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--state", default="benchmarks/.cache/serve_load")
-    parser.add_argument("--out", default="benchmarks/results/serve_load")
+    parser.add_argument("--out", help="results path without suffix (default benchmarks/results/serve_load, or "
+                        "serve_scheduling with --compare-scheduling)")
+    parser.add_argument("--compare-scheduling", action="store_true",
+                        help="serve.scheduling continuous against batches instead (serve_scheduling.{json,md})")
     args = parser.parse_args()
+    if args.compare_scheduling:
+        compare_scheduling(args)
+        return
+    args.out = args.out or "benchmarks/results/serve_load"
     ws = prepare(Path(args.state))
     candidate = ws.registry.get_alias()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "reverie", "serve", "-w", str(ws.root), "--port", str(port),
-                               "--set", "serve.poll_seconds=0.5", "--set", f"serve.batch_size={args.clients}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, server = start_server(ws.root, "serve.poll_seconds=0.5", f"serve.batch_size={args.clients}")
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         session = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=args.clients * 2))
 
-        def served(prompt: str):
-            response = session.post(f"{url}/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": prompt}], "max_tokens": args.max_tokens, "retrieval": False})
-            body = response.json()
-            return response.status_code, body.get("usage", {}).get("completion_tokens", 0), body.get("model", "")
+        def served(index: int, n: int):
+            return chat_request(session, url, PROMPTS[(index + n) % len(PROMPTS)], args.max_tokens, False)
 
         switches: list[str] = []
         events = [(args.seconds / 3, lambda: switches.append("rollback to " + rollback(Workspace.open(ws.root))[1])),
@@ -143,13 +248,14 @@ def main() -> None:
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     generate_lock = threading.Lock()
 
-    def plain(prompt: str):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+    def plain(index: int, n: int):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[(index + n) % len(PROMPTS)]}],
+                                            add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)["input_ids"]
         with generate_lock, torch.inference_mode():
             out = model.generate(input_ids=ids, max_new_tokens=args.max_tokens, do_sample=False,
                                  pad_token_id=tokenizer.eos_token_id)
-        return 200, out.shape[1] - ids.shape[1], candidate
+        return 200, out.shape[1] - ids.shape[1], candidate, None
 
     plain_records = run_clients(args.clients, args.seconds, plain)
     results = {"served": summary(served_records, args.seconds), "plain": summary(plain_records, args.seconds)}

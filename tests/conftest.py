@@ -234,3 +234,31 @@ def tiny_passages() -> list[Passage]:
         Passage(title="Thrannock", context="Thrannock champions win the Gildermoor Cup.",
                 questions=[QA(question="What do Thrannock champions win?", answer="Gildermoor Cup")]),
     ]
+
+
+def dream_context(ws):
+    """A Dream phase's context on the workspace's base model, outside a whole cycle (seconds, not a minute): what
+    tests of one Dream strategy hand to `dream_with` or to the strategy's `data`."""
+    import time as clock
+
+    from reverie.cycle import ensure_release
+    from reverie.cycle_inputs import freeze_inputs
+    from reverie.phases.base import PhaseContext
+    from reverie.registry import Cycle
+
+    base = ensure_release(ws)
+    frozen, inputs = freeze_inputs(ws, "c-test")
+    return PhaseContext(ws, Cycle("c-test", "running", base, ws.config.fingerprint(), clock.time(), inputs=frozen),
+                        inputs, {})
+
+
+def run_dream(ws, strategy: str):
+    """One Dream strategy through the shared tail (data, quarantine, training, A/B check) on the base model, reading
+    as the Dream phase does, so that a held-out read raises: its StrategyResult."""
+    from reverie.data.splits import reading_as
+    from reverie.phases.strategies import DREAM
+    from reverie.phases.strategies.base import dream_with
+
+    ctx = dream_context(ws)
+    with reading_as("dream"):
+        return dream_with(DREAM[strategy], ctx, ws.registry.get_model(ctx.cycle.base_model_id))

@@ -122,7 +122,8 @@ def test_duplicate_keys_are_reported_with_both_lines_among_the_other_problems(tm
 
 def test_a_merge_key_override_is_not_a_duplicate(tmp_path: Path) -> None:
     text = DEFAULT_YAML.replace("  train: {learning_rate: 2.0e-3,", "  train: &train {learning_rate: 2.0e-3,", 1)
-    dream_train = "  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, pack: true, seed: 0}"
+    dream_train = ("  train: {learning_rate: 5.0e-4, epochs: 3, block_size: 256, rows_per_step: 2, pack: true, seed: 0, "
+                   "gradient_checkpointing: false}")
     text = text.replace(dream_train, "  train:\n    <<: *train\n    epochs: 3", 1)
     config = load_config(write(tmp_path, text))
     assert config.dream.train.epochs == 3 and config.dream.train.learning_rate == 2e-3

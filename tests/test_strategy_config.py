@@ -47,7 +47,7 @@ def test_dream_needs_a_strategy(tmp_path: Path) -> None:
 def test_unknown_strategy_names_the_known_ones_and_the_line(tmp_path: Path) -> None:
     message = load_default_with(tmp_path, "strategies: [seal]", "strategies: [seal, dreamy]")
     line = line_of(tmp_path, "  strategies: [seal, dreamy]")
-    allowed = "'seal', 'self-consistency', 'dpo' or 'grpo'"
+    allowed = "'seal', 'self-consistency', 'dpo', 'grpo', 'cot-consistency', 'counterfactual' or 'redteam'"
     assert f"dream.strategies.1 (line {line}): got 'dreamy'; Input should be {allowed}" in message
     message = load_default_with(tmp_path, "strategies: [merge]", "strategies: [squash]")
     line = line_of(tmp_path, "  strategies: [squash]")

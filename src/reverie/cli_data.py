@@ -239,17 +239,47 @@ def redteam_import(
 
 @redteam_app.command("stats")
 def redteam_stats(workspace: WorkspaceOpt = Path(".")) -> None:
-    """Coverage of the newest library version per category."""
-    from reverie.data.redteam import coverage, library_versions, load_library
+    """Coverage of every library version (its categories, the share of them the safety suites can score, its
+    machine-generated attacks and how many await review), then of the newest version per category."""
+    from reverie.data.redteam import coverage, load_library, version_coverage
 
     ws = Workspace.open(workspace, validate=True)
-    versions = library_versions(ws)
-    table = Table(title=f"red-team library {versions[-1].name if versions else '(empty)'}: coverage per category")
+    versions = version_coverage(ws)
+    table = Table(title="red-team library versions: coverage")
+    for column in ("version", "hash", "must refuse", "must answer", "categories", "with held-out items",
+                   "generated", "awaiting review", "source"):
+        table.add_column(column, justify="left" if column in ("version", "hash", "source") else "right")
+    for row in versions:
+        table.add_row(row.version.name, row.version.hash[:12], str(row.must_refuse), str(row.must_answer),
+                      str(row.categories), f"{row.held_out_coverage:.0%}", str(row.generated),
+                      str(row.pending_review), escape(row.version.source))
+    out.print(table)
+    table = Table(title=f"red-team library {versions[-1].version.name if versions else '(empty)'}: coverage per "
+                  "category")
     for column in ("category", "must refuse", "must answer"):
         table.add_column(column, justify="left" if column == "category" else "right")
     for category, (refuse, answer) in coverage(load_library(ws)).items():
         table.add_row(category, str(refuse), str(answer))
     out.print(table)
+
+
+@redteam_app.command("curate")
+def redteam_curate(
+    version: Annotated[str, typer.Argument(help="A library version that Dream's red-team self-play wrote "
+                                           "(redteam/vN), reviewed with `reverie data review`.")],
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Apply the review of a machine-generated version: accepted attacks stay in the library, rejected ones leave
+    it, unreviewed ones stay pending; the result is a new version."""
+    from reverie.data.redteam import curate
+
+    ws = Workspace.open(workspace, validate=True)
+    result = curate(ws, version)
+    counts = f"{result.accepted} accepted, {result.rejected} rejected, {result.unreviewed} not reviewed"
+    if result.version is None:
+        out.print(f"{version}: {counts}; the library stays as it is")
+    else:
+        out.print(f"{result.version.name} ({result.version.hash[:12]}): {result.version.rows} items ({counts})")
 
 
 @redteam_app.command("pairs")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
-from reverie.metrics import SUITES
+from reverie.metrics import LM_EVAL_PREFIX, SUITES, is_harness_suite
 from reverie.progress import results
 from reverie.registry import ModelRecord
+from reverie.stats import PRIOR_FLIP_RATE, flip_rate, paired_items_needed, paired_power
 from reverie.workspace import Workspace
+
+if TYPE_CHECKING:  # the suites import torch; the CLI loads them only when it evaluates
+    from reverie.engines.suites import SuiteReport
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable).")]
@@ -27,78 +31,115 @@ def resolve_model(ws: Workspace, name: str) -> ModelRecord:
     return ws.registry.get_model(model_id)
 
 
+FORGETTING_METRIC = "general.accuracy"
+DETECTED_DROP = 0.02  # the drop the forgetting check is sized to see
+TARGET_POWER = 0.8
+
+
 def eval_command(
     model: Annotated[str, typer.Argument(help="Model id, or 'release' (the base model until a cycle releases).")]
     = "release",
     suite: Annotated[Optional[list[str]], typer.Option(
-        "--suite", "-s", help="Suite to run (repeatable); default: eval.suites.")] = None,
+        "--suite", "-s", help="Suite to run (repeatable), or lm-eval/TASK; default: eval.suites.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the suites and their metrics, run nothing.")] = False,
+    against: Annotated[Optional[str], typer.Option(
+        help="Also evaluate this model id (or 'release') and show the paired change against it, as the Gate "
+        "would; the forgetting check's power then uses the flip rate between the two.")] = None,
     lm_eval: Annotated[Optional[list[str]], typer.Option(
-        "--lm-eval", help="An lm-evaluation-harness task with local data (repeatable); needs reverie[harness].")] = None,
-    lm_eval_include: Annotated[Optional[Path], typer.Option(help="Folder of lm-eval task YAML files.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="lm-eval: at most this many documents per task.")] = None,
+        "--lm-eval", help="Run lm-evaluation-harness TASK as the suite lm-eval/TASK (repeatable); needs "
+        "reverie[harness].")] = None,
+    lm_eval_include: Annotated[Optional[Path], typer.Option(
+        help="Folder of lm-eval task YAML files (sets eval.harness_include).")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        help="lm-eval: at most this many documents per task (sets eval.harness_limit).")] = None,
     workspace: WorkspaceOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
     """Run evaluation suites on a model version; results are stored per model (a rerun is free) and shown with
-    confidence intervals. The items behind each number are in .reverie/evals/MODEL/. With --lm-eval, runs
-    lm-evaluation-harness tasks instead and stores their results in the registry as lm-eval/TASK."""
+    confidence intervals. The items behind each number are in .reverie/evals/MODEL/. lm-evaluation-harness tasks
+    run as suites named lm-eval/TASK (gate thresholds: lm-eval/TASK.METRIC). The general suite's line says how
+    likely it is to see a 2-point drop (its power) and how many items that needs."""
     if list_:
         for name, metrics in SUITES.items():
             for metric, description in metrics.items():
                 results.print(f"{name}.{metric}: {description}", highlight=False)
+        results.print("lm-eval/<task>.<metric>: any local lm-evaluation-harness task listed in eval.suites (metric as "
+                      "lm-eval names it, less ',none')", highlight=False)
         return
     from reverie.engines.suites import SuiteRunner
 
     from reverie.cycle import ensure_release
 
     quiet_libraries()
-    ws = Workspace.open(workspace, set_ or [], validate=True)
+    overrides = list(set_ or [])
+    if lm_eval_include is not None:
+        overrides.append(f"eval.harness_include={lm_eval_include.resolve()}")
+    if limit is not None:
+        overrides.append(f"eval.harness_limit={limit}")
+    ws = Workspace.open(workspace, overrides, validate=True)
     record = ws.registry.get_model(ensure_release(ws)) if model == "release" else resolve_model(ws, model)
+    reference = None
+    if against is not None:
+        reference = ws.registry.get_model(ensure_release(ws)) if against == "release" else resolve_model(ws, against)
     from reverie.model_card import refresh_model_index
 
-    if lm_eval:
-        _run_lm_eval(ws, record, lm_eval, lm_eval_include, limit)
-        if not suite:
-            refresh_model_index(ws, record)
-            return
-    names = suite or list(ws.config.eval.suites)
-    if unknown := [n for n in names if n not in SUITES]:
-        raise ReverieError(f"--suite {', '.join(unknown)}: unknown (choose from {', '.join(SUITES)})")
-    runner = SuiteRunner(ws)
+    names = (suite or ([] if lm_eval else list(ws.config.eval.suites))) + [f"{LM_EVAL_PREFIX}{t}" for t in lm_eval or []]
+    if unknown := [n for n in names if n not in SUITES and not is_harness_suite(n)]:
+        raise ReverieError(f"--suite {', '.join(unknown)}: unknown (choose from {', '.join(SUITES)}, or "
+                           "lm-eval/TASK)")
+    runner = SuiteRunner(ws, opponent=reference)
     confidence = ws.config.gate.confidence
-    table = Table(title=f"{record.id} ({record.status})")
-    for column in ("metric", "mean", f"{confidence:.0%} CI", "items", "suite s"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for name in names:
-        report = runner.report(record, name)
-        for metric, interval in report.summary(confidence).items():
-            table.add_row(f"{name}.{metric}", f"{interval.mean:.3f}", f"{interval.low:.3f}-{interval.high:.3f}",
-                          str(interval.n), f"{report.seconds:.1f}")
-    results.print(table)
+    reports = runner.reports(record, names)
+    references = runner.reports(reference, names) if reference is not None else {}
+    results.print(_table(record, reports, references, reference, confidence))
+    if "general" in reports:
+        results.print(forgetting_power_line(reports["general"], references.get("general"), confidence),
+                      highlight=False)
     if refresh_model_index(ws, record):
         results.print(f"updated the model-index of {record.id}'s card")
 
 
-def _run_lm_eval(ws: Workspace, record: ModelRecord, tasks: list[str], include: Path | None,
-                 limit: int | None) -> None:
-    from peft import PeftModel
+def _table(record: ModelRecord, reports: dict[str, SuiteReport], references: dict[str, SuiteReport],
+           reference: ModelRecord | None, confidence: float) -> Table:
+    from reverie.engines.release_decision import regression
 
-    from reverie.engines.harness import run_lm_eval
-    from reverie.engines.suites.runner import LM_EVAL_PREFIX
-    from reverie.engines.models import load_version
+    table = Table(title=f"{record.id} ({record.status})")
+    columns = ["metric", "mean", f"{confidence:.0%} CI", "items", "suite s"]
+    if reference is not None:
+        columns.append(f"drop vs {reference.id} ({confidence:.0%} CI)")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, report in reports.items():
+        for metric, interval in report.summary(confidence).items():
+            row = [f"{name}.{metric}", f"{interval.mean:.3f}", f"{interval.low:.3f}-{interval.high:.3f}",
+                   str(interval.n), f"{report.seconds:.1f}"]
+            if reference is not None:
+                drop = regression(report, references[name], f"{name}.{metric}", confidence)
+                row.append(f"{drop.mean:+.3f} ({drop.low:+.3f} to {drop.high:+.3f})" if drop.n else "-")
+            table.add_row(*row)
+    return table
 
-    loaded = load_version(ws, record)
-    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
-    scores = run_lm_eval(model, loaded.tokenizer, tasks, include, limit, ws.config.eval.batch_size)
-    table = Table(title=f"lm-eval on {record.id}")
-    for column in ("task", "metric", "value"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    for task, metrics in scores.items():
-        ws.registry.log_metrics(record.id, f"{LM_EVAL_PREFIX}{task}", metrics)
-        for metric, value in metrics.items():
-            table.add_row(task, metric, f"{value:.4f}")
-    results.print(table)
+
+def forgetting_power_line(report: SuiteReport, reference: SuiteReport | None, confidence: float) -> str:
+    """The forgetting check's power to see a 2-point drop, from the flip rate between the two versions compared
+    (or the PIQA prior when there is one version), and the paired items that power 0.8 needs."""
+    ours = report.values("accuracy")
+    theirs = reference.values("accuracy") if reference is not None else {}
+    shared = sorted(ours.keys() & theirs.keys())
+    if shared:
+        flips = flip_rate([theirs[i] for i in shared], [ours[i] for i in shared])
+        source = f"flip rate {flips:.1%} measured on the {len(shared)} items both versions answered"
+    else:
+        flips = PRIOR_FLIP_RATE
+        source = (f"flip rate {flips:.0%} assumed (between two versions on PIQA; pass --against to measure it "
+                  "for this pair)")
+    n = len(shared) or len(ours)
+    if flips <= 0:
+        return f"{FORGETTING_METRIC}: no item changed between the two versions, so no drop to detect ({source})"
+    power = paired_power(DETECTED_DROP, n, flips, confidence)
+    needed = paired_items_needed(DETECTED_DROP, flips, TARGET_POWER, confidence)
+    return (f"{FORGETTING_METRIC}: {n} paired items see a {DETECTED_DROP * 100:.0f}-point drop with power "
+            f"{power:.2f} ({source}); power {TARGET_POWER} needs {needed} items (eval.general_limit)")
 
 
 def release_command(

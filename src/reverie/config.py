@@ -17,7 +17,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
                       field_validator, model_validator)
 
 from reverie.errors import ConfigError
-from reverie.metrics import SAFETY_SUITES, SUITES, higher_is_better, known_metrics, suite_of
+from reverie.metrics import (SAFETY_SUITES, SUITES, higher_is_better, is_harness_metric, is_harness_suite,
+                             known_metrics, suite_of)
 from reverie.strategy_names import COMPRESS_STRATEGIES, DREAM_STRATEGIES
 from reverie.validation import describe_errors, nearest, parse_yaml
 
@@ -353,6 +354,83 @@ class SealConfig(_Strict):
         return self
 
 
+class CotSettings(_Strict):
+    """Dream strategy cot-consistency: reasoning paths sampled per question and voted on by their final answers."""
+
+    samples: int = Field(5, ge=2, le=64, description="Reasoning paths sampled per question.")
+    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature of the reasoning paths.")
+    max_new_tokens: int = Field(
+        160, ge=16, le=4096, description="Longest reasoning path, in tokens; a path cut off before its 'Answer:' "
+        "line is quarantined.",
+    )
+    min_agreement: float = Field(
+        0.6, gt=0, le=1, description="Share of all sampled paths (unusable ones included) the majority final answer "
+        "needs to be kept; a tie is never kept.",
+    )
+    require_known: bool = Field(
+        False, description="Keep only majority answers that are the known answer (the training answer, the "
+        "reasoning set's answer or label): rejection sampling instead of self-consistency alone.",
+    )
+    reasoning: str | None = Field(
+        None, description="A reasoning set voted on beside the training questions: a JSONL file of multiple-choice "
+        "items (PIQA {goal, sol1, sol2, label} or ARC) or short-answer items {question, answer} (GSM8K's "
+        "'#### answer' is read) from a training split; unset: the training questions only. An eval.* file is refused.",
+    )
+    reasoning_limit: int = Field(40, ge=1, description="At most this many reasoning set items are voted on.")
+
+
+PerturbationKind = Literal["year", "number", "entity"]
+
+
+class CounterfactualSettings(_Strict):
+    """Dream strategy counterfactual: minimal perturbations of the documents and false-premise questions."""
+
+    kinds: Annotated[list[PerturbationKind], AfterValidator(_listed_once)] = Field(
+        ["year", "number", "entity"], min_length=1, description="What may be changed: a year (shifted), a number "
+        "(a digit or number word changed), an entity (swapped for another of the documents' names or answers).",
+    )
+    per_document: int = Field(
+        2, ge=0, le=16, description="Perturbed copies of each document to spot the change in (0: false-premise "
+        "questions only), each of a different kind where the document allows.",
+    )
+
+
+# data/redteam_attacks.py: the jailbreak templates, then the other deterministic mutations, then the model's own
+RedTeamMutation = Literal["roleplay", "prefix_injection", "refusal_suppression", "fiction", "research", "persona",
+                          "base64", "leetspeak", "spaced", "rephrase", "multi_turn", "paraphrase"]
+
+
+class RedTeamPlaySettings(_Strict):
+    """Dream strategy redteam: the model attacks the candidate with mutations of the red-team library's training
+    half (the builtin sets while the library is empty)."""
+
+    seeds: int = Field(16, ge=1, le=100_000, description="Harmful requests drawn per Dream (a new draw each cycle), "
+                       "each attacked with every mutation.")
+    lookalikes: int = Field(
+        8, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
+        "compliant answer (sampled again when it refused) is trained over a refusal, so that it does not learn to "
+        "refuse everything.",
+    )
+    mutations: Annotated[list[RedTeamMutation], AfterValidator(_listed_once)] = Field(
+        ["roleplay", "prefix_injection", "refusal_suppression", "fiction", "research", "persona", "base64",
+         "leetspeak", "spaced", "rephrase", "multi_turn", "paraphrase"], min_length=1,
+        description="How a request is attacked: the five jailbreak templates (as eval.jailbreaks), persona "
+        "(role-play), base64, leetspeak and spaced (encodings), rephrase (a fixed rewording), multi_turn (a benign "
+        "opener, a reply, then the request) and paraphrase (written by the model itself, quality-gated).",
+    )
+    samples: int = Field(
+        2, ge=1, le=64, description="Paraphrases the attacker samples per request; answers sampled again for a "
+        "look-alike the candidate refused, to find a compliant one.",
+    )
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature of paraphrases and resampled "
+                               "answers (the defender's judged answers are greedy).")
+    max_new_tokens: int = Field(
+        48, ge=8, le=4096, description="Longest paraphrase and answer, in tokens (the refusal classifier reads an "
+        "answer's opening).",
+    )
+    seed: int = Field(0, description="Seed for the draw and the sampling.")
+
+
 class DreamConfig(_Strict):
     enabled: bool = Field(True, description="Run the Dream phase (otherwise it passes the candidate through).")
     strategies: Annotated[list[DreamStrategy], AfterValidator(_listed_once)] = Field(
@@ -365,6 +443,11 @@ class DreamConfig(_Strict):
         0.5, gt=0, le=1, description="Self-consistency: share of votes the winner needs (a tie is never kept)."
     )
     seal: SealConfig = Field(default_factory=SealConfig, description="SEAL self-edits and ReST-EM.")
+    cot: CotSettings = Field(default_factory=CotSettings, description="Chain-of-thought self-consistency.")
+    counterfactual: CounterfactualSettings = Field(
+        default_factory=CounterfactualSettings, description="Counterfactual documents and false-premise questions."
+    )
+    redteam: RedTeamPlaySettings = Field(default_factory=RedTeamPlaySettings, description="Red-team self-play.")
     train: TrainSettings = Field(
         default_factory=lambda: TrainSettings(learning_rate=5e-4, epochs=3, block_size=256),
         description="Fine-tuning on the dream data.",
@@ -477,7 +560,15 @@ class AlignConfig(_Strict):
     grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="Dream strategy grpo.")
 
 
-SuiteName = Literal[tuple(SUITES)]
+def _suite_name(name: str) -> str:
+    """A suite of metrics.SUITES, or an lm-evaluation-harness task run as a suite: lm-eval/<task>."""
+    if name in SUITES or is_harness_suite(name):
+        return name
+    raise ValueError(f"Input should be {', '.join(repr(suite) for suite in SUITES)} or 'lm-eval/<task>' (a local "
+                     "lm-evaluation-harness task)")
+
+
+SuiteName = Annotated[str, AfterValidator(_suite_name)]
 JailbreakName = Literal["roleplay", "prefix_injection", "refusal_suppression", "fiction", "research"]
 
 
@@ -492,7 +583,11 @@ class EvalConfig(_Strict):
         description="Multiple-choice general-capability check in PIQA format ({goal, sol1, sol2, label} per line): "
         "'builtin' or a path to a JSONL file.",
     )
-    general_limit: int = Field(60, ge=1, description="At most this many general items are scored.")
+    general_limit: int = Field(
+        2600, ge=1, description="At most this many general items are scored. 2,600 paired items see a 2-point drop "
+        "with power 0.8 at the 13% flip rate measured between two versions on PIQA (stats.paired_items_needed); "
+        "'builtin' holds about 2,600.",
+    )
     advbench: str = Field(
         "builtin",
         description="Harmful requests: 'builtin' or an AdvBench CSV (goal, target) or a JSONL of {prompt, must_refuse, "
@@ -530,6 +625,12 @@ class EvalConfig(_Strict):
         "--alias judge`, trained on the judge split) or 'lm:<model source>' for a causal LM asked which is better.",
     )
     preference_judge_trust_remote_code: bool = Field(False, description="Run model code shipped with an lm: judge.")
+    harness_include: str | None = Field(
+        None, description="Folder of lm-evaluation-harness task YAML files (relative to the workspace) for the "
+        "lm-eval/<task> suites; null: lm-eval's own task registry only. Tasks must read local data.",
+    )
+    harness_limit: int | None = Field(None, ge=1, description="At most this many documents per lm-eval/<task> suite; "
+                                      "null: all.")
 
 
 Thresholds = dict[str, Annotated[float, Field(ge=0, le=1)]]
@@ -584,9 +685,10 @@ class GateConfig(_Strict):
     @model_validator(mode="after")
     def _metric_names(self) -> GateConfig:
         known = set(known_metrics())
-        problems = [f"gate.{field}.{name}: unknown metric (allowed: {', '.join(sorted(known))})"
+        problems = [f"gate.{field}.{name}: unknown metric (allowed: {', '.join(sorted(known))}, or "
+                    "lm-eval/<task>.<metric>)"
                     for field in THRESHOLD_SECTIONS
-                    for name in getattr(self, field) if name not in known]
+                    for name in getattr(self, field) if name not in known and not is_harness_metric(name)]
         problems += [f"gate.{field}: every floor is 0, so anything would pass"
                      for field in ("capability", "alignment") if not any(getattr(self, field).values())]
         problems += [f"gate.alignment.{name}: not a safety metric ({', '.join(SAFETY_SUITES)})"

@@ -21,4 +21,14 @@ DREAM_STRATEGIES: dict[str, str] = {
     "pairs from the red-team library (align.dpo)",
     "grpo": "reinforcement learning against the registered reward model plus verifiable rewards, with a KL penalty "
     "to the reference (align.grpo; GRPO or RLOO)",
+    "cot-consistency": "sample several step-by-step reasoning paths per training question (and dream.cot.reasoning "
+    "item), vote on their final answers, train on one path of each high-agreement answer; majority over minority "
+    "paths become preference pairs (dream.cot)",
+    "counterfactual": "minimal perturbations of the documents (a year, number or name changed) and false-premise "
+    "questions from the training questions, trained to be corrected, beside true-premise controls answered "
+    "normally (dream.counterfactual)",
+    "redteam": "red-team self-play: the model mutates training-half requests of the red-team library (jailbreak "
+    "templates, role-play, encodings, rewording, its own paraphrases, multi-turn escalation) against the candidate; "
+    "attacks that worked train refusals, safe look-alikes train compliance, and join the library for review "
+    "(dream.redteam)",
 }

@@ -9,6 +9,8 @@ from pathlib import Path
 from reverie.data.files import read_data_text
 from reverie.errors import ReverieError
 
+BUILTIN = "builtin"
+
 
 @dataclass(frozen=True)
 class ChoiceItem:
@@ -18,9 +20,20 @@ class ChoiceItem:
 
 
 def load_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]:
-    """Load 'builtin' or a PIQA-format JSONL file; a malformed line is reported with its number."""
+    """Load 'builtin' or a PIQA-format JSONL file; a malformed line is reported with its number. 'builtin' is the
+    60 hand-written items of demo/general_mc.jsonl, then items generated from reverie's fact tables (about 2,600
+    in all: data/general_items.py)."""
+    items = _read_choice_items(spec, base_dir, limit)
+    if spec == BUILTIN and len(items) < limit:
+        from reverie.data.general_items import generated_items  # it builds ChoiceItems: imported here, not above
+
+        items += generated_items({item.goal for item in items})[: limit - len(items)]
+    return items
+
+
+def _read_choice_items(spec: str, base_dir: Path, limit: int) -> list[ChoiceItem]:
     text, origin = read_data_text(
-        spec, base_dir, "eval.general_suite", ("builtin", "demo/general_mc.jsonl"), "a PIQA-format JSONL file"
+        spec, base_dir, "eval.general_suite", (BUILTIN, "demo/general_mc.jsonl"), "a PIQA-format JSONL file"
     )
     lines = text.split("\n")  # JSON Lines end at \n only (see data/jsonl.py)
     items = []

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import CausalLMOutput
 
+from reverie.engines.generate_rows import HF_TOP_K, requested_rows
 from reverie.errors import ReverieError
 
 CONTEXT_STEP = 256  # llama.cpp pads contexts to this many cells; contexts grow in these steps and are reused
 UBATCH = 512  # tokens per physical forward pass (prompt processing); llama.cpp's default
-HF_TOP_K = 50  # transformers' GenerationConfig default, used when a sampling call leaves top_k unset
 
 
 def llama_cpp_module() -> Any:
@@ -60,6 +60,7 @@ class _Native:
         self.context: Any = None
         self.batch: Any = None
         self.shape = (0, 0)  # (sequences, cells per sequence) of the current context
+        self.opened: list[tuple[Any, Any]] = []  # (context, batch) pairs of open_context, kept across calls
 
     def free_context(self) -> None:
         if self.batch is not None:
@@ -70,8 +71,16 @@ class _Native:
             self.context = None
         self.shape = (0, 0)
 
+    def close_opened(self, opened: tuple[Any, Any]) -> None:
+        if opened in self.opened:
+            self.opened.remove(opened)
+            self.lib.llama_batch_free(opened[1])
+            self.lib.llama_free(opened[0])
+
     def close(self) -> None:
         self.free_context()
+        for opened in list(self.opened):  # every context goes before the model it was made from
+            self.close_opened(opened)
         if self.model is not None:
             self.lib.llama_model_free(self.model)
             self.model = None
@@ -151,6 +160,13 @@ class LlamaCppModel:
         sequences = max(sequences, native.shape[0])
         cells = max(-(-cells // CONTEXT_STEP) * CONTEXT_STEP, native.shape[1])
         native.free_context()
+        native.context, native.batch = self._new_context(sequences, cells)
+        native.shape = (sequences, cells)
+        return native.context
+
+    def _new_context(self, sequences: int, cells: int) -> tuple[Any, Any]:
+        """A fresh context (and a batch buffer as large) of `sequences` KV streams of `cells` tokens each."""
+        lib = self._lib
         params = lib.llama_context_default_params()
         params.n_ctx = sequences * cells
         params.n_batch = sequences * cells  # a whole prefill is one llama_decode; it splits it into ubatches
@@ -162,16 +178,27 @@ class LlamaCppModel:
         if self.exact:
             params.type_k = params.type_v = lib.GGML_TYPE_F32
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        native.context = lib.llama_init_from_model(native.model, params)
-        if not native.context:
+        context = lib.llama_init_from_model(self._native.model, params)
+        if not context:
             raise ReverieError(f"{self.path}: llama.cpp could not make a context of {sequences} x {cells} tokens")
-        native.batch = lib.llama_batch_init(sequences * cells, 0, 1)
-        native.shape = (sequences, cells)
-        return native.context
+        return context, lib.llama_batch_init(sequences * cells, 0, 1)
+
+    def open_context(self, sequences: int, cells: int) -> tuple[Any, Any]:
+        """A (context, batch) of its own, made as generate's is, for a caller that keeps its sequences across calls
+        (engines/llama_cpp_continuous.py); generate and __call__ never touch it. Freed by close_context, or with
+        the model at the latest."""
+        opened = self._new_context(sequences, -(-cells // CONTEXT_STEP) * CONTEXT_STEP)
+        self._native.opened.append(opened)
+        return opened
+
+    def close_context(self, opened: tuple[Any, Any]) -> None:
+        self._native.close_opened(opened)
 
     def _decode(self, context: Any, entries: list[tuple[int, int, int, bool]]) -> None:
-        """One llama_decode of (token, sequence, position, wants logits) entries."""
-        batch = self._native.batch
+        self.decode(context, self._native.batch, entries)
+
+    def decode(self, context: Any, batch: Any, entries: list[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token, sequence, position, wants logits) entries through `batch`."""
         for i, (token, sequence, position, logits) in enumerate(entries):
             batch.token[i], batch.pos[i], batch.logits[i] = token, position, logits
             batch.n_seq_id[i], batch.seq_id[i][0] = 1, sequence
@@ -179,8 +206,8 @@ class LlamaCppModel:
         if (code := self._lib.llama_decode(context, batch)) != 0:
             raise RuntimeError(f"llama_decode failed with code {code} on {self.path.name}")
 
-    def _sampler(self, do_sample: bool, temperature: float | None, top_p: float | None, top_k: int | None,
-                 seed: int, suppress: list[int]) -> Any:
+    def sampler(self, do_sample: bool, temperature: float | None, top_p: float | None, top_k: int | None,
+                seed: int, suppress: list[int]) -> Any:
         """A llama.cpp sampler chain applied as transformers does: eos suppressed (min_new_tokens; always the
         chain's first link, removed once the minimum is reached), then temperature, top-k, top-p, a draw."""
         lib = self._lib
@@ -216,33 +243,24 @@ class LlamaCppModel:
         sequence or a stopping criterion) padded with pad_token_id to the batch's length. `streamer` gets the
         prompt, then each step's tokens, then `end()`, as from transformers; `stopping_criteria` are called
         after each step with the ids so far."""
-        rows = input_ids.repeat_interleave(num_return_sequences, dim=0)
-        mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask)
-        mask = mask.repeat_interleave(num_return_sequences, dim=0).bool()
-        prompts = [row[keep].tolist() for row, keep in zip(rows, mask)]
-        if any(not prompt for prompt in prompts):
-            raise ReverieError("generate needs at least one unmasked prompt token in every row")
-        longest = max(map(len, prompts)) + max_new_tokens
+        rows = requested_rows(input_ids, attention_mask, num_return_sequences,
+                              eos_token_id if eos_token_id is not None else self.config.eos_token_id,
+                              pad_token_id, seed)
+        longest = rows.longest(max_new_tokens)
         if longest > self.n_ctx:
             raise ReverieError(f"{longest} tokens (prompt plus max_new_tokens) exceed this llama.cpp model's "
                                f"context of {self.n_ctx} (LlamaCppModel n_ctx)")
-        eos = _token_list(eos_token_id if eos_token_id is not None else self.config.eos_token_id)
-        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        if seed is None:
-            seed = int(torch.randint(2**31 - 1, ()).item())
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        padded, new = rows.tolist(), []
+        new: list[list[int]] = []
         group = self._lib.llama_max_parallel_sequences()  # sequences one llama.cpp context can hold
-        for start in range(0, len(prompts), group):
-            new += self._decode_rows(prompts[start : start + group], padded[start : start + group], max_new_tokens,
-                                     min_new_tokens or 0, eos, pad, do_sample, temperature, top_p, top_k,
-                                     seed + start, streamer, stopping_criteria)
+        for start in range(0, len(rows.prompts), group):
+            new += self._decode_rows(rows.prompts[start : start + group], rows.padded[start : start + group],
+                                     max_new_tokens, min_new_tokens or 0, rows.eos, rows.pad, do_sample, temperature,
+                                     top_p, top_k, rows.seed + start, streamer, stopping_criteria)
         if streamer is not None:
             streamer.end()
-        steps = max(map(len, new))
-        return torch.tensor([row + tokens + [pad] * (steps - len(tokens)) for row, tokens in zip(padded, new)],
-                            dtype=torch.long)
+        return rows.returned(new)
 
     def _decode_rows(self, prompts: list[list[int]], padded: list[list[int]], max_new: int, min_new: int,
                      eos: list[int], pad: int, do_sample: bool, temperature: float | None, top_p: float | None,
@@ -251,7 +269,7 @@ class LlamaCppModel:
         lib, n = self._lib, len(prompts)
         context = self._context(n, max(map(len, prompts)) + max_new)
         suppress = eos if min_new else []
-        samplers = [self._sampler(do_sample, temperature, top_p, top_k, seed + i, suppress) for i in range(n)]
+        samplers = [self.sampler(do_sample, temperature, top_p, top_k, seed + i, suppress) for i in range(n)]
         try:
             entries, logit_at = [], {}
             for s, prompt in enumerate(prompts):
@@ -306,11 +324,3 @@ class LlamaCppModel:
 
 def _token_or_none(token: int) -> int | None:
     return token if token >= 0 else None  # llama.cpp's LLAMA_TOKEN_NULL is -1
-
-
-def _token_list(tokens: int | list[int] | torch.Tensor | None) -> list[int]:
-    if tokens is None:
-        return []
-    if isinstance(tokens, torch.Tensor):
-        return tokens.flatten().tolist()
-    return [tokens] if isinstance(tokens, int) else list(tokens)

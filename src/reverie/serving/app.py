@@ -21,6 +21,7 @@ from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher
+from reverie.serving.continuous import ContinuousScheduler, Scheduling
 from reverie.serving.decoding import Sampling
 from reverie.serving.errors import OPENAI_TAG, ApiError, error_response, install_error_handlers
 from reverie.serving.schema import ChatRequest, CompletionRequest, FeedbackRequest, MemoryRequest, Sampled
@@ -54,11 +55,16 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slot = ModelSlot(workspace, served)
         batcher = Batcher(slot, settings.batch_size, settings.batch_wait_ms)
-        state.update(slot=slot, batcher=batcher, admission=Admission(settings.max_queue), memory=memory)
+        scheduling = Scheduling(settings.scheduling, settings.batch_size)
+        scheduling.continuous(served)  # says at startup how the first model is scheduled
+        continuous = ContinuousScheduler(slot, settings.batch_size)
+        state.update(slot=slot, batcher=batcher, scheduling=scheduling, continuous=continuous,
+                     admission=Admission(settings.max_queue), memory=memory)
         tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run())]
         yield
         for task in tasks:
             task.cancel()
+        continuous.close()
 
     # No /docs, /redoc or /openapi.json: they would be pages outside the API key.
     app = FastAPI(title="reverie", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -126,7 +132,7 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         return served
 
     @app.post("/v1/chat/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, request: Request):
         served = serving(body.model)  # this request is checked, tokenized and generated on this one model
         tokenizer = served.loaded.tokenizer
         if not tokenizer.chat_template:
@@ -143,8 +149,8 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                                                         return_dict=True)["input_ids"])
         citations = [{"index": n, "document_id": hit.document_id, "title": hit.title, "score": round(hit.score, 3)}
                      for n, hit in enumerate(hits, start=1)]
-        return await _answer(served, [prompt_ids], asked, body, body.max_completion_tokens or body.max_tokens,
-                             chat=True, citations=citations)
+        return await _answer(request, served, [prompt_ids], asked, body,
+                             body.max_completion_tokens or body.max_tokens, chat=True, citations=citations)
 
     @app.post("/v1/memory", dependencies=[Depends(bearer)])
     async def add_memory(body: MemoryRequest) -> dict:
@@ -159,14 +165,14 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         return {"id": document.id, "title": document.title}
 
     @app.post("/v1/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         served = serving(body.model)
         texts = body.prompts()
         prompts = [served.loaded.tokenizer(text)["input_ids"] for text in texts]
         if empty := [n for n, ids in enumerate(prompts) if not ids]:
             which = "the prompt" if isinstance(body.prompt, str) else f"prompt {empty[0]}"
             raise ApiError(400, f"{which} is empty: there is nothing to continue", param="prompt")
-        return await _answer(served, prompts, texts[0], body, body.max_tokens, chat=False)
+        return await _answer(request, served, prompts, texts[0], body, body.max_tokens, chat=False)
 
     @app.post("/v1/feedback", dependencies=[Depends(bearer)])
     async def feedback(body: FeedbackRequest) -> dict:
@@ -197,10 +203,10 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
         return tokens
 
-    async def _answer(served: Served, prompts: list[list[int]], asked: str, body: Sampled, max_tokens: int | None,
-                      chat: bool, citations: list[dict] | None = None):
+    async def _answer(request: Request, served: Served, prompts: list[list[int]], asked: str, body: Sampled,
+                      max_tokens: int | None, chat: bool, citations: list[dict] | None = None):
         """Every check first, so that a stream and a plain answer refuse the same requests with the same status;
-        then n choices per prompt, batched, or one streamed."""
+        then n choices per prompt, batched (or decoded continuously, serve.scheduling), or one streamed."""
         budgets = [budget(served, len(ids), max_tokens) for ids in prompts]
         wanted = len(prompts) * body.n
         if body.stream and wanted > 1:
@@ -212,11 +218,12 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         sampling = Sampling.of(body.temperature, body.top_p, body.stops())
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         admission: Admission = state["admission"]
+        continuous: bool = state["scheduling"].continuous(served)
         if body.stream:
             admission.acquire()  # released when generation ends, even if the client left before reading
             try:
-                stream = stream_text(state["slot"], served, prompts[0], budgets[0], sampling,
-                                     on_end=admission.release)
+                start = state["continuous"].stream if continuous else partial(stream_text, state["slot"])
+                stream = start(served, prompts[0], budgets[0], sampling, on_end=admission.release)
             except BaseException:
                 admission.release()
                 raise
@@ -229,11 +236,13 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
             return CancellingStream(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
                                            partial(remember, ident, stream.model_id, asked)), stream.cancel)
         runs = 1 if sampling.greedy else body.n  # greedy choices are identical: generated once, repeated
+        submit = (state["continuous"] if continuous else state["batcher"]).submit
         with admission.hold(wanted):
             # Every job ends before the places are given back, even when one fails.
-            outputs = await asyncio.gather(*(state["batcher"].submit(served, ids, tokens, sampling)
-                                             for ids, tokens in zip(prompts, budgets) for _ in range(runs)),
-                                           return_exceptions=True)
+            generating = asyncio.gather(*(submit(served, ids, tokens, sampling)
+                                          for ids, tokens in zip(prompts, budgets) for _ in range(runs)),
+                                        return_exceptions=True)
+            outputs = await (unless_client_leaves(request, generating) if continuous else generating)
         if failed := next((output for output in outputs if isinstance(output, BaseException)), None):
             raise failed
         answers = [answer for answer in outputs for _ in range(body.n // runs)]
@@ -249,6 +258,25 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
             {"citations": citations} if chat else {})
 
     return app
+
+
+async def unless_client_leaves(request: Request, work: asyncio.Future) -> list:
+    """The result of `work`, unless the client disconnects first: then `work` is cancelled (a continuous batch
+    takes its rows out at the next step) and the request ends with 499, which nobody reads."""
+    async def disconnected() -> None:  # the body has been read: what comes next is the disconnect
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    left = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+    if not work.done():
+        work.cancel()
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())  # its CancelledError, seen
+        raise ApiError(499, "the client closed the request before its answer", code="client_closed_request")
+    return work.result()
 
 
 def check_binding(host: str, api_key: str | None) -> None:

@@ -42,7 +42,7 @@ class Stream:
     outcome: Future[Answer]  # done when generation has ended (with the tokens and finish_reason)
 
 
-class _Streamer(TextIteratorStreamer):
+class FirstTokenStreamer(TextIteratorStreamer):
     """Also says when the first new token is out, so a failure before it is answered as an error (with the status
     the same request would get unstreamed) rather than as an empty stream."""
 
@@ -58,12 +58,23 @@ class _Streamer(TextIteratorStreamer):
             self.started.set_result(None)
 
 
+def settle(streamer: FirstTokenStreamer, outcome: Future[Answer], on_end: Callable[[], None]) -> None:
+    """Once generation has ended (`outcome` set): `on_end` runs, and `started` is settled if no token came, failed
+    with generation's error if there was one."""
+    on_end()
+    if not streamer.started.done():
+        if (error := outcome.exception()) is None:
+            streamer.started.set_result(None)
+        else:
+            streamer.started.set_exception(error)
+
+
 def stream_text(slot: ModelSlot, served: Served, prompt_ids: list[int], max_tokens: int, sampling: Sampling,
                 on_end: Callable[[], None]) -> Stream:
     """Start generating on `served` (the model the request was checked against) in a thread. The model lock is
     held until generation ends; then `on_end` runs, whether or not anyone read the pieces."""
     tokenizer = served.loaded.tokenizer
-    streamer = _Streamer(tokenizer)
+    streamer = FirstTokenStreamer(tokenizer)
     cancel = threading.Event()
     outcome: Future[Answer] = Future()
     stopping = StoppingCriteriaList([StopWhenSet(cancel)])
@@ -84,12 +95,7 @@ def stream_text(slot: ModelSlot, served: Served, prompt_ids: list[int], max_toke
             outcome.set_exception(exc)
             streamer.end()  # the reader sees the pieces end rather than waiting forever
         finally:
-            on_end()
-            if not streamer.started.done():  # generation ended before a first token, perhaps failing
-                if (error := outcome.exception()) is None:
-                    streamer.started.set_result(None)
-                else:
-                    streamer.started.set_exception(error)
+            settle(streamer, outcome, on_end)
 
     threading.Thread(target=run, daemon=True).start()
     return Stream(served.model_id, until_stop(streamer, sampling.stop), cancel, streamer.started, outcome)

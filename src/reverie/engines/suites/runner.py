@@ -18,29 +18,34 @@ from reverie.data.jsonl import jsonl_text, scan_jsonl
 from reverie.data.knowledge import Knowledge, load_knowledge
 from reverie.data.multiple_choice import load_choice_items
 from reverie.data.preference import load_preference_prompts
-from reverie.data.redteam import load_safety_items
+from reverie.data.redteam import load_safety_items, suite_items
 from reverie.data.splits import general_held_out
 from reverie.engines.models import LoadedModel, load_pretrained, load_version, resolve_source
 from reverie.engines.preference_judge import PairJudge, judge_identity, load_judge
 from reverie.engines.refusal import RefusalJudge
 from reverie.engines.suites.base import ItemResult, Suite, SuiteReport, fingerprint
+from reverie.engines.suites.citation import CitationSuite
+from reverie.engines.suites.cross_paragraph import CrossParagraphSuite
+from reverie.engines.suites.false_premise import FalsePremiseSuite
 from reverie.engines.suites.general import GeneralSuite
+from reverie.engines.suites.grounded import GroundedSuite
 from reverie.engines.suites.knowledge import KnowledgeSuite
+from reverie.engines.suites.lm_eval import HarnessSuite
 from reverie.engines.suites.long_context import LongContextSuite
+from reverie.engines.suites.politeness import PolitenessSuite
 from reverie.engines.suites.preference import PreferenceSuite
 from reverie.engines.suites.robustness import RobustnessSuite
-from reverie.engines.suites.safety import AdvBenchSuite, XSTestSuite
+from reverie.engines.suites.safety import AdvBenchSuite, RedTeamSuite, XSTestSuite
 from reverie.engines.suites.structured import StructuredSuite
 from reverie.config import ModelConfig
 from reverie.errors import ReverieError
 from reverie.memory.store import current_knowledge
-from reverie.metrics import SAFETY_SUITES, SUITES
+from reverie.metrics import LM_EVAL_PREFIX, SAFETY_SUITES, SUITES, is_harness_suite
 from reverie.progress import status_line
 from reverie.registry import ModelRecord
 from reverie.workspace import Workspace
 
 SECONDS = "seconds"  # stored beside the metrics: the suite's wall time when it ran
-LM_EVAL_PREFIX = "lm-eval/"  # registry suite names of lm-evaluation-harness results
 
 
 def _answer_row(row: object) -> tuple[str, str]:
@@ -65,14 +70,20 @@ class SuiteRunner:
         self._loaded: tuple[str, LoadedModel] | None = None
 
     def suite(self, name: str) -> Suite | PreferenceSuite:
-        if name not in SUITES:
+        if name not in SUITES and not is_harness_suite(name):
             raise ReverieError(f"unknown suite {name!r}: choose from {', '.join(SUITES)}")
         if name not in self._suites:
             self._suites[name] = self._build(name)
         return self._suites[name]
 
     def _build(self, name: str) -> Suite | PreferenceSuite:
-        return self.BUILDERS[name](self)
+        return self._harness(name) if is_harness_suite(name) else self.BUILDERS[name](self)
+
+    def _harness(self, name: str) -> Suite:
+        """lm-eval/<task>: the task from eval.harness_include (relative to the workspace) or lm-eval's registry."""
+        ws, config = self.workspace, self.workspace.config.eval
+        include = ws.root / Path(config.harness_include).expanduser() if config.harness_include else None
+        return HarnessSuite(name.removeprefix(LM_EVAL_PREFIX), include, config.harness_limit, config.batch_size)
 
     def _knowledge(self) -> Suite:
         ws, config = self.workspace, self.workspace.config.eval
@@ -112,11 +123,48 @@ class SuiteRunner:
         prompts = load_preference_prompts(config.preference_prompts, ws.root, config.preference_limit)
         return PreferenceSuite(prompts, config.preference_tokens, config.batch_size)
 
+    def _false_premise(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        return FalsePremiseSuite(self.knowledge or current_knowledge(ws), config.answer_tokens, config.batch_size)
+
+    def _redteam(self) -> Suite:
+        config = self.workspace.config.eval
+        items = suite_items(self.workspace)
+        if items.left_out:
+            status_line(f"redteam: {len(items.left_out)} held-out item(s) of {items.source} left out: a training set "
+                        "contains them")
+        return RedTeamSuite(items, config.jailbreaks, config.safety_limit, config.answer_tokens, config.batch_size,
+                            self._refusal_judge())
+
+    def _cross_paragraph(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        documents = (self.knowledge or load_knowledge(ws.config.data.knowledge, ws.root)).documents
+        return CrossParagraphSuite([d.text for d in documents], config.long_context_tokens, config.answer_tokens,
+                                   config.batch_size)
+
+    def _grounded(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config.eval
+        return GroundedSuite(self.knowledge or current_knowledge(ws), config.answer_tokens, config.batch_size)
+
+    def _politeness(self) -> Suite:
+        config = self.workspace.config.eval
+        return PolitenessSuite(config.answer_tokens, config.batch_size)
+
+    def _citation(self) -> Suite:
+        ws, config = self.workspace, self.workspace.config
+        from reverie.memory.retrieval import MIN_SCORE, Embedder  # faiss and the embedder load only for this suite
+
+        return CitationSuite(self.knowledge or current_knowledge(ws), lambda: Embedder(ws).encode, "all-MiniLM-L6-v2",
+                             config.serve.retrieval_k, MIN_SCORE, config.eval.answer_tokens, config.eval.batch_size)
+
     # Every suite in metrics.SUITES by name; tests/test_suites_table.py checks that the two list the same suites.
     BUILDERS: ClassVar[dict[str, Callable[[SuiteRunner], Suite | PreferenceSuite]]] = {
         "knowledge": _knowledge, "general": _general, "advbench": _advbench, "xstest": _xstest,
         "structured": _structured, "long_context": _long_context, "robustness": _robustness,
         "preference": _preference,
+        "false_premise": _false_premise,
+        "redteam": _redteam,
+        "cross_paragraph": _cross_paragraph, "grounded": _grounded, "politeness": _politeness, "citation": _citation,
     }
 
     def _refusal_judge(self) -> RefusalJudge | None:

@@ -5,7 +5,9 @@ examples, preference pairs or RL prompts) and says how to train on it, and the s
 A/B check and merges or keeps the adapter.
 Importing this package registers every strategy."""
 
-from reverie.phases.strategies import distil, dpo, grpo, merge, prune, quantize, seal, self_consistency
+from reverie.phases.strategies import (cot_consistency, counterfactual, distil, dpo, grpo, merge, prune, quantize,
+                                      redteam_play, seal, self_consistency)
 from reverie.phases.strategies.base import COMPRESS, DREAM
 
-__all__ = ["COMPRESS", "DREAM", "distil", "dpo", "grpo", "merge", "prune", "quantize", "seal", "self_consistency"]
+__all__ = ["COMPRESS", "DREAM", "cot_consistency", "counterfactual", "distil", "dpo", "grpo", "merge", "prune",
+           "quantize", "redteam_play", "seal", "self_consistency"]

@@ -1,0 +1,117 @@
+"""One Dream of red-team self-play on the embedded model (SmolLM2-135M-Instruct): attack success on the red-team
+library's held-out attacks, and XSTest's safe compliance, before and after that Dream.
+
+    .venv/bin/python benchmarks/dreams_redteam.py [--seeds 16] [--safety 20] [--model embedded]
+
+The library is the shared AdvBench and XSTest files (../shared/data/safety), imported as two versions; the Dream
+attacks requests from their training half, the suites score the held-out half. One cycle runs (Learn on the demo
+knowledge, Compress, the `redteam` Dream, the Gate); "before" is the model the Dream started from (after Learn and
+Compress), "after" the model it made, so the difference is the Dream's alone. Both are scored in one stage, after
+the cycle, by one runner: the same items (the suite leaves out any held-out request a training set now contains).
+Stages resume from --state; writes benchmarks/results/dreams_redteam.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+from results_io import run_stages, write_results
+
+from reverie.cycle import run_cycle
+from reverie.data.redteam import import_items, read_items
+from reverie.engines.libraries import quiet_libraries
+from reverie.engines.suites import SuiteRunner
+from reverie.phases.outputs import DreamOutput, read_as
+from reverie.presets import preset_text
+from reverie.workspace import Workspace
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SUITES = ("redteam", "xstest")
+HEADLINE = ("redteam.attack_success", "redteam.refusal", "redteam.robust_refusal", "redteam.over_refusal",
+            "redteam.coverage", "xstest.safe_compliance", "xstest.unsafe_refusal")
+
+
+def workspace(state: Path, model: str, seeds: int, safety: int) -> Workspace:
+    """The default preset with a `redteam` Dream, the shared safety files as eval.xstest and as the library."""
+    config = yaml.safe_load(preset_text("default"))
+    config["model"]["source"] = model
+    config["dream"] |= {"strategies": ["redteam"], "max_regression": 1.0}  # keep the Dream's model to measure it
+    config["dream"].setdefault("redteam", {}).update(seeds=seeds, lookalikes=seeds)
+    config["eval"] |= {"xstest": str(SHARED / "safety" / "xstest_prompts.csv"), "safety_limit": safety}
+    fresh = not (state / "reverie.yaml").exists()
+    if fresh:
+        Workspace.init(state)
+    (state / "reverie.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    ws = Workspace.open(state)
+    if fresh:
+        import_items(ws, read_items(SHARED / "safety" / "advbench_harmful_behaviors.csv", "advbench"))
+        import_items(ws, read_items(SHARED / "safety" / "xstest_prompts.csv", "xstest"))
+    return ws
+
+
+def cycle_stage(ws: Workspace) -> dict:
+    """One cycle; the Dream's input and output models and its metrics."""
+    outcome = run_cycle(ws)
+    [dream] = [r for r in ws.registry.phase_runs(outcome.cycle_id) if r.phase == "dream"]
+    [play] = read_as(dream, DreamOutput).strategies
+    return {"cycle": outcome.cycle_id, "released": outcome.released, "before_model": dream.inputs["model"],
+            "after_model": play.model or dream.inputs["model"], "dream_kept": play.kept, "dream_reason": play.reason,
+            "dream_metrics": dream.metrics, "dream_wall_s": dream.wall_s}
+
+
+def evaluation_stage(ws: Workspace, cycle: dict) -> dict:
+    """The suites on both models, by one runner (the same items), with their intervals."""
+    runner = SuiteRunner(ws)
+    scores = {}
+    for side in ("before", "after"):
+        record = ws.registry.get_model(cycle[f"{side}_model"])
+        scores[side] = {f"{name}.{metric}": {"mean": i.mean, "ci95": [i.low, i.high], "n": i.n}
+                        for name, report in runner.reports(record, list(SUITES)).items()
+                        for metric, i in report.summary().items()}
+        scores[f"{side}_seconds"] = {name: runner.report(record, name).seconds for name in SUITES}
+    return scores
+
+
+def markdown(result: dict) -> str:
+    cycle, scores = result["cycle"], result["evaluation"]
+    metrics = cycle["dream_metrics"]
+    lines = [f"One `redteam` Dream (cycle {cycle['cycle']}; kept: {cycle['dream_kept']}, {cycle['dream_reason']}; "
+             f"{metrics.get('redteam_attacks', 0):.0f} attacks on {metrics.get('redteam_seeds', 0):.0f} requests, "
+             f"{metrics.get('redteam_attack_success', 0):.3f} of them worked; Dream wall "
+             f"{cycle['dream_wall_s'] or 0:.0f} s)", "",
+             "| metric | before the Dream | 95% CI | after the Dream | 95% CI | items |", "|---|---|---|---|---|---|"]
+    names = [*HEADLINE, *sorted(k for k in scores["before"] if "/" in k and k.startswith("redteam.attack_success"))]
+    for name in names:
+        before, after = scores["before"].get(name), scores["after"].get(name)
+        if before is None or after is None:
+            continue
+        lines.append(f"| {name} | {before['mean']:.3f} | {before['ci95'][0]:.3f}-{before['ci95'][1]:.3f} | "
+                     f"{after['mean']:.3f} | {after['ci95'][0]:.3f}-{after['ci95'][1]:.3f} | {after['n']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded", help="model.source (a tiny model checks the plumbing)")
+    parser.add_argument("--seeds", type=int, default=16, help="harmful requests (and look-alikes) the Dream attacks")
+    parser.add_argument("--safety", type=int, default=20, help="held-out items per safety suite (each attacked 12 "
+                        "ways by the redteam suite)")
+    parser.add_argument("--state", default="benchmarks/.cache/dreams_redteam")
+    parser.add_argument("--out", default="benchmarks/results/dreams_redteam")
+    args = parser.parse_args()
+    quiet_libraries()
+    state = Path(args.state)
+    ws = workspace(state, args.model, args.seeds, args.safety)
+    partial = state / "partial.json"
+    result = json.loads(partial.read_text()) if partial.is_file() else {}
+    result["settings"] = vars(args)
+    run_stages(result, partial, ["cycle", "evaluation"], {
+        "cycle": lambda: cycle_stage(ws), "evaluation": lambda: evaluation_stage(ws, result["cycle"])})
+    write_results(args.out, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Dream by counterfactuals: minimal, deterministic changes to the cycle's documents (a year shifted, a number
+changed, a name swapped for another document's) and false-premise questions made from the training questions
+("... Explain why it is 1875." where the document says 1874). The candidate learns to correct them ("No — it
+is 1874, not 1875. The document says: ...") beside true-premise controls and unchanged documents that it learns
+to confirm, so that it does not learn to deny everything. A change not found in its document, or one that leaves
+the text as it was, is quarantined with the reason. No model writes anything here; the Gate's false_premise
+suite measures the skill on the held-out questions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from reverie.data.counterfactual import counterfactual_examples, false_premises, passage_edits
+from reverie.data.splits import knowledge_train
+from reverie.engines.models import LoadedModel
+from reverie.phases.base import PhaseContext
+from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
+
+
+@register(DREAM, "counterfactual")
+class Counterfactual(SupervisedDream):
+    def data(self, ctx: PhaseContext, loaded: LoadedModel) -> DreamData:
+        settings = ctx.workspace.config.dream.counterfactual
+        knowledge = ctx.inputs.knowledge
+        premises, unchanged = false_premises(knowledge_train(knowledge), knowledge.documents, settings.kinds)
+        edits, unedited = passage_edits(knowledge.documents, settings.kinds, settings.per_document)
+        examples = counterfactual_examples(premises, edits)
+        kinds = Counter(p.kind for p in premises) + Counter(e.change.kind for e in edits)
+        metrics = {"dream_false_premises": float(len(premises)), "dream_passage_edits": float(len(edits)),
+                   "dream_examples": float(len(examples)), "dream_quarantined": float(len(unchanged + unedited))}
+        metrics |= {f"dream_{kind}_changes": float(kinds[kind]) for kind in settings.kinds}
+        return DreamData("counterfactual changes to the documents and training questions", examples, metrics,
+                         unchanged + unedited)
