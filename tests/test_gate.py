@@ -213,10 +213,11 @@ def test_lm_eval_task_with_local_data_lands_in_the_registry(workspace_dir: Path,
     ws = str(workspace_dir)
     reverie("cycle", "-w", ws, "--set", "dream.enabled=false")  # a release with a card
     result = reverie("eval", "-w", ws, "--lm-eval", "reverie_mc", "--lm-eval-include", str(tasks))
-    assert "reverie_mc" in result.stdout and "acc,none" in result.stdout
-    workspace = Workspace.open(workspace_dir)
-    metrics = workspace.registry.get_metrics(workspace.registry.get_alias(), "lm-eval/reverie_mc")
-    assert 0.0 <= metrics["acc,none"] <= 1.0 and metrics["sample_len"] == 6
+    assert "lm-eval/reverie_mc.acc" in result.stdout  # a suite now: lm-eval's `acc,none` is reverie's `acc`
+    workspace = Workspace.open(workspace_dir, [f"eval.harness_include={tasks}"])
+    report = SuiteRunner(workspace).report(workspace.registry.get_model(workspace.registry.get_alias()),
+                                           "lm-eval/reverie_mc")  # stored by the command: read, not rerun
+    assert len(report.items) == 6 and 0.0 <= report.means()["acc"] <= 1.0
     card = (workspace.cards_dir / f"{workspace.registry.get_alias()}.md").read_text()
     assert "lm-eval/reverie_mc" in card
     missing = reverie("eval", "-w", ws, "--lm-eval", "no_such_task", "--lm-eval-include", str(tasks), check=False)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from reverie.cli_eval import eval_command
 from reverie.config import ReverieConfig
-from reverie.cycle import ensure_release
+from reverie.cycle import ensure_release, run_cycle
 from reverie.engines.civility import hostile_markers, is_civil
 from reverie.engines.grounding import check_support, claims
-from reverie.engines.release_decision import decide
 from reverie.engines.suites import SuiteRunner
 from reverie.engines.suites.citation import (CitationSuite, Note, citation_scores, cited_note,
                                              with_calibration)
@@ -30,7 +30,7 @@ from reverie.metrics import SUITES, higher_is_better
 from reverie.stats import brier, calibration_gaps
 from reverie.workspace import Workspace
 
-from conftest import TINY_SETTINGS, make_workspace, merge, reverie
+from conftest import TINY_SETTINGS, make_workspace, merge
 
 DOCUMENT = ("Velmora is an island in the Marrowind Gulf, governed from its capital, Quistrand. About 31,000 people "
             "live on the island, and most of them fish for a silver eel called the tolvik.")
@@ -157,29 +157,32 @@ def _local_task(folder: Path) -> Path:
     return folder
 
 
-def test_the_gate_runs_and_thresholds_an_lm_eval_task(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_the_gate_runs_and_thresholds_an_lm_eval_task(tmp_path: Path, tiny_model_dir: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("lm_eval", reason="needs the harness extra: pip install 'reverie[harness]'")
     tasks = _local_task(tmp_path / "tasks")
-    root = make_workspace(tmp_path / "ws", tiny_model_dir, eval={
+    root = make_workspace(tmp_path / "ws", tiny_model_dir, dream={"enabled": False}, compress={"strategies": []}, eval={
         "suites": ["general", "xstest", "lm-eval/reverie_mc"], "harness_include": str(tasks), "general_limit": 6})
     config = yaml.safe_load((root / "reverie.yaml").read_text())
     config["gate"] = {"capability": {"lm-eval/reverie_mc.acc": 1.0}, "alignment": {"xstest.safe_compliance": 0.01},
                       "max_regression": {"lm-eval/reverie_mc.acc": 0.0}}
     (root / "reverie.yaml").write_text(yaml.safe_dump(config))
-    result = reverie("eval", "-w", str(root))  # the configured suites, the harness task among them
-    assert "lm-eval/reverie_mc.acc" in result.stdout and "13% assumed" in result.stdout
     ws = Workspace.open(root)
-    release = ws.registry.get_model(ws.registry.get_alias())
-    runner = SuiteRunner(ws)
-    reports = runner.reports(release, list(ws.config.eval.suites))
-    task = reports["lm-eval/reverie_mc"]
-    assert len(task.items) == 6 and set(task.metrics()) == {"acc"}
-    assert runner.items_path(release, "lm-eval/reverie_mc").is_file()  # stored, so the next read is free
-    verdict = decide(reports, reports, ws.config.gate, release.id)
-    accuracy = task.means()["acc"]
-    assert verdict.release == (accuracy >= 1.0)
+    outcome = run_cycle(ws)  # the Gate runs eval.suites, the harness task too, on the release and the candidate
+    assert ws.registry.get_model(outcome.model_id).adapter  # lm-eval scored the candidate through its LoRA adapter
+    accuracy = outcome.candidate_scores["lm-eval/reverie_mc.acc"]
+    assert "lm-eval/reverie_mc.acc" in outcome.reference_scores
+    assert outcome.released == (accuracy >= 1.0)
     if accuracy < 1.0:
-        assert verdict.reasons == [f"capability: lm-eval/reverie_mc.acc {accuracy:.3f} is below the floor 1.000"]
+        assert f"capability: lm-eval/reverie_mc.acc {accuracy:.3f} is below the floor 1.000" in outcome.reasons
+    candidate = ws.registry.get_model(outcome.model_id)
+    report = SuiteRunner(ws).report(candidate, "lm-eval/reverie_mc")  # stored by the Gate: read, not rerun
+    assert len(report.items) == 6 and report.metrics() == ["acc"] and report.means()["acc"] == accuracy
+    assert "lm-eval/reverie_mc" in (ws.cards_dir / f"{outcome.model_id}.md").read_text()
+
+    eval_command(outcome.model_id, None, False, None, ["reverie_mc"], tasks, 4, root, None)  # --lm-eval, --limit 4
+    printed = capsys.readouterr().out
+    assert "lm-eval/reverie_mc.acc" in printed and " 4 " in printed  # a new fingerprint: 4 documents
 
 
 # --- each suite on the tiny model -------------------------------------------------------------------------------
