@@ -78,12 +78,11 @@ def eval_command(
         overrides.append(f"eval.harness_limit={limit}")
     ws = Workspace.open(workspace, overrides, validate=True)
     record = ws.registry.get_model(ensure_release(ws)) if model == "release" else resolve_model(ws, model)
-    reference = None
-    if against is not None:
-        reference = ws.registry.get_model(ensure_release(ws)) if against == "release" else resolve_model(ws, against)
+    reference = None if against is None else resolve_model(ws, against)
     from reverie.model_card import refresh_model_index
 
-    names = (suite or ([] if lm_eval else list(ws.config.eval.suites))) + [f"{LM_EVAL_PREFIX}{t}" for t in lm_eval or []]
+    tasks = [f"{LM_EVAL_PREFIX}{task}" for task in lm_eval or []]
+    names = (suite or ([] if tasks else list(ws.config.eval.suites))) + tasks
     if unknown := [n for n in names if n not in SUITES and not is_harness_suite(n)]:
         raise ReverieError(f"--suite {', '.join(unknown)}: unknown (choose from {', '.join(SUITES)}, or "
                            "lm-eval/TASK)")

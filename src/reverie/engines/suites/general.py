@@ -54,7 +54,8 @@ class GeneralSuite:
         return fingerprint([item.__dict__ for item in self.items])
 
     def run(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[ItemResult]:
-        rows = [(tokenizer(item.goal)["input_ids"], tokenizer(" " + choice.strip(), add_special_tokens=False)["input_ids"])
+        rows = [(tokenizer(item.goal)["input_ids"],
+                 tokenizer(" " + choice.strip(), add_special_tokens=False)["input_ids"])
                 for item in self.items for choice in item.choices]
         with progress_bar("general (multiple choice)", len(rows)) as bar:
             scores = choice_logprobs(model, tokenizer, rows, self.batch_size * 2, bar.advance)
