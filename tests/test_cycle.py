@@ -59,6 +59,7 @@ def test_cycle_releases_a_candidate_with_lineage_and_card(workspace_dir: Path) -
     saved = json.loads((workspace.artifacts.path(released.weights) / "reverie_config.json").read_text())
     assert saved == workspace.config.model_dump()
     assert "## Lineage" in card and "## Risks" in card
+    assert "Forgetting check: general.accuracy: " in card  # its wording is tested in test_forgetting_power.py
     assert_no_orphans(workspace)
 
 

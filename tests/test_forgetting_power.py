@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reverie.cli_eval import forgetting_power_line
 from reverie.config import EvalConfig
 from reverie.data.files import read_builtin
 from reverie.data.general_items import generated_families, number_words
 from reverie.data.multiple_choice import ChoiceItem, load_choice_items
 from reverie.engines.suites import ItemResult, SuiteReport
+from reverie.engines.suites.forgetting import forgetting_power_line
 from reverie.stats import PRIOR_FLIP_RATE, flip_rate, paired_items_needed, paired_power
 
 

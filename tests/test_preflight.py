@@ -104,6 +104,20 @@ def test_every_file_the_config_names_is_checked(workspace_dir: Path) -> None:
     assert workspace.registry.list_cycles() == []
 
 
+def test_the_reasoning_sets_are_checked_before_the_cycle_opens(workspace_dir: Path) -> None:
+    (workspace_dir / "reasoning.jsonl").write_text('{"goal": "Open a jar", "sol1": "Twist the lid"}\n')
+    configure(workspace_dir, dream__strategies=["cot-consistency"], dream__cot__reasoning="reasoning.jsonl",
+              compress__front__reasoning="missing.jsonl")
+    workspace = Workspace.open(workspace_dir)
+    with pytest.raises(ReverieError) as err:
+        run_cycle(workspace)
+    message = str(err.value)
+    assert "2 input(s) have problems" in message
+    assert f"dream.cot.reasoning: {workspace_dir / 'reasoning.jsonl'}, line 1" in message, message
+    assert f"compress.front.reasoning: {workspace_dir / 'missing.jsonl'} does not exist" in message, message
+    assert workspace.registry.list_cycles() == []
+
+
 def test_a_malformed_memory_document_fails_before_the_cycle_opens(workspace_dir: Path) -> None:
     workspace = Workspace.open(workspace_dir)
     # stored the way a memory written before questions were validated holds it

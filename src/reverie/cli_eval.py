@@ -13,7 +13,6 @@ from reverie.errors import ReverieError
 from reverie.metrics import LM_EVAL_PREFIX, SUITES, is_harness_suite
 from reverie.progress import results
 from reverie.registry import ModelRecord
-from reverie.stats import PRIOR_FLIP_RATE, flip_rate, paired_items_needed, paired_power
 from reverie.workspace import Workspace
 
 if TYPE_CHECKING:  # the suites import torch; the CLI loads them only when it evaluates
@@ -29,11 +28,6 @@ def resolve_model(ws: Workspace, name: str) -> ModelRecord:
     if model_id is None:
         raise ReverieError("there is no release yet (run `reverie cycle`)")
     return ws.registry.get_model(model_id)
-
-
-FORGETTING_METRIC = "general.accuracy"
-DETECTED_DROP = 0.02  # the drop the forgetting check is sized to see
-TARGET_POWER = 0.8
 
 
 def eval_command(
@@ -66,9 +60,9 @@ def eval_command(
         results.print("lm-eval/<task>.<metric>: any local lm-evaluation-harness task listed in eval.suites (metric as "
                       "lm-eval names it, less ',none')", highlight=False)
         return
-    from reverie.engines.suites import SuiteRunner
-
     from reverie.cycle import ensure_release
+    from reverie.engines.suites import SuiteRunner
+    from reverie.engines.suites.forgetting import forgetting_power_line
 
     quiet_libraries()
     overrides = list(set_ or [])
@@ -117,28 +111,6 @@ def _table(record: ModelRecord, reports: dict[str, SuiteReport], references: dic
                 row.append(f"{drop.mean:+.3f} ({drop.low:+.3f} to {drop.high:+.3f})" if drop.n else "-")
             table.add_row(*row)
     return table
-
-
-def forgetting_power_line(report: SuiteReport, reference: SuiteReport | None, confidence: float) -> str:
-    """The forgetting check's power to see a 2-point drop, from the flip rate between the two versions compared
-    (or the PIQA prior when there is one version), and the paired items that power 0.8 needs."""
-    ours = report.values("accuracy")
-    theirs = reference.values("accuracy") if reference is not None else {}
-    shared = sorted(ours.keys() & theirs.keys())
-    if shared:
-        flips = flip_rate([theirs[i] for i in shared], [ours[i] for i in shared])
-        source = f"flip rate {flips:.1%} measured on the {len(shared)} items both versions answered"
-    else:
-        flips = PRIOR_FLIP_RATE
-        source = (f"flip rate {flips:.0%} assumed (between two versions on PIQA; pass --against to measure it "
-                  "for this pair)")
-    n = len(shared) or len(ours)
-    if flips <= 0:
-        return f"{FORGETTING_METRIC}: no item changed between the two versions, so no drop to detect ({source})"
-    power = paired_power(DETECTED_DROP, n, flips, confidence)
-    needed = paired_items_needed(DETECTED_DROP, flips, TARGET_POWER, confidence)
-    return (f"{FORGETTING_METRIC}: {n} paired items see a {DETECTED_DROP * 100:.0f}-point drop with power "
-            f"{power:.2f} ({source}); power {TARGET_POWER} needs {needed} items (eval.general_limit)")
 
 
 def release_command(

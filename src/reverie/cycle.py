@@ -19,6 +19,7 @@ from reverie.data.passages import load_passages
 from reverie.data.preference import load_preference_prompts
 from reverie.data.redteam import load_safety_items
 from reverie.data.splits import reading_as
+from reverie.engines.front import reasoning_items
 from reverie.engines.models import resolve_source
 from reverie.engines.preference_judge import judge_record
 from reverie.errors import ReverieError
@@ -30,6 +31,7 @@ from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn, accelerate_config
 from reverie.phases.outputs import GateVerdict, gate_verdicts, read_output
+from reverie.phases.strategies.cot_consistency import reasoning_set
 from reverie.phases.strategies.grpo import policy_reward_model
 from reverie.progress import status_line
 from reverie.registry import Cycle, ModelRecord, PhaseRun
@@ -86,6 +88,12 @@ def check_inputs(workspace: Workspace) -> None:
         checks["learn.accelerate_config"] = lambda: accelerate_config(workspace)
     if passages != "knowledge":
         checks["dream.seal.passages"] = lambda: load_passages(root / Path(passages).expanduser())
+    if config.dream.enabled and "cot-consistency" in config.dream.strategies and config.dream.cot.reasoning:
+        checks["dream.cot.reasoning"] = lambda: reasoning_set(workspace)
+    front = config.compress.front
+    if config.compress.strategies and front.reasoning:
+        checks["compress.front.reasoning"] = lambda: reasoning_items(front.reasoning, root, front.reasoning_limit,
+                                                                     evaluation.general_suite)
     if "preference" in evaluation.suites:
         checks["eval.preference_prompts"] = lambda: load_preference_prompts(evaluation.preference_prompts, root, 1)
         checks["eval.preference_judge"] = lambda: judge_record(workspace, evaluation.preference_judge)

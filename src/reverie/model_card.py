@@ -8,6 +8,7 @@ import yaml
 
 from reverie.engines.release_decision import Verdict
 from reverie.engines.suites import SuiteReport, flat_means
+from reverie.engines.suites.forgetting import forgetting_power_line
 from reverie.engines.suites.runner import LM_EVAL_PREFIX, SECONDS
 from reverie.metrics import SUITES, higher_is_better
 from reverie.registry import ModelRecord
@@ -143,6 +144,9 @@ def render_model_card(
             theirs = f"{reference[metric].mean:.3f}" if metric in reference else "-"
             lines.append(f"| {name}.{metric} | {interval.mean:.3f} ({interval.low:.3f}-{interval.high:.3f}) | "
                          f"{theirs} | {interval.n} |")
+    if "general" in reports:
+        lines += ["", "Forgetting check: " + forgetting_power_line(reports["general"], reference_reports.get("general"),
+                                                                   confidence)]
     if preference_judge and (preference := reports.get("preference")) and preference.items:
         lines += [""] + preference_lines(preference, preference_judge, preference.items[0].detail["opponent"],
                                          confidence)

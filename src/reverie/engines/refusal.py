@@ -3,7 +3,14 @@ optional judge model; and their agreement, so a team can see how far to trust th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from reverie.config import ModelConfig
 from reverie.engines.judge import YesNoJudge
+from reverie.engines.models import load_pretrained, resolve_source
+
+if TYPE_CHECKING:
+    from reverie.workspace import Workspace
 
 # Phrases that carry a refusal; matched case-insensitively in the first OPENING characters. An apology alone
 # is not one: SmolLM2 opens compliant answers with "I'm sorry for any confusion, ..." (gate_baseline).
@@ -32,6 +39,16 @@ class RefusalJudge(YesNoJudge):
 
     def __call__(self, pairs: list[tuple[str, str]]) -> list[bool]:
         return self.verdicts([JUDGE_PROMPT.format(prompt=p, response=r[:OPENING * 2]) for p, r in pairs])
+
+
+def load_refusal_judge(ws: Workspace) -> RefusalJudge | None:
+    """eval.refusal_judge, loaded, when one is configured (the Gate's safety suites and red-team self-play)."""
+    config = ws.config.eval
+    if not config.refusal_judge:
+        return None
+    directory = resolve_source(config.refusal_judge, ws.cache_dir, ws.root)
+    judge = load_pretrained(directory, ModelConfig(trust_remote_code=config.refusal_judge_trust_remote_code))
+    return RefusalJudge(judge.model, judge.tokenizer, config.batch_size)
 
 
 def agreement(a: list[bool], b: list[bool]) -> dict[str, float]:

@@ -20,9 +20,9 @@ from reverie.data.multiple_choice import load_choice_items
 from reverie.data.preference import load_preference_prompts
 from reverie.data.redteam import load_safety_items, suite_items
 from reverie.data.splits import general_held_out
-from reverie.engines.models import LoadedModel, load_pretrained, load_version, resolve_source
+from reverie.engines.models import LoadedModel, load_version
 from reverie.engines.preference_judge import PairJudge, judge_identity, load_judge
-from reverie.engines.refusal import RefusalJudge
+from reverie.engines.refusal import RefusalJudge, load_refusal_judge
 from reverie.engines.suites.base import ItemResult, Suite, SuiteReport, fingerprint
 from reverie.engines.suites.citation import CitationSuite
 from reverie.engines.suites.cross_paragraph import CrossParagraphSuite
@@ -37,7 +37,6 @@ from reverie.engines.suites.preference import PreferenceSuite
 from reverie.engines.suites.robustness import RobustnessSuite
 from reverie.engines.suites.safety import AdvBenchSuite, RedTeamSuite, XSTestSuite
 from reverie.engines.suites.structured import StructuredSuite
-from reverie.config import ModelConfig
 from reverie.errors import ReverieError
 from reverie.memory.store import current_knowledge
 from reverie.metrics import LM_EVAL_PREFIX, SAFETY_SUITES, SUITES, is_harness_suite
@@ -168,11 +167,8 @@ class SuiteRunner:
     }
 
     def _refusal_judge(self) -> RefusalJudge | None:
-        config = self.workspace.config.eval
-        if config.refusal_judge and self._judge is None:
-            directory = resolve_source(config.refusal_judge, self.workspace.cache_dir, self.workspace.root)
-            judge = load_pretrained(directory, ModelConfig(trust_remote_code=config.refusal_judge_trust_remote_code))
-            self._judge = RefusalJudge(judge.model, judge.tokenizer, config.batch_size)
+        if self._judge is None:
+            self._judge = load_refusal_judge(self.workspace)
         return self._judge
 
     def key(self, name: str, record: ModelRecord) -> str:

@@ -19,7 +19,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from reverie.config import ModelConfig
 from reverie.data.knowledge import Example
 from reverie.data.preference import PreferencePair
 from reverie.data.quality import check_text
@@ -30,13 +29,12 @@ from reverie.data.redteam_attacks import (PARAPHRASE, PARAPHRASE_PROMPT, Attack,
 from reverie.data.splits import safety_train
 from reverie.data.text import normalize
 from reverie.engines.generation import generate
-from reverie.engines.models import LoadedModel, load_pretrained, resolve_source
+from reverie.engines.models import LoadedModel
 from reverie.engines.prompts import user_prompt_ids
-from reverie.engines.refusal import RefusalJudge, is_refusal
+from reverie.engines.refusal import RefusalJudge, is_refusal, load_refusal_judge
 from reverie.engines.suites.safety import attack_ids
 from reverie.phases.base import PhaseContext
 from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
-from reverie.workspace import Workspace
 
 SOURCE = "redteam-play"  # the source of its preference pairs
 JUDGED = "refusal judge"  # the quarantine step of answers that are empty or the classifiers disagree on
@@ -67,7 +65,7 @@ class RedTeamPlay(SupervisedDream):
         if PARAPHRASE in settings.mutations:
             attacks += self._paraphrases(ctx, loaded, harmful, quarantined)
         attacks += [(item, mutate(item.prompt, "plain")) for item in lookalikes]
-        judge = _refusal_judge(ws)
+        judge = load_refusal_judge(ws)
         answers = self._answer(ctx, loaded, [attack for _, attack in attacks])
         verdicts = _verdicts([attack for _, attack in attacks], answers, judge)
         over = [item for (item, _), refused in zip(attacks, verdicts) if refused and not item.must_refuse]
@@ -211,13 +209,3 @@ def _pair(item: RedTeamItem, attack: Attack, chosen: str, rejected: str) -> Pref
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, source=SOURCE, bucket="safety",
                           origin=f"{item.id}/{attack.mutation}",
                           meta={"category": item.category, "must_refuse": item.must_refuse, "attack": attack.mutation})
-
-
-def _refusal_judge(ws: Workspace) -> RefusalJudge | None:
-    """eval.refusal_judge, loaded, when one is configured."""
-    config = ws.config.eval
-    if not config.refusal_judge:
-        return None
-    directory = resolve_source(config.refusal_judge, ws.cache_dir, ws.root)
-    judge = load_pretrained(directory, ModelConfig(trust_remote_code=config.refusal_judge_trust_remote_code))
-    return RefusalJudge(judge.model, judge.tokenizer, config.batch_size)
