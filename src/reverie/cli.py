@@ -15,6 +15,7 @@ from rich.text import Text
 from reverie.cli_data import data_app
 from reverie.cli_eval import eval_command, release_command, resolve_model
 from reverie.cli_memory import memory_app
+from reverie.cli_rhythm import rhythm_app, rhythm_runs_table
 from reverie.cli_rm import rm_app
 from reverie.cli_seal import seal_app
 from reverie.config import CONFIG_FILE
@@ -35,6 +36,7 @@ app.add_typer(seal_app, name="seal")
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
 app.add_typer(rm_app, name="rm")
+app.add_typer(rhythm_app, name="rhythm")
 app.command("eval")(eval_command)
 app.command("release")(release_command)
 
@@ -172,6 +174,8 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     rejected = [c for c in registry.list_cycles() if c.outcome == "rejected"]
     if rejected:
         out.print(f"rejected candidates: {', '.join(c.result_model_id for c in rejected)}")
+    if rhythm_runs := rhythm_runs_table(registry):
+        out.print(rhythm_runs)
 
 
 @app.command()

@@ -154,14 +154,21 @@ def _open_cycle(workspace: Workspace, resume: bool) -> tuple[Cycle, CycleInputs]
     return cycle, inputs
 
 
-def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
-    """Run (or resume) one sleep cycle and release or reject its candidate."""
+def run_cycle(workspace: Workspace, resume: bool = False, until: str | None = None) -> CycleOutcome | None:
+    """Run (or resume) one sleep cycle and release or reject its candidate.
+
+    With `until` (a phase name) it stops after that phase and returns None, leaving the cycle open for the next
+    `resume` (a rhythm splits a cycle across slots that way: reverie/rhythms/).
+    """
+    names = [phase.name for phase in PHASES]
+    if until is not None and until not in names:
+        raise ReverieError(f"until: {until!r} is no phase (choose from {', '.join(names)})")
     registry = workspace.registry
     with workspace.cycle_lock():
         check_inputs(workspace)
         cycle, inputs = _open_cycle(workspace, resume)
         handoff = {r.phase: read_output(r) for r in registry.phase_runs(cycle.id) if r.status == "finished"}
-        for phase in PHASES:
+        for phase in PHASES[: names.index(until) + 1] if until else PHASES:
             if phase.name in handoff:
                 status_line(f"[dim]{phase.name:<8} already finished, skipped[/dim]")
                 continue
@@ -187,6 +194,9 @@ def run_cycle(workspace: Workspace, resume: bool = False) -> CycleOutcome:
             figures = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])
             status_line(f"{phase.name:<8} done in {time.time() - run.started_at:.1f}s -> {output.model}  {figures}")
 
+        if "gate" not in handoff:  # stopped after `until`: the cycle stays open for the next slot
+            status_line(f"cycle {cycle.id}: stopped after {until}, left open (`reverie cycle --resume` continues it)")
+            return None
         verdict = GateVerdict.model_validate(handoff["gate"])
         released = verdict.released
         registry.close_cycle(cycle.id, "released" if released else "rejected", verdict.model, released)

@@ -86,3 +86,24 @@ class ReleaseEvent:
     action: str  # 'bootstrap' | 'release' | 'override' | 'rollback'
     at: float
     reason: str | None = None  # why a person overrode the Gate
+
+
+# finished, skipped (nothing to do) and failed use up the slot's occurrence; busy (another process held the lock)
+# and interrupted (the process died) do not, so the next `reverie rhythm run` tries that slot again
+RhythmRunStatus = Literal["running", "finished", "skipped", "failed", "busy", "interrupted"]
+
+
+@dataclass
+class RhythmRun:
+    """One slot of a rhythm run or skipped at one of its scheduled times (reverie/rhythms/)."""
+
+    id: str
+    rhythm: str
+    slot: str
+    scheduled_for: float  # the occurrence this run is for, on `clock`
+    status: RhythmRunStatus
+    started_at: float  # wall-clock time, whatever the clock
+    clock: str = "real"  # 'real', or 'sim-<id>' for one accelerated `reverie rhythm serve` session
+    finished_at: float | None = None
+    detail: str = ""  # what the slot did, or why it was skipped or failed
+    cycle_id: str | None = None  # the cycle the slot ran a part of

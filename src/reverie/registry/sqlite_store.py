@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent,
+                                       RhythmRun)
 from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
 SCHEMA = """
@@ -44,6 +45,13 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, model_id TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS release_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL,
     reason TEXT
+);
+CREATE TABLE IF NOT EXISTS rhythm_starts (
+    rhythm TEXT NOT NULL, clock TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (rhythm, clock)
+);
+CREATE TABLE IF NOT EXISTS rhythm_runs (
+    id TEXT PRIMARY KEY, rhythm TEXT NOT NULL, slot TEXT NOT NULL, scheduled_for REAL NOT NULL, status TEXT NOT NULL,
+    started_at REAL NOT NULL, clock TEXT NOT NULL, finished_at REAL, detail TEXT NOT NULL, cycle_id TEXT
 );
 """
 
@@ -380,3 +388,29 @@ class SQLiteRegistry(RegistryStore):
             refs.update(json.loads(row["artifacts"]))
         refs.update(r[0] for r in self._conn.execute("SELECT inputs FROM cycles WHERE inputs IS NOT NULL"))
         return refs
+
+    # rhythms (tables created by SCHEMA, so a registry older than rhythms gains them when it is opened) ----------
+    def rhythm_since(self, rhythm: str, clock: str, now: float) -> float:
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO rhythm_starts VALUES (?, ?, ?)", (rhythm, clock, now))
+            row = conn.execute("SELECT since FROM rhythm_starts WHERE rhythm = ? AND clock = ?", (rhythm, clock))
+            return row.fetchone()["since"]
+
+    def add_rhythm_run(self, run: RhythmRun) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT INTO rhythm_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(asdict(run).values()))
+
+    def finish_rhythm_run(self, run_id: str, status: str, detail: str, cycle_id: str | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE rhythm_runs SET status = ?, detail = ?, cycle_id = ?, finished_at = ? WHERE id = ?",
+                         (status, detail, cycle_id, time.time(), run_id))
+
+    def interrupt_rhythm_runs(self, rhythm: str) -> int:
+        with self._tx() as conn:
+            return conn.execute("UPDATE rhythm_runs SET status = 'interrupted' WHERE rhythm = ? AND status = 'running'",
+                                (rhythm,)).rowcount
+
+    def rhythm_runs(self, rhythm: str | None = None) -> list[RhythmRun]:
+        rows = self._conn.execute("SELECT * FROM rhythm_runs WHERE (:rhythm IS NULL OR rhythm = :rhythm) "
+                                  "ORDER BY started_at, rowid", {"rhythm": rhythm}).fetchall()
+        return [RhythmRun(**dict(row)) for row in rows]

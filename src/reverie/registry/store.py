@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent
+from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent,
+                                       RhythmRun)
 
 RELEASE_ALIAS = "release"
 GENERATOR_ALIAS = "generator"
@@ -136,3 +137,23 @@ class RegistryStore(ABC):
     def referenced_artifacts(self) -> set[str]:
         """Every artifact hash that a model, dataset, phase output or cycle's frozen inputs point to (the rest is
         garbage)."""
+
+    # rhythms
+    @abstractmethod
+    def rhythm_since(self, rhythm: str, clock: str, now: float) -> float:
+        """When the rhythm was first run on that clock (`now`, recorded, the first time): slots scheduled before
+        it are not owed, so a rhythm started on a Saturday does not run the whole week at once."""
+
+    @abstractmethod
+    def add_rhythm_run(self, run: RhythmRun) -> None: ...
+
+    @abstractmethod
+    def finish_rhythm_run(self, run_id: str, status: str, detail: str, cycle_id: str | None = None) -> None: ...
+
+    @abstractmethod
+    def interrupt_rhythm_runs(self, rhythm: str) -> int:
+        """Mark the rhythm's runs still 'running' as interrupted (call only while holding the rhythm's lock)."""
+
+    @abstractmethod
+    def rhythm_runs(self, rhythm: str | None = None) -> list[RhythmRun]:
+        """The runs and skips of that rhythm (None: every rhythm), oldest first."""
