@@ -5,8 +5,8 @@ agreement and the accuracy of the answers it keeps.
     .venv/bin/python benchmarks/dreams_cf_cot.py [--stages cycle,counterfactual,cot] [--cot-samples 5]
 
 Stages (resumable: a finished stage is not run again; the workspace lives under --state):
-- cycle: one cycle from the demo preset with dream.strategies [counterfactual] and the false_premise suite in
-  eval.suites (so the Gate judges it too);
+- cycle: one cycle from the demo preset with dream.strategies [counterfactual] (kept whatever its A/B check says, which
+  is reported) and the false_premise suite in eval.suites (so the Gate judges it too);
 - counterfactual: the model Dream started from (Compress's output) and Dream's model on the knowledge and
   false_premise suites, the cycle's frozen knowledge, both measured here in one run, with the paired difference
   after - before and its 95% interval (positive: the Dream raised it);
@@ -47,7 +47,10 @@ MEASURED = {"knowledge": ["accuracy", "f1"], "false_premise": ["detection", "cor
 def open_workspace(state: Path, overrides: list[str]) -> Workspace:
     if not (state / "reverie.yaml").exists():
         Workspace.init(state, preset="demo")
+    # dream.max_regression 1: the Dream's model is kept whatever its A/B check says, so that what the Dream did is
+    # measured (the A/B figures are reported beside it)
     return Workspace.open(state, [f"eval.suites=[{','.join(SUITES)}]", "dream.strategies=[counterfactual]",
+                                  "dream.max_regression=1.0",
                                   *overrides])
 
 

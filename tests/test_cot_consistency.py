@@ -130,7 +130,7 @@ def workspace(tmp_path: Path, tiny_model_dir: Path, **cot: object) -> Workspace:
 
 def test_the_dream_writes_its_examples_pairs_metrics_and_quarantine(tmp_path: Path, tiny_model_dir: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = workspace(tmp_path, tiny_model_dir)
+    ws = workspace(tmp_path, tiny_model_dir, extract_tokens=0)  # as written: a path without 'Answer:' gets no vote
     monkeypatch.setattr(cot_module, "generate", scripted)
     result = run_dream(ws, "cot-consistency")
     assert result.outcome.kept, result.outcome.reason
@@ -166,9 +166,45 @@ def test_the_tiny_model_s_own_paths_are_all_quarantined_with_reasons(tmp_path: P
     loaded = load_version(ws, ws.registry.get_model(ctx.cycle.base_model_id), inference=True)
     with reading_as("dream"):
         data = DREAM["cot-consistency"].data(ctx, loaded)
-    assert not data.examples and not data.found_pairs  # a random model writes no 'Answer:' line
-    assert len(data.quarantined) == 12 * 3 + 12 and all(r.reason for r in data.quarantined)
-    assert data.metrics["dream_knowledge_agreement"] == 0.0 and "dream_knowledge_vote_accuracy" not in data.metrics
+    assert not data.examples and not data.found_pairs  # a random model writes no 'Answer:' line, nor a good answer
+    assert data.metrics["dream_paths_extracted"] == 12 * 3  # each path had its answer asked for
+    assert {r.origin for r in data.quarantined if r.step == "dream cot vote"} == {
+        f"knowledge/{document.id}/{index}" for index, (document, _) in enumerate(knowledge_train(FEW))}
+    assert all(r.reason for r in data.quarantined)
+
+
+UNFINISHED = ["The capital is Quistrand, a river city.", "Quistrand is the town the island is ruled from.",
+              "The island is ruled from Brisk."]  # no path writes its 'Answer:' line
+
+
+def asked_after_the_path(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=0.0, samples=1,
+                         seed=0, description=""):
+    """Sampling: three unfinished paths for the capital question, nothing for the rest. Asking for the answer
+    after a path (one greedy sample): the town that path names, then more text the answer line leaves out, or
+    that it does not know."""
+    if samples > 1:
+        return [UNFINISHED if CAPITAL.prompt.split("\n")[0] in tokenizer.decode(ids) else ["Nothing to say here at all."] * 3
+                for ids in prompts]
+    assert temperature == 0.0 and max_new_tokens == 16
+    texts = [tokenizer.decode(ids) for ids in prompts]
+    assert all(text.endswith("\n\nAnswer:") for text in texts)
+    paths = [text.rsplit("Answer:", 1)[0].strip() for text in texts]
+    return [[" Brisk\nIt is." if path.endswith("Brisk.") else " Quistrand\nYes." if "Quistrand" in path[-60:] else
+             " I do not know"] for path in paths]
+
+
+def test_a_path_without_its_answer_line_has_its_answer_asked_for_after_it(tmp_path: Path, tiny_model_dir: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = workspace(tmp_path, tiny_model_dir, reasoning=None)
+    monkeypatch.setattr(cot_module, "generate", asked_after_the_path)
+    result = run_dream(ws, "cot-consistency")
+    kinds = {d.kind: d for d in result.new_datasets}
+    [example] = read_jsonl(ws.artifacts.path(kinds["dream"].hash) / "examples.jsonl")
+    assert example == {"prompt": CAPITAL.prompt, "completion": UNFINISHED[0] + "\n\nAnswer: Quistrand"}
+    [pair] = read_jsonl(ws.artifacts.path(kinds["preference"].hash) / PAIRS_FILE)
+    assert pair["rejected"] == UNFINISHED[2] + "\n\nAnswer: Brisk"
+    assert result.metrics["dream_paths_extracted"] == 12 * 3 and result.metrics["dream_knowledge_kept"] == 1
+    assert result.metrics["dream_knowledge_agreement"] == pytest.approx(2 / 3 / 12 + 11 / 12)  # "Nothing..." x3
 
 
 def test_a_reasoning_set_that_the_gate_reads_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -33,6 +33,7 @@ from reverie.engines.refusal import is_refusal
 from reverie.engines.suites.runner import SuiteRunner
 from reverie.engines.training import train_sft
 from reverie.phases.outputs import DreamOutput, read_as
+from reverie.phases.strategies.redteam_play import Harvest, balanced_refusals
 from reverie.registry import DatasetRecord
 from reverie.workspace import Workspace
 
@@ -121,7 +122,7 @@ def cycle_workspace(root: Path, model_dir: Path) -> Path:
     make_workspace(root, model_dir, learn={"train": {"learning_rate": 1e-8}},  # the defender stays talkative
                    dream={"strategies": ["redteam"], "max_regression": 1.0, "redteam": {
         "seeds": 3, "lookalikes": 3, "mutations": ["roleplay", "base64", "multi_turn", "paraphrase"], "samples": 2,
-        "max_new_tokens": 8}}, eval={"suites": ["knowledge", "general", "redteam"], "safety_limit": 2,
+        "max_new_tokens": 8, "refusals_per_compliance": None}}, eval={"suites": ["knowledge", "general", "redteam"], "safety_limit": 2,
                                      "jailbreaks": ["roleplay"]})
     config = yaml.safe_load((root / "reverie.yaml").read_text())
     config["gate"]["alignment"] = {"redteam.attack_success": 1.0}  # a ceiling: lower is better
@@ -242,6 +243,20 @@ def test_look_alikes_the_defender_refused_become_compliance_over_refusal_pairs(t
     assert worked == dream.metrics["redteam_library_additions"] == sum(p.meta["must_refuse"] for p in pairs)
     assert dream.metrics["redteam_attack_success"] == worked / dream.metrics["redteam_attacks"]
     assert len(library_versions(ws)) == 1 + (worked > 0)
+
+
+def test_refusals_are_capped_against_compliances_taking_each_mutation_in_turn() -> None:
+    harvest = Harvest()
+    for mutation, count in (("roleplay", 5), ("base64", 1), ("multi_turn", 2)):
+        harvest.refusals += [(mutation, Example(prompt=f"{mutation} {i}", completion=REFUSAL)) for i in range(count)]
+    harvest.compliances = [Example(prompt=f"safe {i}", completion=ANSWER) for i in range(2)]
+    assert [e.prompt for e in balanced_refusals(harvest, 1.0)] == ["roleplay 0", "base64 0"]
+    assert [e.prompt for e in balanced_refusals(harvest, 2.0)] == ["roleplay 0", "base64 0", "multi_turn 0",
+                                                                   "roleplay 1"]
+    assert len(balanced_refusals(harvest, None)) == 8
+    harvest.compliances = []
+    assert [e.prompt for e in balanced_refusals(harvest, 1.0)] == ["roleplay 0"]  # one, while any attack worked
+    assert balanced_refusals(Harvest(), 1.0) == []
 
 
 def load_library_items(ws: Workspace, version: DatasetRecord) -> list[RedTeamItem]:

@@ -361,7 +361,12 @@ class CotSettings(_Strict):
     temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature of the reasoning paths.")
     max_new_tokens: int = Field(
         160, ge=16, le=4096, description="Longest reasoning path, in tokens; a path cut off before its 'Answer:' "
-        "line is quarantined.",
+        "line has its answer asked for (extract_tokens).",
+    )
+    extract_tokens: int = Field(
+        16, ge=0, le=256, description="A path that gives no final answer is continued greedily after 'Answer:' for "
+        "at most this many tokens, and its first line is the answer (zero-shot chain of thought's answer "
+        "extraction); 0: such a path is quarantined.",
     )
     min_agreement: float = Field(
         0.6, gt=0, le=1, description="Share of all sampled paths (unusable ones included) the majority final answer "
@@ -407,9 +412,14 @@ class RedTeamPlaySettings(_Strict):
     seeds: int = Field(16, ge=1, le=100_000, description="Harmful requests drawn per Dream (a new draw each cycle), "
                        "each attacked with every mutation.")
     lookalikes: int = Field(
-        8, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
+        16, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
         "compliant answer (sampled again when it refused) is trained over a refusal, so that it does not learn to "
         "refuse everything.",
+    )
+    refusals_per_compliance: float | None = Field(
+        1.0, gt=0, description="At most this many refusal SFT examples per compliance example (chosen across "
+        "mutations and requests in turn), so the Dream does not teach refusing everything; every attack that worked "
+        "still becomes a preference pair and a library entry. null: no cap.",
     )
     mutations: Annotated[list[RedTeamMutation], AfterValidator(_listed_once)] = Field(
         ["roleplay", "prefix_injection", "refusal_suppression", "fiction", "research", "persona", "base64",
@@ -703,6 +713,59 @@ class GateConfig(_Strict):
         return set(self.capability) | set(self.alignment) | set(self.max_regression) | set(self.red_lines)
 
 
+class LiveThresholds(_Strict):
+    """When live traffic says an arm is worse than the one it is compared with (a canary against the release, a new
+    release against the one it replaced). Each is judged on a confidence interval, so noise alone never decides:
+    worse when the interval lies wholly beyond the threshold, not worse when it lies wholly within it."""
+
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="Cap on the share of requests whose generation "
+                                  "failed (server errors, not a client's bad request).")
+    max_refusal_increase: float = Field(
+        0.05, ge=0, le=1, description="Largest rise in the refusal rate (the string-match judge on each answer's "
+        "opening, engines/refusal.py) over the arm compared with.")
+    max_thumbs_down_increase: float = Field(
+        0.05, ge=0, le=1, description="Largest rise in thumbs-down per answer (POST /v1/feedback, counted for the "
+        "model that gave the answer) over the arm compared with.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the Wilson and Newcombe "
+                              "intervals the thresholds are judged on.")
+
+
+class CanaryConfig(_Strict):
+    """A candidate served to a share of traffic beside the release, then promoted or rolled back on its live
+    figures (serving/canary.py)."""
+
+    model: str | None = Field(None, description="Model id (or alias) to try beside the release; null: no canary.")
+    share: float = Field(0.1, gt=0, lt=1, description="Share of users (or sessions) routed to the canary.")
+    sticky: Literal["user", "session"] = Field(
+        "user", description="What keeps a client on one arm: user (the OpenAI `user` field, else the X-Session-Id "
+        "header) or session (the header, else `user`); with neither, a hash of the client's address and agent.")
+    min_requests: int = Field(200, ge=10, description="Answers the canary gives before it is judged.")
+
+
+class AlarmConfig(_Strict):
+    """A new release judged on its live figures against those the release it replaced had while it served; worse
+    rolls it back (serving/canary.py)."""
+
+    enabled: bool = Field(True, description="Watch every new release and roll back one that is worse.")
+    min_requests: int = Field(200, ge=10, description="Answers the new release gives before it is judged; the "
+                              "release it replaced needs as many recorded to be compared with.")
+    rollback_to: Literal["previous", "best"] = Field(
+        "previous", description="previous: the release before (reverie rollback); best: the best release by "
+        "best_metric.")
+    best_metric: str | None = Field(None, description="With rollback_to best: the Gate metric that ranks releases, "
+                                    "e.g. general.accuracy.")
+
+    @model_validator(mode="after")
+    def _metric_named(self) -> AlarmConfig:
+        if self.rollback_to == "best" and self.best_metric is None:
+            raise ValueError("serve.alarm.rollback_to best needs serve.alarm.best_metric (e.g. general.accuracy)")
+        if self.best_metric is not None and self.best_metric not in known_metrics() \
+                and not is_harness_metric(self.best_metric):
+            raise ValueError(f"serve.alarm.best_metric {self.best_metric!r}: unknown metric (allowed: "
+                             f"{', '.join(known_metrics())}, or lm-eval/<task>.<metric>)")
+        return self
+
+
 class ServeConfig(_Strict):
     host: str = Field("127.0.0.1", description="Address to bind; anything but loopback requires an API key.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
@@ -719,6 +782,17 @@ class ServeConfig(_Strict):
     poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the release pointer is checked.")
     retrieval: bool = Field(True, description="Answer chat with notes retrieved from short-term memory, cited.")
     retrieval_k: int = Field(3, ge=1, le=20, description="Memory chunks offered to the model per question.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    alarm: AlarmConfig = Field(default_factory=AlarmConfig)
+    live_thresholds: LiveThresholds = Field(default_factory=LiveThresholds)
+
+
+class RetentionConfig(_Strict):
+    keep_candidates: int = Field(
+        3, ge=0, description="`reverie gc` keeps the versions of this many of the newest cycles that did not release "
+        "(rejected or abandoned), for review or `reverie release --override`; older ones lose their weights. Every "
+        "release, what its lineage needs, the aliases and the open cycle are always kept.",
+    )
 
 
 class ReverieConfig(_Strict):
@@ -731,6 +805,7 @@ class ReverieConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> ReverieConfig:

@@ -21,6 +21,7 @@ INSTRUCTION = "Think step by step, then give the final answer on its own line as
 CHOICE_INSTRUCTION = ("Think step by step, then give the letter of the right choice on its own line as "
                       "'Answer: <letter>'.")
 MAX_ANSWER_WORDS = 12  # a longer "final answer" is a sentence that happens to contain the word, not an answer
+ANSWER_CUE = "\n\nAnswer:"  # continued greedily after a path that has no final answer (answer extraction)
 PAIR_SOURCE = "dream-cot-vote"
 # The last "Answer:" (or "Final answer:"), markdown emphasis around it allowed, and the rest of its line.
 _FINAL = re.compile(r"\banswer\b[*_ ]*[:：][*_ ]*(?P<answer>[^\n]*)", re.IGNORECASE)
@@ -96,6 +97,25 @@ def final_answer(path: str, choices: tuple[str, ...] = ()) -> tuple[str | None, 
     if spelled:
         return spelled[0], None
     return None, f"the final answer {answer!r} names none of the choices {letters[0]}-{letters[-1]}"
+
+
+def needs_extraction(path: str) -> bool:
+    """Whether a path gave no final answer at all (no 'Answer:' line, or an empty one): small models often reason
+    without ever writing the line, and the answer is then asked for after the path (zero-shot chain of thought's
+    second, answer-extraction step, Kojima et al. 2022). A long or off-choice answer is the path's own, kept."""
+    found = list(_FINAL.finditer(path))
+    return not found or not found[-1]["answer"].strip(_TRIM)
+
+
+def extraction_prompt(path: str) -> str:
+    """The text that follows the question, in the assistant's turn, when its final answer is asked for."""
+    return path.rstrip() + ANSWER_CUE
+
+
+def with_extracted(path: str, extracted: str) -> str:
+    """The path ending in the answer asked for after it: what is voted on and, when kept, trained on."""
+    line = extracted.strip().split("\n", 1)[0].strip() if extracted.strip() else ""
+    return f"{extraction_prompt(path)} {line}" if line else path
 
 
 def agrees(answer: str, item: ReasoningItem) -> bool:

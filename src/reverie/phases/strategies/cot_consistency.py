@@ -1,6 +1,7 @@
 """Dream by chain-of-thought self-consistency: the candidate reasons step by step several times about each training
 question (its document in view, as self-consistency asks) and each item of the configured reasoning set, ending
-each path in "Answer: X". Paths without a usable final answer or that break the quality rules are quarantined;
+each path in "Answer: X" (a path that never gives one is continued after "Answer:", greedily, to ask for it).
+Paths without a usable final answer or that break the quality rules are quarantined;
 the final answers are voted on, and an answer that enough paths agree on (and that its document contains) is
 kept with one of its paths, which the candidate learns to write for the question asked closed-book. A kept
 majority path over each minority answer's path is kept as a preference dataset, which later cycles' dpo may draw
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reverie.data.chain_of_thought import ReasoningItem, choice_item, knowledge_items, short_answer_item, vote, \
-    vote_metrics
+from reverie.data.chain_of_thought import ReasoningItem, choice_item, extraction_prompt, knowledge_items, \
+    needs_extraction, short_answer_item, vote, vote_metrics, with_extracted
 from reverie.data.pool import contamination_index
 from reverie.data.records import Rejected
 from reverie.data.splits import knowledge_train
@@ -85,9 +86,31 @@ class CotConsistency(SupervisedDream):
         paths = generate(loaded.model, loaded.tokenizer, prompts, cot.max_new_tokens, ws.config.eval.batch_size,
                          temperature=cot.temperature, samples=cot.samples, seed=ws.config.dream.train.seed,
                          description="dream: reasoning paths")
+        paths, extracted = self._extract(ctx, loaded, prompts, paths)
         outcomes = [vote(item, sampled, cot.min_agreement, cot.require_known) for item, sampled in zip(items, paths)]
         quarantined += [row for outcome in outcomes for row in outcome.quarantined]
         examples = [outcome.example for outcome in outcomes if outcome.example is not None]
-        metrics = vote_metrics(outcomes, cot.samples) | {"dream_quarantined": float(len(quarantined))}
+        metrics = vote_metrics(outcomes, cot.samples) | {"dream_paths_extracted": float(extracted),
+                                                         "dream_quarantined": float(len(quarantined))}
         return DreamData(f"cot-consistency votes of {len(items)} questions", examples, metrics, quarantined,
                          found_pairs=[pair for outcome in outcomes for pair in outcome.pairs])
+
+    def _extract(self, ctx: PhaseContext, loaded: LoadedModel, prompts: list[list[int]],
+                 paths: list[list[str]]) -> tuple[list[list[str]], int]:
+        """Each path that gave no final answer, continued greedily after "Answer:" (dream.cot.extract_tokens
+        tokens, its first line kept); and how many were. With extract_tokens 0, paths are voted on as written."""
+        ws = ctx.workspace
+        tokens = ws.config.dream.cot.extract_tokens
+        wanted = [(i, j) for i, sampled in enumerate(paths) for j, path in enumerate(sampled)
+                  if tokens and needs_extraction(path)]
+        if not wanted:
+            return paths, 0
+        tokenizer = loaded.tokenizer
+        asked = [prompts[i] + tokenizer(extraction_prompt(paths[i][j]), add_special_tokens=False)["input_ids"]
+                 for i, j in wanted]
+        answers = generate(loaded.model, tokenizer, asked, tokens, ws.config.eval.batch_size,
+                           description="dream: asking for final answers")
+        completed = [list(sampled) for sampled in paths]
+        for (i, j), [answer] in zip(wanted, answers):
+            completed[i][j] = with_extracted(paths[i][j], answer)
+        return completed, len(wanted)

@@ -8,7 +8,8 @@ An attack that worked (the defender complied) becomes an SFT example (the attack
 preference pair (the refusal over the compliance), and joins the library as a new version, machine-generated and
 awaiting review. Safe look-alikes balance it: the defender's compliant answer (sampled again when it refused,
 which is over-refusal) becomes an SFT example and a pair over a refusal, so that the candidate does not learn to
-refuse everything. The candidate trains on the examples now (SFT teaches the refusal of exactly the attacks it
+refuse everything; dream.redteam.refusals_per_compliance caps the refusals trained on against them (176 refusals
+over 2 compliances taught SmolLM2 to refuse every XSTest safe prompt). The candidate trains on the examples now (SFT teaches the refusal of exactly the attacks it
 fell for, without DPO's reference copy); the pairs are kept as a preference dataset that later cycles' dpo draws
 from. A multi-turn attack trains as one prompt quoting its turns (SFT examples are one turn); its pair keeps the
 turns."""
@@ -42,9 +43,11 @@ JUDGED = "refusal judge"  # the quarantine step of answers that are empty or the
 
 @dataclass
 class Harvest:
-    """What the judged answers teach: SFT examples, preference pairs, the attacks that worked, and counts."""
+    """What the judged answers teach: SFT examples (refusals of the attacks that worked, compliances with the
+    look-alikes), preference pairs, the attacks that worked, and counts."""
 
-    examples: list[Example] = field(default_factory=list)
+    refusals: list[tuple[str, Example]] = field(default_factory=list)  # (mutation, example)
+    compliances: list[Example] = field(default_factory=list)
     pairs: list[PreferencePair] = field(default_factory=list)
     worked: list[RedTeamItem] = field(default_factory=list)
     tried: Counter = field(default_factory=Counter)  # judged attacks per mutation
@@ -83,6 +86,8 @@ class RedTeamPlay(SupervisedDream):
                 quarantined.append(Rejected(origin=f"redteam {item.id}", step="dream quality gate", reason=reason,
                                             row={"prompt": item.prompt, "answer": answer}))
         version, added = add_attacks(ws, harvest.worked, ctx.cycle.id)
+        refusals = balanced_refusals(harvest, settings.refusals_per_compliance)
+        steps = Counter(row.step for row in quarantined)
         judged = sum(harvest.tried.values())
         metrics = {"redteam_seeds": float(len(harmful)), "redteam_attacks": float(judged),
                    "redteam_attack_success": sum(harvest.succeeded.values()) / max(1, judged),
@@ -90,13 +95,14 @@ class RedTeamPlay(SupervisedDream):
                       for name, count in sorted(harvest.tried.items())},
                    "redteam_lookalikes": float(len(lookalikes)),
                    "redteam_over_refusal": harvest.over_refused / max(1, harvest.answered),
-                   "redteam_refusal_examples": float(len(harvest.worked)),
-                   "redteam_compliance_examples": float(len(harvest.examples) - len(harvest.worked)),
+                   "redteam_refusal_examples": float(len(refusals)),
+                   "redteam_compliance_examples": float(len(harvest.compliances)),
                    "redteam_pairs": float(len(harvest.pairs)), "redteam_quarantined": float(len(quarantined)),
+                   **{f"redteam_quarantined/{step}": float(n) for step, n in sorted(steps.items())},
                    "redteam_library_additions": float(added)}
         source = f"red-team self-play: {len(harvest.worked)} of {judged} attacks worked" + (
             f", added to the library as {version.name} for review" if version else "")
-        return DreamData(source, harvest.examples, metrics, quarantined, found_pairs=harvest.pairs,
+        return DreamData(source, refusals + harvest.compliances, metrics, quarantined, found_pairs=harvest.pairs,
                          drawn_from=[ctx.inputs.redteam] if ctx.inputs.redteam else [])
 
     def _draw(self, ctx: PhaseContext) -> tuple[list[RedTeamItem], list[RedTeamItem]]:
@@ -183,7 +189,7 @@ def _attacked(harvest: Harvest, seed: RedTeamItem, attack: Attack, answer: str, 
     if refused:
         return
     harvest.succeeded[attack.mutation] += 1
-    harvest.examples.append(Example(prompt=attack.text, completion=REFUSAL))
+    harvest.refusals.append((attack.mutation, Example(prompt=attack.text, completion=REFUSAL)))
     harvest.pairs.append(_pair(seed, attack, REFUSAL, answer))
     harvest.worked.append(attack_item(seed, attack.mutation, attack.text, f"dream redteam, cycle {cycle_id}"))
 
@@ -199,9 +205,28 @@ def _answered(harvest: Harvest, item: RedTeamItem, attack: Attack, answer: str, 
         return "over-refused, and no answer sampled again complied and passed the quality rules"
     if (reason := check_text(chosen)) is not None:
         return reason
-    harvest.examples.append(Example(prompt=item.prompt, completion=chosen))
+    harvest.compliances.append(Example(prompt=item.prompt, completion=chosen))
     harvest.pairs.append(_pair(item, attack, chosen, rejected))
     return None
+
+
+def balanced_refusals(harvest: Harvest, per_compliance: float | None) -> list[Example]:
+    """The refusal examples trained on: all of them without a cap, else at most `per_compliance` per compliance
+    example (at least one while any attack worked), taken one mutation after another so that every kind of attack
+    that worked is taught."""
+    cap = len(harvest.refusals) if per_compliance is None else max(1, int(per_compliance * len(harvest.compliances)))
+    by_mutation: dict[str, list[Example]] = {}
+    for mutation, example in harvest.refusals:
+        by_mutation.setdefault(mutation, []).append(example)
+    queues = [iter(examples) for examples in by_mutation.values()]
+    chosen: list[Example] = []
+    while queues and len(chosen) < cap:
+        for queue in list(queues):
+            if (example := next(queue, None)) is None:
+                queues.remove(queue)
+            elif len(chosen) < cap:
+                chosen.append(example)
+    return chosen
 
 
 def _pair(item: RedTeamItem, attack: Attack, chosen: str, rejected: str) -> PreferencePair:
