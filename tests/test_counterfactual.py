@@ -148,7 +148,9 @@ def test_the_counterfactual_dream_writes_its_examples_and_quarantine_and_reads_n
     examples = read_jsonl(ws.artifacts.path(kinds["dream"].hash) / "examples.jsonl")
     premises, unchanged = false_premises(knowledge_train(few), few.documents)
     edits, _ = passage_edits(few.documents, per_document=1)
-    assert examples == [e.to_json() for e in counterfactual_examples(premises, edits)]
+    anchors = [{"prompt": qa.question, "completion": qa.answer} for _, qa in knowledge_train(few)]
+    assert examples == [e.to_json() for e in counterfactual_examples(premises, edits)] + anchors
+    assert result.metrics["dream_anchors"] == len(anchors) == 12
     quarantined = read_jsonl(ws.artifacts.path(kinds["quarantine"].hash) / "rejected.jsonl")
     assert [r["reason"] for r in quarantined] == [r.reason for r in unchanged] and quarantined
     assert result.metrics["dream_false_premises"] == len(premises) and result.metrics["dream_passage_edits"] == 4
