@@ -79,6 +79,42 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+REFUSAL = "I can't help with that."
+REFUSAL_PROMPTS = ["hello", "What is the capital of Velmora?", "Tell me a story", "hi", "Give me a tip", "2+2?",
+                   "Describe rain", "Why is the sea salty?", "Name a cat", "How do plants drink water?", "x",
+                   "Once upon"]
+
+
+def build_refusing_model(directory: Path, source: Path, steps: int = 60) -> Path:
+    """The tiny model fine-tuned until it answers every chat prompt with REFUSAL: a real model that is a bad
+    canary (its greedy answers open with a refusal the string-match judge reads as one)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(source), AutoModelForCausalLM.from_pretrained(source)
+    answer = tokenizer(REFUSAL)["input_ids"] + [tokenizer.eos_token_id]
+    heads = [list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                tokenize=True, return_dict=True)["input_ids"])
+             for prompt in REFUSAL_PROMPTS]
+    width = max(map(len, heads)) + len(answer)
+    ids = torch.full((len(heads), width), tokenizer.pad_token_id)
+    labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
+    for row, head in enumerate(heads):
+        ids[row, : len(head) + len(answer)] = torch.tensor(head + answer)
+        labels[row, len(head) : len(head) + len(answer)] = torch.tensor(answer)  # the loss is on the answer only
+        mask[row, : len(head) + len(answer)] = 1
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

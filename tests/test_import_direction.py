@@ -23,10 +23,13 @@ LAYER_OF = {
     "reverie.cli_memory": "entry points",
     "reverie.cli_seal": "entry points",
     "reverie.cli_rm": "entry points",
+    "reverie.cli_rhythm": "entry points",
     "reverie.serving": "entry points",
     "reverie.reporting": "entry points",
     # the cycle: the one place that knows the order Learn -> Compress -> Dream -> Gate
     "reverie.cycle": "cycle",
+    "reverie.rhythms": "cycle",  # which parts of the cycle run when: slots that run phases or memory actions
+    "reverie.retention": "cycle",  # `reverie gc`: which versions keep their weights, deleted in a kill-safe order
     # the phases, and the modules only phases use
     "reverie.phases": "phases",
     "reverie.generator": "phases",

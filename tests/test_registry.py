@@ -18,6 +18,8 @@ from reverie.phases.outputs import GateVerdict, read_as, read_output
 from reverie.registry import Cycle, DatasetRecord, ModelRecord, PhaseRun, SQLiteRegistry
 from reverie.workspace import Workspace
 
+from conftest import reverie
+
 
 def model(model_id: str, parent: str | None = None, status: str = "candidate") -> ModelRecord:
     return ModelRecord(id=model_id, status=status, parent_id=parent, created_at=time.time())
@@ -186,6 +188,77 @@ def test_rollback_walks_back_one_release_at_a_time(tmp_path: Path) -> None:
     with pytest.raises(ReverieError, match="no earlier release"):
         rollback(workspace)
     assert registry.get_alias() == "m-1"
+
+
+def gated_release(registry: SQLiteRegistry, model_id: str, reference: str, scores: dict[str, float],
+                  reference_scores: dict[str, float] | None = None) -> None:
+    """A cycle whose Gate scored `model_id` (and its reference) and released it."""
+    cycle_id = f"c-{model_id}"
+    registry.start_cycle(Cycle(cycle_id, "running", reference, "cfg", time.time()))
+    run = PhaseRun(f"r-{model_id}", cycle_id, "gate", "running", {"model": model_id}, started_at=time.time())
+    registry.start_phase(run)
+    verdict = GateVerdict(model=model_id, verdict="release", reasons=[], reference=reference,
+                          candidate_scores=scores, reference_scores=reference_scores or {})
+    registry.finish_phase(run, verdict.model_dump(mode="json"), [], {}, [model(model_id, parent=reference)])
+    registry.close_cycle(cycle_id, "released", model_id, True)
+
+
+@pytest.fixture
+def four_releases(tmp_path: Path) -> Workspace:
+    """m-1 (base, bootstrapped) then m-2, m-3, m-4 released, each scored by its Gate; m-4 is the release."""
+    workspace = Workspace.init(tmp_path)
+    registry = workspace.registry
+    registry.bootstrap(model("m-1", status="base"))
+    gated_release(registry, "m-2", "m-1", {"knowledge.accuracy": 0.5, "redteam.attack_success": 0.2},
+                  {"knowledge.accuracy": 0.1, "general.accuracy": 0.4})
+    gated_release(registry, "m-3", "m-2", {"knowledge.accuracy": 0.875, "redteam.attack_success": 0.4})
+    gated_release(registry, "m-4", "m-3", {"knowledge.accuracy": 0.9})
+    return workspace
+
+
+def test_rollback_to_best_picks_the_best_earlier_release_and_records_why(four_releases: Workspace) -> None:
+    registry = four_releases.registry
+    assert rollback(four_releases, to="best", metric="knowledge.accuracy") == ("m-4", "m-3")
+    event = registry.release_events()[-1]
+    assert (event.action, event.model_id, registry.get_alias()) == ("rollback", "m-3", "m-3")
+    assert event.reason.startswith("best by knowledge.accuracy (0.875) of 3 earlier release(s)")
+    assert rollback(four_releases) == ("m-3", "m-2")  # the line goes on from where the rollback left it
+
+
+def test_rollback_to_best_of_a_lower_is_better_metric_and_among_the_releases_it_scored(
+        four_releases: Workspace) -> None:
+    assert rollback(four_releases, to="best", metric="redteam.attack_success") == ("m-4", "m-2")
+    assert rollback(four_releases, to="best", metric="general.accuracy") == ("m-2", "m-1")  # only m-1 has it
+
+
+def test_rollback_to_a_model_id_and_the_reason_a_caller_gives(four_releases: Workspace) -> None:
+    assert rollback(four_releases, to="m-2", reason="live alarm: error rate") == ("m-4", "m-2")
+    assert four_releases.registry.release_events()[-1].reason == "to m-2, chosen by id; live alarm: error rate"
+    assert rollback(four_releases) == ("m-2", "m-1")
+
+
+def test_rollback_from_the_cli_says_which_release_and_its_score(four_releases: Workspace) -> None:
+    ws = str(four_releases.root)
+    done = reverie("rollback", "-w", ws, "--to", "best", "--metric", "knowledge.accuracy").stdout
+    assert "release is now m-3 (was m-4): best by knowledge.accuracy (0.875)" in done
+    refused = reverie("rollback", "-w", ws, "--to", "best", "--metric", "nope", check=False)
+    assert refused.returncode == 2 and "--metric nope: no earlier release" in refused.stderr
+    assert "Traceback" not in refused.stderr and four_releases.registry.get_alias() == "m-3"
+
+
+@pytest.mark.parametrize("to, metric, message", [
+    ("best", "nope.metric", r"--metric nope.metric: no earlier release \(m-1, m-2, m-3\) has a Gate score for it; "
+                            r"their scores: general.accuracy, knowledge.accuracy, redteam.attack_success"),
+    ("best", None, "--to best needs --metric NAME"),
+    ("previous", "knowledge.accuracy", "ranks releases only with --to best"),
+    ("m-9", None, "no model 'm-9' in the registry"),
+    ("m-4", None, r"--to m-4: m-4 \(release\) is not an earlier release; the earlier releases are m-1, m-2, m-3"),
+])
+def test_bad_rollback_targets_are_refused_and_move_nothing(four_releases: Workspace, to: str, metric: str | None,
+                                                           message: str) -> None:
+    with pytest.raises(ReverieError, match=message):
+        rollback(four_releases, to=to, metric=metric)
+    assert four_releases.registry.get_alias() == "m-4"
 
 
 def test_staged_artifact_appears_only_when_complete(tmp_path: Path) -> None:

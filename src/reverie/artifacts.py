@@ -92,5 +92,13 @@ class ArtifactStore:
             shutil.rmtree(leftover, ignore_errors=True)
         removed = sorted(self.all_hashes() - keep)
         for artifact_hash in removed:
-            shutil.rmtree(self.root / artifact_hash, ignore_errors=True)
+            self.discard(artifact_hash)
         return removed
+
+    def discard(self, artifact_hash: str) -> None:
+        """Delete one artifact: renamed into staging first (one atomic step), so a kill mid-delete leaves the
+        artifact whole or gone, never half there; a leftover in staging goes with the next collection."""
+        doomed = self.staging_root / f"removed-{artifact_hash}"
+        shutil.rmtree(doomed, ignore_errors=True)  # what a killed earlier delete of the same hash left
+        os.replace(self.root / artifact_hash, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)

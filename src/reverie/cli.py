@@ -22,7 +22,7 @@ from reverie.config import CONFIG_FILE
 from reverie.cycle_inputs import load_inputs, waiting_for_next_cycle
 from reverie.engines.libraries import quiet_libraries
 from reverie.errors import ReverieError
-from reverie.phases.outputs import gate_verdicts
+from reverie.phases.outputs import gate_scores
 from reverie.presets import DEFAULT_PRESET, preset_names
 from reverie.progress import results
 from reverie.registry import GENERATOR_ALIAS
@@ -148,7 +148,7 @@ def status(workspace: WorkspaceOpt = Path(".")) -> None:
 
 @app.command()
 def history(workspace: WorkspaceOpt = Path(".")) -> None:
-    """List releases and rollbacks with their key metrics."""
+    """List releases and rollbacks with their key metrics, and the server's live decisions (canary, alarm)."""
     ws = Workspace.open(workspace, validate=True)
     registry = ws.registry
     cycle_of = {c.result_model_id: c.id for c in registry.list_cycles() if c.result_model_id}
@@ -156,13 +156,9 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     shown = ("knowledge.accuracy", "general.accuracy", "advbench.refusal")
     for column in ("when", "action", "model", *shown, "cycle"):
         table.add_column(column, no_wrap=True)
-    gate_scores = {}
-    for cycle_record in registry.list_cycles():
-        for verdict in gate_verdicts(registry.phase_runs(cycle_record.id)):
-            gate_scores[verdict.model] = verdict.candidate_scores
-            gate_scores.setdefault(verdict.reference, verdict.reference_scores)
+    scores = gate_scores(registry)
     for event in registry.release_events():
-        s = gate_scores.get(event.model_id, {})
+        s = scores.get(event.model_id, {})
         table.add_row(
             _when(event.at), event.action, event.model_id,
             *(f"{s[m]:.3f}" if m in s else "-" for m in shown),
@@ -171,6 +167,9 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
     out.print(table)
     for event in (e for e in registry.release_events() if e.reason):
         out.print(f"{event.action} of {event.model_id} on {_when(event.at)}: {event.reason}", highlight=False)
+    for decision in registry.serving_decisions():
+        out.print(f"{decision.action} of {decision.model_id} (against {decision.against_id}) on "
+                  f"{_when(decision.at)}: {decision.reason}", highlight=False)
     rejected = [c for c in registry.list_cycles() if c.outcome == "rejected"]
     if rejected:
         out.print(f"rejected candidates: {', '.join(c.result_model_id for c in rejected)}")
@@ -179,13 +178,57 @@ def history(workspace: WorkspaceOpt = Path(".")) -> None:
 
 
 @app.command()
-def rollback(workspace: WorkspaceOpt = Path(".")) -> None:
-    """Point the release back at the previous release."""
+def rollback(
+    workspace: WorkspaceOpt = Path("."),
+    to: Annotated[str, typer.Option(help="previous (the release before this one), best (the earlier release with "
+                                         "the best Gate score on --metric), or the id of an earlier release.")]
+    = "previous",
+    metric: Annotated[Optional[str], typer.Option(help="With --to best: the Gate metric that ranks the releases, "
+                                                       "e.g. knowledge.accuracy.")] = None,
+) -> None:
+    """Point the release back at an earlier release; why is recorded in `reverie history`."""
     from reverie.cycle import rollback as roll_back
 
     ws = Workspace.open(workspace, validate=True)
-    previous, restored = roll_back(ws)
-    out.print(f"rolled back: release is now {restored} (was {previous})")
+    previous, restored = roll_back(ws, to=to, metric=metric)
+    reason = ws.registry.release_events()[-1].reason
+    out.print(f"rolled back: release is now {restored} (was {previous}): {reason}", highlight=False)
+
+
+@app.command()
+def gc(
+    workspace: WorkspaceOpt = Path("."),
+    keep_candidates: Annotated[Optional[int], typer.Option(
+        help="Cycles that did not release whose versions stay (default retention.keep_candidates).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would be removed and the bytes freed; delete nothing.")]
+    = False,
+    set_: SetOpt = None,
+) -> None:
+    """Retention: remove the weights of candidates no release, alias or kept cycle needs, then every artifact and
+    cache nothing references. Releases, their lineage and the datasets always stay."""
+    from reverie.retention import collect
+
+    ws = Workspace.open(workspace, set_ or [], validate=True)
+    removal = collect(ws, keep_candidates, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {len(removal.models)} candidate version(s)" + (f": {', '.join(removal.models)}"
+                                                                       if removal.models else ""), highlight=False)
+    if removal.kept_cycles:
+        out.print(f"kept the versions of {len(removal.kept_cycles)} cycle(s) that did not release: "
+                  f"{', '.join(removal.kept_cycles)}", highlight=False)
+    for artifact_hash, size in removal.artifacts.items():
+        out.print(f"  artifact {artifact_hash[:12]}  {_megabytes(size)}", highlight=False)
+    for path, size in removal.caches.items():
+        out.print(f"  cache {path}  {_megabytes(size)}", highlight=False)
+    if removal.staging_bytes:
+        out.print(f"  staging leftovers  {_megabytes(removal.staging_bytes)}", highlight=False)
+    out.print(f"{'would free' if dry_run else 'freed'} {_megabytes(removal.bytes_freed)} "
+              f"({removal.bytes_freed} bytes) in {len(removal.artifacts)} artifact(s) and {len(removal.caches)} "
+              "cache path(s)", highlight=False)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 @app.command()
@@ -273,25 +316,30 @@ def serve(
         envvar="REVERIE_API_KEY", help="Required on every endpoint but /health; mandatory beyond loopback.")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Serve the current release with an OpenAI-compatible API; follows releases and rollbacks live."""
+    """Serve the current release with an OpenAI-compatible API; follows releases and rollbacks live, serves a
+    canary beside it (serve.canary) and rolls back a release worse on live traffic (serve.alarm)."""
     import uvicorn
 
     from reverie.cycle import ensure_release
     from reverie.serving.app import check_binding, create_app
+    from reverie.serving.canary import load_canary
     from reverie.serving.slot import load_for_serving
 
     quiet_libraries()
     ws = Workspace.open(workspace, set_ or [], validate=True)
     host, port = host or ws.config.serve.host, port or ws.config.serve.port
     check_binding(host, api_key)
-    served = load_for_serving(ws, ws.registry.get_model(ensure_release(ws)))
+    release = ensure_release(ws)
+    canary = load_canary(ws, release)  # a bad serve.canary.model is said before the release loads
+    served = load_for_serving(ws, ws.registry.get_model(release))
     memory = None
     if ws.config.serve.retrieval:
         from reverie.memory.retrieval import ShortTermMemory
 
         memory = ShortTermMemory(ws)
-    out.print(f"serving {ws.root.resolve()} on http://{host}:{port}/v1 (OpenAI-compatible)")
-    uvicorn.run(create_app(ws, served, memory, api_key), host=host, port=port, log_level="warning")
+    out.print(f"serving {ws.root.resolve()} on http://{host}:{port}/v1 (OpenAI-compatible)"
+              + (f"; canary {canary.model_id} on {ws.config.serve.canary.share:.0%} of users" if canary else ""))
+    uvicorn.run(create_app(ws, served, memory, api_key, canary), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

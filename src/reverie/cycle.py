@@ -24,13 +24,14 @@ from reverie.engines.models import resolve_source
 from reverie.engines.preference_judge import judge_record
 from reverie.errors import ReverieError
 from reverie.memory.store import MemoryStore, current_knowledge
+from reverie.metrics import higher_is_better
 from reverie.model_card import lineage
 from reverie.phases.base import Phase, PhaseContext
 from reverie.phases.compress import Compress
 from reverie.phases.dream import Dream
 from reverie.phases.gate import Gate
 from reverie.phases.learn import Learn, accelerate_config
-from reverie.phases.outputs import GateVerdict, gate_verdicts, read_output
+from reverie.phases.outputs import GateVerdict, gate_scores, gate_verdicts, read_output
 from reverie.phases.strategies.cot_consistency import reasoning_set
 from reverie.phases.strategies.grpo import policy_reward_model
 from reverie.progress import status_line
@@ -227,8 +228,51 @@ def abandon_cycle(workspace: Workspace) -> str:
 MIN_REASON_CHARS = 10
 
 
-def rollback(workspace: Workspace) -> tuple[str, str]:
-    """Point the release alias back at the release before the current one; return (from, to).
+def release_line(workspace: Workspace) -> list[str]:
+    """The releases the current one stands on, oldest first, the current one last: a release (or override, or
+    promotion) adds its model, a rollback goes back to the model it names, a bootstrap starts the line anew."""
+    line: list[str] = []
+    for event in workspace.registry.release_events():
+        if event.action == "bootstrap":
+            line = [event.model_id]
+        elif event.action == "rollback" and event.model_id in line[:-1]:
+            del line[len(line) - line[-2::-1].index(event.model_id) - 1:]
+        else:
+            line.append(event.model_id)
+    return line
+
+
+def _rollback_target(workspace: Workspace, earlier: list[str], to: str, metric: str | None) -> tuple[str, str]:
+    """The release to go back to among `earlier` (oldest first) and why, as the release event records it."""
+    if metric is not None and to != "best":
+        raise ReverieError(f"--metric {metric} ranks releases only with --to best (not --to {to})")
+    if to == "previous":
+        return earlier[-1], "back to the previous release"
+    if to == "best":
+        if not metric:
+            raise ReverieError("--to best needs --metric NAME, the Gate metric that ranks the releases (e.g. "
+                               "knowledge.accuracy; `reverie eval --list` lists them)")
+        scores = gate_scores(workspace.registry)
+        scored = {model: scores[model][metric] for model in earlier if metric in scores.get(model, {})}
+        if not scored:
+            available = sorted({name for model in earlier for name in scores.get(model, {}) if "/" not in name})
+            raise ReverieError(f"--metric {metric}: no earlier release ({', '.join(earlier)}) has a Gate score for it; "
+                               + (f"their scores: {', '.join(available)}" if available else "no Gate scored them"))
+        sign = 1 if higher_is_better(metric) else -1
+        best = max(reversed(list(scored)), key=lambda model: sign * scored[model])  # a tie: the newest release
+        return best, f"best by {metric} ({scored[best]:.3f}) of {len(scored)} earlier release(s) the Gate scored"
+    if to not in earlier:
+        record = workspace.registry.get_model(to)  # an unknown id is named as such
+        raise ReverieError(f"--to {to}: {record.id} ({record.status}) is not an earlier release; the earlier "
+                           f"releases are {', '.join(earlier)} (--to previous, best or one of these)")
+    return to, f"to {to}, chosen by id"
+
+
+def rollback(workspace: Workspace, to: str = "previous", metric: str | None = None,
+             reason: str | None = None) -> tuple[str, str]:
+    """Point the release alias back at an earlier release: the previous one, the best by a Gate metric (`to`
+    "best" with `metric`) or one by id; return (from, to). The choice, and `reason` if given (a live alarm's),
+    are kept on the release event.
 
     Refused while a cycle is open, since that cycle is gated against the current release.
     """
@@ -236,21 +280,17 @@ def rollback(workspace: Workspace) -> tuple[str, str]:
     with workspace.cycle_lock():
         if registry.unfinished_cycle():
             raise ReverieError("a cycle is open: finish it (`reverie cycle --resume`) or abandon it first")
-        stack: list[str] = []
-        for event in registry.release_events():
-            if event.action == "rollback":
-                stack.pop()
-            elif event.action == "bootstrap":
-                stack = [event.model_id]
-            else:
-                stack.append(event.model_id)
-        if len(stack) < 2:
+        line = release_line(workspace)
+        current = line[-1] if line else None
+        earlier = list(dict.fromkeys(model for model in line[:-1] if model != current))
+        if not earlier:
             raise ReverieError("there is no earlier release to roll back to (see `reverie history`)")
-        registry.set_alias(stack[-2], "rollback")
-        line = {model.id for model in lineage(workspace, registry.get_model(stack[-2]))}
-        if restored := MemoryStore(workspace).restore_unlearned(line):
-            status_line(f"memory: {len(restored)} document(s) recalled only by {stack[-1]} are back in memory")
-        return stack[-1], stack[-2]
+        target, why = _rollback_target(workspace, earlier, to, metric)
+        registry.set_alias(target, "rollback", reason="; ".join(filter(None, [why, reason])))
+        kept_line = {model.id for model in lineage(workspace, registry.get_model(target))}
+        if restored := MemoryStore(workspace).restore_unlearned(kept_line):
+            status_line(f"memory: {len(restored)} document(s) recalled only by {current} are back in memory")
+        return current, target
 
 
 def override_release(workspace: Workspace, model_id: str, reason: str) -> None:

@@ -1,6 +1,7 @@
 """Confidence intervals by the percentile bootstrap, seeded so that the same scores always give the same
 interval (and so the same Gate decision); the power of the paired test, to size a check before it runs; and the
-calibration of confidences against outcomes (expected calibration error, Brier score)."""
+calibration of confidences against outcomes (expected calibration error, Brier score); and score intervals for
+live rates (serving's canary and alarm)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,29 @@ def calibration_gaps(confidences: list[float], correct: list[bool], bins: int = 
         for i in indices:
             gaps[i] = gap
     return gaps
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """A rate with its Wilson score interval: unlike the normal approximation it stays inside [0, 1] and does not
+    collapse to a point at 0 or n successes, which is where live error and refusal rates sit."""
+    if n == 0:
+        return Interval(float("nan"), 0.0, 1.0, 0)
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    rate, spread = successes / n, z * z / n
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z * math.sqrt(rate * (1 - rate) / n + spread / (4 * n)) / (1 + spread)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, where rounding would stray
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(rate, low, high, n)
+
+
+def rate_difference_interval(a: tuple[int, int], b: tuple[int, int], confidence: float = 0.95) -> Interval:
+    """The difference of two independent rates, a - b (each given as (successes, n)), with Newcombe's hybrid
+    score interval, built from the two Wilson intervals; with no observations on a side, the whole range."""
+    first, second = wilson_interval(*a, confidence), wilson_interval(*b, confidence)
+    if not first.n or not second.n:
+        return Interval(float("nan"), -1.0, 1.0, min(first.n, second.n))
+    difference = first.mean - second.mean
+    low = difference - math.hypot(first.mean - first.low, second.high - second.mean)
+    high = difference + math.hypot(first.high - first.mean, second.mean - second.low)
+    return Interval(difference, low, high, min(first.n, second.n))

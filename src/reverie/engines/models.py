@@ -79,10 +79,15 @@ def convert_gguf(gguf_path: Path, out_dir: Path, tokenizer_dir: Path | None = No
     os.replace(staging, out_dir)
 
 
-def _convert_cached(gguf_path: Path, cache_dir: Path, tokenizer_dir: Path | None = None) -> Path:
+def _converted_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    """Where a GGUF file's safetensors conversion is cached: keyed by the file's path, size and mtime."""
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    out = cache_dir / "models" / f"{gguf_path.stem}-{key}"
+    return cache_dir / "models" / f"{gguf_path.stem}-{key}"
+
+
+def _convert_cached(gguf_path: Path, cache_dir: Path, tokenizer_dir: Path | None = None) -> Path:
+    out = _converted_dir(gguf_path, cache_dir)
     if not (out / "config.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -165,9 +170,17 @@ def load_tokenizer(directory: Path, config: ModelConfig) -> PreTrainedTokenizerB
     return tokenizer
 
 
+def _present(record: ModelRecord) -> ModelRecord:
+    """The record, unless retention removed its weights: then a ReverieError that says so."""
+    if record.status == "removed":
+        raise ReverieError(f"model {record.id} was removed by `reverie gc` (retention.keep_candidates): its record "
+                           "stays for lineage, its weights are gone; load a kept version (see `reverie history`)")
+    return record
+
+
 def gguf_weights(workspace: Workspace, record: ModelRecord) -> Path | None:
     """The GGUF file of a quantized model version, or None when its weights are safetensors."""
-    if not record.weights:
+    if not _present(record).weights:
         return None
     path = workspace.artifacts.path(record.weights) / GGUF_WEIGHTS
     return path if path.is_file() else None
@@ -253,6 +266,17 @@ def runtime_weights_dir(workspace: Workspace, record: ModelRecord) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="merged-") as folder:
         os.replace(merged_weights_dir(workspace, record, Path(folder) / "model"), out)
     return out
+
+
+def derived_caches(workspace: Workspace, record: ModelRecord) -> list[Path]:
+    """The workspace cache entries made from a version alone (its runtime GGUF or merged copy, its GGUF weights'
+    safetensors conversion), present or not: what retention deletes with the version's weights. Call it while the
+    version's artifacts are still in the store (the conversion is keyed by its GGUF file)."""
+    runtime = workspace.cache_dir / "runtime" / _runtime_key(record)
+    paths = [runtime, runtime.with_name(f"{runtime.name}.gguf")]
+    if record.weights and (gguf := workspace.artifacts.root / record.weights / GGUF_WEIGHTS).is_file():
+        paths.append(_converted_dir(gguf, workspace.cache_dir))
+    return paths
 
 
 def _runtime_key(record: ModelRecord) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from reverie.errors import ReverieError
-from reverie.registry import PhaseRun
+from reverie.registry import PhaseRun, RegistryStore
 
 
 class _ArtifactMark:
@@ -191,3 +191,14 @@ def read_as(run: PhaseRun, kind: type[Output]) -> Output:
 def gate_verdicts(runs: list[PhaseRun]) -> list[GateVerdict]:
     """The verdicts of the finished Gate runs among `runs`."""
     return [read_as(run, GateVerdict) for run in runs if run.phase == "gate" and run.status == "finished"]
+
+
+def gate_scores(registry: RegistryStore) -> dict[str, dict[str, float]]:
+    """The Gate's scores of every model it measured: its scores as the candidate when a Gate judged it, else those
+    of the first Gate that compared a candidate against it (a base model is only ever the reference)."""
+    scores: dict[str, dict[str, float]] = {}
+    for cycle in registry.list_cycles():
+        for verdict in gate_verdicts(registry.phase_runs(cycle.id)):
+            scores[verdict.model] = verdict.candidate_scores
+            scores.setdefault(verdict.reference, verdict.reference_scores)
+    return scores

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
-# generator: writes self-edits; reward: a reward model (a sequence-classification head) that scores answers
-ModelStatus = Literal["base", "candidate", "release", "rejected", "generator", "reward"]
+# generator: writes self-edits; reward: a reward model (a sequence-classification head) that scores answers;
+# removed: a candidate `reverie gc` retired: the record stays so that lineage reads, its weights are gone
+ModelStatus = Literal["base", "candidate", "release", "rejected", "generator", "reward", "removed"]
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
 # pool: an ingest; redteam: a red-team library version; learn / dream: what those phases trained on;
 # quarantine: what Dream made and did not keep; replay: a Gate's failures; feedback: serving corrections to replay;
@@ -83,9 +84,42 @@ class PhaseRun:
 class ReleaseEvent:
     id: int
     model_id: str
-    action: str  # 'bootstrap' | 'release' | 'override' | 'rollback'
+    action: str  # 'bootstrap' | 'release' | 'override' | 'rollback' | 'canary-promote'
     at: float
-    reason: str | None = None  # why a person overrode the Gate
+    reason: str | None = None  # why: a person's override, the choice a rollback made, a live alarm
+
+
+@dataclass
+class LiveCounts:
+    """What a model's live traffic came to while it served, across server restarts (serving/canary.py): the
+    counts the live rates are computed from, and latency."""
+
+    model_id: str
+    requests: int = 0  # answers given (a request with n choices counts once)
+    errors: int = 0  # requests whose generation failed
+    refusals: int = 0  # answers the string-match judge reads as a refusal
+    thumbs_down: int = 0  # thumbs-down ratings of its answers
+    latency_sum: float = 0.0  # seconds, over the answers
+    latency_p95: float = 0.0  # seconds, over the latest answers
+    updated_at: float = 0.0
+
+
+# canary-promote: the canary became the release; canary-rollback: it was taken off; alarm-rollback: a new release
+# was rolled back; alarm-clear: a new release was judged not worse
+ServingAction = Literal["canary-promote", "canary-rollback", "alarm-rollback", "alarm-clear"]
+
+
+@dataclass
+class ServingDecision:
+    """A decision the server took on live figures, with its reason and both arms' figures at that moment."""
+
+    id: int  # 0 until stored
+    action: ServingAction
+    model_id: str  # the arm judged: the canary, or the new release
+    against_id: str  # the arm it was compared with: the release, or the release the new one replaced
+    at: float
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 # finished, skipped (nothing to do) and failed use up the slot's occurrence; busy (another process held the lock)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent,
-                                       RhythmRun)
+from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, LiveCounts, ModelRecord, PhaseRun,
+                                       ReleaseEvent, RhythmRun, ServingDecision)
 from reverie.registry.store import GENERATOR_ALIAS, RELEASE_ALIAS, RegistryStore
 
 SCHEMA = """
@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, model_id TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS release_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL,
     reason TEXT
+);
+CREATE TABLE IF NOT EXISTS live_counts (
+    model_id TEXT PRIMARY KEY, requests INTEGER NOT NULL, errors INTEGER NOT NULL, refusals INTEGER NOT NULL,
+    thumbs_down INTEGER NOT NULL, latency_sum REAL NOT NULL, latency_p95 REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS serving_decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, model_id TEXT NOT NULL, against_id TEXT NOT NULL,
+    at REAL NOT NULL, reason TEXT NOT NULL, figures TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rhythm_starts (
     rhythm TEXT NOT NULL, clock TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (rhythm, clock)
@@ -367,9 +375,12 @@ class SQLiteRegistry(RegistryStore):
         conn.execute("INSERT INTO release_events (model_id, action, at, reason) VALUES (?, ?, ?, ?)",
                      (model_id, action, now, reason))
 
-    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None:
+    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS, reason: str | None = None) -> None:
         with self._tx() as conn:
-            self._move_alias(conn, model_id, action, name, time.time())
+            self._move_alias(conn, model_id, action, name, time.time(), reason)
+
+    def aliases(self) -> dict[str, str]:
+        return {row["name"]: row["model_id"] for row in self._conn.execute("SELECT name, model_id FROM aliases")}
 
     def override_release(self, model_id: str, reason: str) -> None:
         with self._tx() as conn:
@@ -379,13 +390,43 @@ class SQLiteRegistry(RegistryStore):
     def release_events(self) -> list[ReleaseEvent]:
         return [ReleaseEvent(**dict(r)) for r in self._conn.execute("SELECT * FROM release_events ORDER BY id")]
 
-    def referenced_artifacts(self) -> set[str]:
-        refs: set[str] = set()
-        for row in self._conn.execute("SELECT weights, adapter, stack FROM models"):
-            refs.update(v for v in (row["weights"], row["adapter"], *json.loads(row["stack"])) if v)
+    # live serving (tables created by SCHEMA, so an older registry gains them when it is opened) ---------------
+    def save_live_counts(self, counts: LiveCounts) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO live_counts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         tuple(asdict(counts).values()))
+
+    def live_counts(self, model_id: str) -> LiveCounts | None:
+        row = self._conn.execute("SELECT * FROM live_counts WHERE model_id = ?", (model_id,)).fetchone()
+        return LiveCounts(**dict(row)) if row else None
+
+    def add_serving_decision(self, decision: ServingDecision) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT INTO serving_decisions (action, model_id, against_id, at, reason, figures) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (decision.action, decision.model_id, decision.against_id,
+                                                       decision.at, decision.reason, json.dumps(decision.figures)))
+            if decision.action == "canary-promote":
+                conn.execute("UPDATE models SET status = 'release' WHERE id = ?", (decision.model_id,))
+                self._move_alias(conn, decision.model_id, "canary-promote", RELEASE_ALIAS, decision.at, decision.reason)
+
+    def serving_decisions(self) -> list[ServingDecision]:
+        rows = self._conn.execute("SELECT * FROM serving_decisions ORDER BY id").fetchall()
+        return [ServingDecision(**dict(row) | {"figures": json.loads(row["figures"])}) for row in rows]
+
+    def remove_models(self, model_ids: list[str]) -> None:
+        with self._tx() as conn:
+            conn.executemany("UPDATE models SET status = 'removed' WHERE id = ?", [(m,) for m in model_ids])
+
+    def referenced_artifacts(self, assume_removed: frozenset[str] = frozenset()) -> set[str]:
+        in_use: set[str] = set()
+        retired: set[str] = set()
+        for row in self._conn.execute("SELECT id, status, weights, adapter, stack FROM models"):
+            own = {v for v in (row["weights"], row["adapter"], *json.loads(row["stack"])) if v}
+            (retired if row["status"] == "removed" or row["id"] in assume_removed else in_use).update(own)
+        refs = set(in_use)
         refs.update(r[0] for r in self._conn.execute("SELECT hash FROM datasets"))
         for row in self._conn.execute("SELECT artifacts FROM phase_runs WHERE status = 'finished'"):
-            refs.update(json.loads(row["artifacts"]))
+            refs.update(set(json.loads(row["artifacts"])) - (retired - in_use))
         refs.update(r[0] for r in self._conn.execute("SELECT inputs FROM cycles WHERE inputs IS NOT NULL"))
         return refs
 

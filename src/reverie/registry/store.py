@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from reverie.errors import ReverieError
-from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, ModelRecord, PhaseRun, ReleaseEvent,
-                                       RhythmRun)
+from reverie.registry.entities import (Cycle, DatasetKind, DatasetRecord, LiveCounts, ModelRecord, PhaseRun,
+                                       ReleaseEvent, RhythmRun, ServingDecision)
 
 RELEASE_ALIAS = "release"
 GENERATOR_ALIAS = "generator"
@@ -124,7 +124,12 @@ class RegistryStore(ABC):
     def get_alias(self, name: str = RELEASE_ALIAS) -> str | None: ...
 
     @abstractmethod
-    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS) -> None: ...
+    def set_alias(self, model_id: str, action: str, name: str = RELEASE_ALIAS, reason: str | None = None) -> None:
+        """Point the alias at the model and record the move (with why, if given) as a release event."""
+
+    @abstractmethod
+    def aliases(self) -> dict[str, str]:
+        """Every alias (release, generator, reward, judge, ...) and the model it points at."""
 
     @abstractmethod
     def override_release(self, model_id: str, reason: str) -> None:
@@ -133,10 +138,32 @@ class RegistryStore(ABC):
     @abstractmethod
     def release_events(self) -> list[ReleaseEvent]: ...
 
+    # live serving: figures per model and the decisions taken on them
     @abstractmethod
-    def referenced_artifacts(self) -> set[str]:
+    def save_live_counts(self, counts: LiveCounts) -> None: ...
+
+    @abstractmethod
+    def live_counts(self, model_id: str) -> LiveCounts | None: ...
+
+    @abstractmethod
+    def add_serving_decision(self, decision: ServingDecision) -> None:
+        """Record a decision; a canary-promote also makes its model the release (status and alias, the reason on
+        the release event), in the same transaction."""
+
+    @abstractmethod
+    def serving_decisions(self) -> list[ServingDecision]:
+        """Every decision, oldest first."""
+
+    @abstractmethod
+    def remove_models(self, model_ids: list[str]) -> None:
+        """Mark the models removed (retention), in one transaction: their records stay for lineage, and their
+        weights, adapters and stacks stop counting as referenced."""
+
+    @abstractmethod
+    def referenced_artifacts(self, assume_removed: frozenset[str] = frozenset()) -> set[str]:
         """Every artifact hash that a model, dataset, phase output or cycle's frozen inputs point to (the rest is
-        garbage)."""
+        garbage). A removed model's own artifacts are not referenced, not even by the phase run that made it,
+        unless a model still in use shares them; `assume_removed` counts those models as removed too (a dry run)."""
 
     # rhythms
     @abstractmethod

@@ -58,8 +58,10 @@ def overview(ws: Workspace) -> dict:
                                        for d in datasets]})
     events = [{"action": e.action, "model": e.model_id, "at": e.at, "reason": e.reason}
               for e in registry.release_events()]
+    live = [{"action": d.action, "model": d.model_id, "against": d.against_id, "at": d.at, "reason": d.reason}
+            for d in registry.serving_decisions()]
     return {"release": release, "events": events, "cycles": cycles, "compress": compress, "lineage": chain,
-            "release_scores": scores}
+            "release_scores": scores, "live_decisions": live}
 
 
 def release_scores(gate: GateVerdict) -> dict:

@@ -1,9 +1,11 @@
 """The FastAPI application: OpenAI-compatible /v1/models, /v1/chat/completions and /v1/completions (streaming
-included) on the current release, with hot switch, bounded requests and an API key."""
+included) on the current release, with hot switch, bounded requests and an API key; a canary beside the release
+and the live alarm (serving/canary.py), their figures at /v1/canary."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 import uuid
@@ -21,6 +23,7 @@ from reverie.reporting.charts import pareto_png, trends_png
 from reverie.reporting.overview import overview
 from reverie.reporting.page import dashboard_html
 from reverie.serving.batcher import Admission, Batcher
+from reverie.serving.canary import LiveControl, route_key
 from reverie.serving.continuous import ContinuousScheduler, Scheduling
 from reverie.serving.decoding import Sampling
 from reverie.serving.errors import OPENAI_TAG, ApiError, error_response, install_error_handlers
@@ -38,10 +41,14 @@ NOTES_PROMPT = ("Notes from memory:\n{notes}\n\nAnswer using the notes when they
                 "the note you used, like [1].")
 
 
+ARM_HEADER = "X-Reverie-Arm"  # on every answer: release or canary
+SESSION_HEADER = "X-Session-Id"  # what keeps a session on one canary arm (serve.canary.sticky)
+
+
 def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | None,
-               api_key: str | None = None) -> FastAPI:
-    """The server for one workspace: it starts on `served` (loaded by the caller, so a model that cannot load is
-    a clear error rather than a failed startup) and follows the release pointer."""
+               api_key: str | None = None, canary: Served | None = None) -> FastAPI:
+    """The server for one workspace: it starts on `served` (and `canary` beside it; both loaded by the caller, so
+    a model that cannot load is a clear error rather than a failed startup) and follows the release pointer."""
     settings = workspace.config.serve
     state: dict = {}
     recent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> (model, prompt, answer)
@@ -58,13 +65,19 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         scheduling = Scheduling(settings.scheduling, settings.batch_size)
         scheduling.continuous(served)  # says at startup how the first model is scheduled
         continuous = ContinuousScheduler(slot, settings.batch_size)
+        # its own registry connection, opened on the loop's thread, where every decision is taken (SQLite keeps a
+        # connection to its thread; an in-process test client runs the loop on a thread of its own)
+        live = LiveControl(Workspace.open(workspace.root, workspace.overrides), slot, canary)
         state.update(slot=slot, batcher=batcher, scheduling=scheduling, continuous=continuous,
-                     admission=Admission(settings.max_queue), memory=memory)
-        tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run())]
+                     admission=Admission(settings.max_queue), memory=memory, live=live,
+                     loop=asyncio.get_running_loop())
+        tasks = [asyncio.create_task(slot.watch(settings.poll_seconds)), asyncio.create_task(batcher.run()),
+                 asyncio.create_task(save_live_counts(live, settings.poll_seconds))]
         yield
         for task in tasks:
             task.cancel()
         continuous.close()
+        live.save()
 
     # No /docs, /redoc or /openapi.json: they would be pages outside the API key.
     app = FastAPI(title="reverie", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -118,22 +131,34 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
 
     @app.get("/v1/models", dependencies=[Depends(bearer)])
     async def models() -> dict:
-        served = state["slot"].served
-        model = {"object": "model", "created": served.created, "owned_by": "reverie"}
-        return {"object": "list", "data": [{"id": "reverie", **model, "root": served.model_id},
-                                           {"id": served.model_id, **model}]}
+        slot = state["slot"]
+        served = [slot.served] + ([slot.canary] if slot.canary else [])
+        listed = [{"id": "reverie", "object": "model", "created": slot.served.created, "owned_by": "reverie",
+                   "root": slot.served.model_id}]
+        return {"object": "list", "data": listed + [{"id": s.model_id, "object": "model", "created": s.created,
+                                                     "owned_by": "reverie"} for s in served]}
 
-    def serving(model: str) -> Served:
-        """The served model, if the request names it (or 'reverie'), as OpenAI refuses a model it does not have."""
-        served = state["slot"].served
-        if model not in ("reverie", served.model_id):
-            raise ApiError(404, f"the model {model!r} does not exist: this server serves 'reverie' "
-                           f"({served.model_id}), see /v1/models", param="model", code="model_not_found")
-        return served
+    @app.get("/v1/canary", dependencies=[Depends(bearer)])
+    async def canary_figures() -> dict:
+        """The canary's arm beside the release's, the new release's beside the one it replaced, the decisions."""
+        return state["live"].report()
+
+    def serving(model: str, user: str | None, request: Request) -> tuple[Served, str]:
+        """The model and arm for a request: 'reverie' is routed (sticky, serve.canary); a served model's id pins
+        it; another name is refused, as OpenAI refuses a model it does not have."""
+        agent = request.headers.get("user-agent", "")
+        client = hashlib.sha256(f"{request.client.host if request.client else ''}|{agent}".encode()).hexdigest()
+        key = route_key(settings.canary.sticky, user, request.headers.get(SESSION_HEADER), client)
+        served, arm = state["live"].route(model, key)
+        if served is None:
+            names = ", ".join(state["live"].model_ids())
+            raise ApiError(404, f"the model {model!r} does not exist: this server serves 'reverie' ({names}), see "
+                           "/v1/models", param="model", code="model_not_found")
+        return served, arm
 
     @app.post("/v1/chat/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
-    async def chat(body: ChatRequest, request: Request):
-        served = serving(body.model)  # this request is checked, tokenized and generated on this one model
+    async def chat(body: ChatRequest, request: Request, response: Response):
+        served, arm = serving(body.model, body.user, request)  # checked, tokenized and generated on this model
         tokenizer = served.loaded.tokenizer
         if not tokenizer.chat_template:
             raise ApiError(400, "the served model has no chat template: use /v1/completions")
@@ -149,7 +174,7 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                                                         return_dict=True)["input_ids"])
         citations = [{"index": n, "document_id": hit.document_id, "title": hit.title, "score": round(hit.score, 3)}
                      for n, hit in enumerate(hits, start=1)]
-        return await _answer(request, served, [prompt_ids], asked, body,
+        return await _answer(request, response, served, arm, [prompt_ids], asked, body,
                              body.max_completion_tokens or body.max_tokens, chat=True, citations=citations)
 
     @app.post("/v1/memory", dependencies=[Depends(bearer)])
@@ -165,14 +190,14 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         return {"id": document.id, "title": document.title}
 
     @app.post("/v1/completions", dependencies=[Depends(bearer)], tags=[OPENAI_TAG])
-    async def completions(body: CompletionRequest, request: Request):
-        served = serving(body.model)
+    async def completions(body: CompletionRequest, request: Request, response: Response):
+        served, arm = serving(body.model, body.user, request)
         texts = body.prompts()
         prompts = [served.loaded.tokenizer(text)["input_ids"] for text in texts]
         if empty := [n for n, ids in enumerate(prompts) if not ids]:
             which = "the prompt" if isinstance(body.prompt, str) else f"prompt {empty[0]}"
             raise ApiError(400, f"{which} is empty: there is nothing to continue", param="prompt")
-        return await _answer(request, served, prompts, texts[0], body, body.max_tokens, chat=False)
+        return await _answer(request, response, served, arm, prompts, texts[0], body, body.max_tokens, chat=False)
 
     @app.post("/v1/feedback", dependencies=[Depends(bearer)])
     async def feedback(body: FeedbackRequest) -> dict:
@@ -186,6 +211,8 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         row = Feedback(id=uuid.uuid4().hex[:16], at=time.time(), model_id=model_id, prompt=prompt, answer=answer,
                        rating=body.rating, correction=body.correction)
         append_feedback(workspace, row)
+        if body.rating == "down":
+            state["live"].rated_down(model_id)
         return {"id": row.id, "stored": True}
 
     def budget(served: Served, prompt_tokens: int, asked: int | None) -> int:
@@ -203,10 +230,14 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
         return tokens
 
-    async def _answer(request: Request, served: Served, prompts: list[list[int]], asked: str, body: Sampled,
-                      max_tokens: int | None, chat: bool, citations: list[dict] | None = None):
+    async def _answer(request: Request, response: Response, served: Served, arm: str, prompts: list[list[int]],
+                      asked: str, body: Sampled, max_tokens: int | None, chat: bool,
+                      citations: list[dict] | None = None):
         """Every check first, so that a stream and a plain answer refuse the same requests with the same status;
-        then n choices per prompt, batched (or decoded continuously, serve.scheduling), or one streamed."""
+        then n choices per prompt, batched (or decoded continuously, serve.scheduling), or one streamed. What the
+        generation came to (answer, latency, or failure) is counted for its model (serving/canary.py)."""
+        started = time.perf_counter()
+        live: LiveControl = state["live"]
         budgets = [budget(served, len(ids), max_tokens) for ids in prompts]
         wanted = len(prompts) * body.n
         if body.stream and wanted > 1:
@@ -229,12 +260,26 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                 raise
             try:  # a generation that fails before its first token is answered as the plain request would be
                 await asyncio.shield(asyncio.wrap_future(stream.started))
-            except BaseException:
+            except asyncio.CancelledError:
                 stream.cancel.set()
                 raise
+            except BaseException:
+                stream.cancel.set()
+                live.failed(served.model_id)
+                raise
             first = {"citations": citations} if chat else {}
-            return CancellingStream(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
-                                           partial(remember, ident, stream.model_id, asked)), stream.cancel)
+            loop: asyncio.AbstractEventLoop = state["loop"]
+
+            def streamed(text: str) -> None:  # on the stream's thread: counted on the loop's
+                remember(ident, stream.model_id, asked, text)
+                loop.call_soon_threadsafe(live.answered, served.model_id, time.perf_counter() - started, text)
+
+            answer_stream = CancellingStream(events(ident, stream, chat, len(prompts[0]), body.include_usage(), first,
+                                                    streamed, lambda: loop.call_soon_threadsafe(live.failed,
+                                                                                                served.model_id)),
+                                             stream.cancel)
+            answer_stream.headers[ARM_HEADER] = arm
+            return answer_stream
         runs = 1 if sampling.greedy else body.n  # greedy choices are identical: generated once, repeated
         submit = (state["continuous"] if continuous else state["batcher"]).submit
         with admission.hold(wanted):
@@ -244,9 +289,13 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
                                         return_exceptions=True)
             outputs = await (unless_client_leaves(request, generating) if continuous else generating)
         if failed := next((output for output in outputs if isinstance(output, BaseException)), None):
+            if not isinstance(failed, asyncio.CancelledError):
+                live.failed(served.model_id)
             raise failed
         answers = [answer for answer in outputs for _ in range(body.n // runs)]
         remember(ident, served.model_id, asked, answers[0].text)  # feedback by id rates the first choice
+        live.answered(served.model_id, time.perf_counter() - started, answers[0].text)
+        response.headers[ARM_HEADER] = arm
         choices = [({"index": n, "message": {"role": "assistant", "content": a.text}} if chat
                     else {"index": n, "text": a.text}) | {"finish_reason": a.finish_reason}
                    for n, a in enumerate(answers)]
@@ -258,6 +307,13 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
             {"citations": citations} if chat else {})
 
     return app
+
+
+async def save_live_counts(live: LiveControl, every: float) -> None:
+    """The live counts into the registry every `every` seconds, so the next server (and the alarm) sees them."""
+    while True:
+        await asyncio.sleep(every)
+        live.save()
 
 
 async def unless_client_leaves(request: Request, work: asyncio.Future) -> list:

@@ -55,7 +55,7 @@ class ContinuousScheduler:
         for key, (other, engine) in list(self._engines.items()):
             if engine.closed:
                 del self._engines[key]
-            elif other is not served and other is not self.slot.served:
+            elif other is not served and other is not self.slot.served and other is not self.slot.canary:
                 engine.retire()
         if id(served) not in self._engines:
             engine = ContinuousBatch(served.loaded.model, self.slots, self.slot.lock)

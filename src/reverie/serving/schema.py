@@ -1,8 +1,9 @@
 """The OpenAI request bodies reverie accepts; unknown fields are ignored, as OpenAI clients send many.
 
 Honoured: messages (roles system, developer, user, assistant; content a string or text parts), prompt (a string
-or a list of strings), max_tokens / max_completion_tokens, temperature, top_p, n, stop, stream and
-stream_options.include_usage. Everything else (tools, logprobs, seed, penalties, …) is accepted and ignored.
+or a list of strings), max_tokens / max_completion_tokens, temperature, top_p, n, stop, stream,
+stream_options.include_usage, and user (which keeps a user on one canary arm). Everything else (tools, logprobs,
+seed, penalties, …) is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class Sampled(BaseModel):
         None, description="Up to 4 sequences; the answer ends before the first one it generates (empty ones: none)")
     stream: bool = False
     stream_options: StreamOptions | None = None
+    user: UnicodeText | None = Field(None, description="The end user, as OpenAI names it: the "
+                                     "same user always gets the same arm while a canary serves (serve.canary)")
 
     def stops(self) -> tuple[str, ...]:
         sequences = [self.stop] if isinstance(self.stop, str) else self.stop or []

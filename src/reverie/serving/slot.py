@@ -34,11 +34,13 @@ def load_for_serving(workspace: Workspace, record: ModelRecord) -> Served:
 
 
 class ModelSlot:
-    """Holds the served model; `watch` follows the registry's release pointer."""
+    """Holds the served model (and a canary served beside it, serving/canary.py); `watch` follows the registry's
+    release pointer."""
 
     def __init__(self, workspace: Workspace, served: Served):
         self.workspace = workspace
         self.served = served
+        self.canary: Served | None = None
         self.lock = threading.Lock()  # one generation at a time on the CPU: batches, not threads, share it
         self.switches: list[tuple[str, str]] = []
 
@@ -58,6 +60,10 @@ class ModelSlot:
                     unloadable.add(wanted)
                     status_line(f"serve: could not load {record.id} ({exc}); still serving {self.served.model_id}")
                     continue
-                previous, self.served = self.served, fresh
-                self.switches.append((previous.model_id, fresh.model_id))
-                status_line(f"serve: now serving {fresh.model_id} (was {previous.model_id})")
+                self.swap(fresh)
+
+    def swap(self, fresh: Served) -> None:
+        """Serve `fresh` from the next request on; requests already under way finish on the model they started."""
+        previous, self.served = self.served, fresh
+        self.switches.append((previous.model_id, fresh.model_id))
+        status_line(f"serve: now serving {fresh.model_id} (was {previous.model_id})")

@@ -102,9 +102,10 @@ def stream_text(slot: ModelSlot, served: Served, prompt_ids: list[int], max_toke
 
 
 def events(ident: str, stream: Stream, chat: bool, prompt_tokens: int, include_usage: bool, first: dict,
-           done: Callable[[str], None]) -> Iterator[str]:
+           done: Callable[[str], None], failed: Callable[[], None]) -> Iterator[str]:
     """OpenAI's server-sent events: a chunk per piece of text, one with the finish_reason, with include_usage one
-    with the usage and no choices, then [DONE]. `first` rides on a chat's first chunk (its citations)."""
+    with the usage and no choices, then [DONE]. `first` rides on a chat's first chunk (its citations); `done` gets
+    the whole text, or `failed` runs when generation failed midway."""
     kind, created = ("chat.completion.chunk" if chat else "text_completion"), int(time.time())
 
     def event(choices: list[dict], **extra: object) -> str:
@@ -126,6 +127,7 @@ def events(ident: str, stream: Stream, chat: bool, prompt_tokens: int, include_u
         ended = stream.outcome.result()
     except Exception as exc:  # the status line is long gone: the stream says so, as OpenAI's does
         log.exception("generation failed in the middle of stream %s", ident)
+        failed()
         yield f"data: {json.dumps(error_body(f'generation failed: {type(exc).__name__}', 'server_error'))}\n\n"
         return
     done("".join(sent))
