@@ -33,6 +33,9 @@ def figures(redteam: dict, cf_cot: dict) -> list[dict]:
     safe = after["xstest.safe_compliance"]["mean"]
     rows.append({"metric": "xstest.safe_compliance", "before": before["xstest.safe_compliance"]["mean"],
                  "after": safe, "goal": f">= {SAFE_COMPLIANCE_FLOOR}", "met": safe >= SAFE_COMPLIANCE_FLOOR})
+    played = redteam["cycle"]["dream_metrics"]
+    for name in ("redteam_refusal_examples", "redteam_compliance_examples", "redteam_quarantined/dream quality gate"):
+        rows.append({"metric": name, "before": None, "after": played.get(name, 0.0), "goal": "reported", "met": None})
     counterfactual = cf_cot["counterfactual"]
     detection = counterfactual["false_premise.detection"]
     detected_before, detected_after = detection["before"]["mean"], detection["after"]["mean"]

@@ -53,6 +53,13 @@ def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspa
     lineage = reverie("lineage", "release", "-w", ws).stdout
     assert "/feedback" in lineage and "1 trained on" in lineage
 
+    (workspace_dir / "rhythms").mkdir()
+    (workspace_dir / "rhythms" / "nightly.yaml").write_text(
+        'description: "memory only"\nslots:\n  refresh:\n    schedule: {at: "02:00"}\n'
+        "    memory: [refresh-memory]\n    changes: memory\n")
+    for now in ("2026-01-05T01:00", "2026-01-05T02:30"):  # the first run starts the rhythm, the second runs it
+        reverie("rhythm", "run", "nightly", "-w", ws, "--now", now)
+
     report = tmp_path / "report.html"
     reverie("report", str(report), "-w", ws)
     static = browser.new_page()
@@ -61,6 +68,8 @@ def test_page_chat_and_thumbs_down_reach_the_next_cycle(server, browser, workspa
     static.wait_for_function(f"document.getElementById('release').textContent.includes('{new_release}')")
     assert static.query_selector("#chat") is None  # a report has no server to chat with
     assert "/feedback" in static.inner_text("#lineage")
+    [rhythm_run] = static.inner_text("#rhythm-runs").splitlines()[1:]
+    assert "\tnightly/refresh\t" in rhythm_run and "\tfinished\t" in rhythm_run  # ran at, rhythm/slot, due, status
     assert static.evaluate("document.getElementById('trends').naturalWidth") > 0
     assert static.evaluate("document.getElementById('pareto').naturalWidth") > 0
     header, *variants = [line.split("\t") for line in static.inner_text("#variants").splitlines()]

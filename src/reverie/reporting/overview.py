@@ -7,6 +7,8 @@ from reverie.model_card import lineage
 from reverie.phases.outputs import CompressOutput, GateVerdict, read_as
 from reverie.workspace import Workspace
 
+RHYTHM_RUNS_SHOWN = 50  # the newest rhythm runs and skips on the page
+
 
 def pareto_front(variants: list[dict]) -> list[dict]:
     """Each variant marked `front` when no other is at least as accurate and as fast, and better in one."""
@@ -60,8 +62,11 @@ def overview(ws: Workspace) -> dict:
               for e in registry.release_events()]
     live = [{"action": d.action, "model": d.model_id, "against": d.against_id, "at": d.at, "reason": d.reason}
             for d in registry.serving_decisions()]
+    rhythm_runs = [{"rhythm": r.rhythm, "slot": r.slot, "due": r.scheduled_for, "clock": r.clock, "status": r.status,
+                    "at": r.started_at, "cycle": r.cycle_id, "detail": r.detail}
+                   for r in registry.rhythm_runs()[-RHYTHM_RUNS_SHOWN:]]
     return {"release": release, "events": events, "cycles": cycles, "compress": compress, "lineage": chain,
-            "release_scores": scores, "live_decisions": live}
+            "release_scores": scores, "live_decisions": live, "rhythm_runs": rhythm_runs}
 
 
 def release_scores(gate: GateVerdict) -> dict:
