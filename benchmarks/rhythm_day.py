@@ -55,12 +55,14 @@ def main() -> None:
     result = {"settings": vars(args), "machine": f"{platform.machine()}, {platform.python_version()}",
               "release_before": release_before, "release_after": registry.get_alias(), "runs": runs,
               "serve_wall_s": round(serve_seconds, 1), "serve_output": serve_output, "history": history}
+    shown = "\n".join(line for line in serve_output.splitlines() if "it/s]" not in line and line.strip())  # no tqdm
     rows = "\n".join(f"| {r['slot']} | {r['status']} | {r['wall_s']} | {r['detail']} |" for r in runs)
     markdown = (f"# A simulated day of the daily rhythm (preset {args.preset}, {args.speed:g}x, from {START})\n\n"
                 f"| slot | status | wall s | detail |\n|---|---|---|---|\n{rows}\n\n"
-                f"Release before: {release_before}; after: {registry.get_alias()}. `rhythm serve` took "
+                f"Release before: {release_before or 'none yet (the first cycle bootstraps it)'}; after: "
+                f"{registry.get_alias()}. `rhythm serve` took "
                 f"{serve_seconds:.0f} s of wall time for 6 simulated hours (the clock stands still while a slot "
-                f"works).\n\n```\n{serve_output.strip()}\n```\n\n```\n{history.strip()}\n```\n")
+                f"works).\n\n```\n{shown}\n```\n\n```\n{history.strip()}\n```\n")
     write_results(args.out, result, markdown)
 
 
