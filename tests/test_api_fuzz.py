@@ -19,7 +19,7 @@ from reverie.workspace import Workspace
 
 ROUTES = [("/health", "GET"), ("/", "GET"), ("/api/overview", "GET"), ("/charts/trends.png", "GET"),
           ("/charts/pareto.png", "GET"), ("/v1/models", "GET"), ("/v1/chat/completions", "POST"),
-          ("/v1/completions", "POST"), ("/v1/memory", "POST"), ("/v1/feedback", "POST")]
+          ("/v1/completions", "POST"), ("/v1/memory", "POST"), ("/v1/feedback", "POST"), ("/v1/canary", "GET")]
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 

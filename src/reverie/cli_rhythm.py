@@ -35,7 +35,7 @@ def _parse_time(text: str, option: str) -> datetime:
 @rhythm_app.command("list")
 def list_rhythms(workspace: WorkspaceOpt = Path(".")) -> None:
     """The rhythms this workspace can run, and where each comes from."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     table = Table(title="rhythms")
     for column in ("name", "from", "description"):
         table.add_column(column)
@@ -47,7 +47,7 @@ def list_rhythms(workspace: WorkspaceOpt = Path(".")) -> None:
 @rhythm_app.command()
 def show(name: NameArg, workspace: WorkspaceOpt = Path(".")) -> None:
     """The rhythm's file, each slot's next time and last run (copy the file to rhythms/NAME.yaml to change it)."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     rhythm = load_rhythm(name, ws.root)
     typer.echo(rhythm.text, nl=False)  # verbatim: a file to copy
     now = system_now()
@@ -72,7 +72,7 @@ def run(
 ) -> None:
     """Run every slot that is due now, once (a missed slot is caught up once); safe to call from cron."""
     quiet_libraries()
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     rhythm = load_rhythm(name, ws.root)
     from reverie.rhythms.runner import run_due
 
@@ -101,7 +101,7 @@ def serve(
     from reverie.rhythms.scheduler import serve as serve_rhythm
 
     quiet_libraries()
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     rhythm = load_rhythm(name, ws.root)
     if speed is None and (start or hours is not None):
         raise ReverieError("--start and --hours set a simulated clock: give --speed too")
@@ -114,7 +114,7 @@ def install(name: NameArg, workspace: WorkspaceOpt = Path(".")) -> None:
     """Print the systemd timer and service, and the crontab lines, that run the rhythm."""
     from reverie.rhythms.install import install_text
 
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, validate=True)
     typer.echo(install_text(load_rhythm(name, ws.root), ws.root), nl=False)
 
 

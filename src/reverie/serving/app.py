@@ -67,7 +67,7 @@ def create_app(workspace: Workspace, served: Served, memory: ShortTermMemory | N
         continuous = ContinuousScheduler(slot, settings.batch_size)
         # its own registry connection, opened on the loop's thread, where every decision is taken (SQLite keeps a
         # connection to its thread; an in-process test client runs the loop on a thread of its own)
-        live = LiveControl(Workspace.open(workspace.root, workspace.overrides), slot, canary)
+        live = LiveControl(Workspace.open(workspace.root, workspace.overrides, validate=True), slot, canary)
         state.update(slot=slot, batcher=batcher, scheduling=scheduling, continuous=continuous,
                      admission=Admission(settings.max_queue), memory=memory, live=live,
                      loop=asyncio.get_running_loop())
