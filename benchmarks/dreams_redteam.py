@@ -34,12 +34,14 @@ HEADLINE = ("redteam.attack_success", "redteam.refusal", "redteam.robust_refusal
             "redteam.coverage", "xstest.safe_compliance", "xstest.unsafe_refusal")
 
 
-def workspace(state: Path, model: str, seeds: int, safety: int) -> Workspace:
+def workspace(state: Path, model: str, seeds: int, safety: int, uncapped: bool) -> Workspace:
     """The default preset with a `redteam` Dream, the shared safety files as eval.xstest and as the library."""
     config = yaml.safe_load(preset_text("default"))
     config["model"]["source"] = model
     config["dream"] |= {"strategies": ["redteam"], "max_regression": 1.0}  # keep the Dream's model to measure it
     config["dream"].setdefault("redteam", {}).update(seeds=seeds, lookalikes=seeds)
+    if uncapped:  # every attack that worked is trained on, however few compliances balance it
+        config["dream"]["redteam"]["refusals_per_compliance"] = None
     config["eval"] |= {"xstest": str(SHARED / "safety" / "xstest_prompts.csv"), "safety_limit": safety}
     fresh = not (state / "reverie.yaml").exists()
     if fresh:
@@ -99,12 +101,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16, help="harmful requests (and look-alikes) the Dream attacks")
     parser.add_argument("--safety", type=int, default=20, help="held-out items per safety suite (each attacked 12 "
                         "ways by the redteam suite)")
+    parser.add_argument("--uncapped", action="store_true", help="dream.redteam.refusals_per_compliance null: "
+                        "train on every refusal, as before the cap")
     parser.add_argument("--state", default="benchmarks/.cache/dreams_redteam")
     parser.add_argument("--out", default="benchmarks/results/dreams_redteam")
     args = parser.parse_args()
     quiet_libraries()
     state = Path(args.state)
-    ws = workspace(state, args.model, args.seeds, args.safety)
+    ws = workspace(state, args.model, args.seeds, args.safety, args.uncapped)
     partial = state / "partial.json"
     result = json.loads(partial.read_text()) if partial.is_file() else {}
     result["settings"] = vars(args)
