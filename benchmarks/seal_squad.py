@@ -64,8 +64,13 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         label = LABELS[condition].format(style=args.style)
         table.append(f"| {label} | {100 * row['accuracy']:.1f}% | {100 * low:.1f}–{100 * high:.1f} | {seconds} | "
                      f"{PAPER[condition]}% |")
+    for name, total in summary["multi_passage"].items():
+        interval = " ({:.1f}–{:.1f})".format(*(100 * x for x in total["ci95"])) if "ci95" in total else ""
+        table.append(f"| {name} (one adapter per {total['questions']}-question group, {total['groups']} groups) | "
+                     f"{100 * total['accuracy']:.1f}%{interval} | | | |")
     lines = [f"{name}: {100 * d['mean']:+.1f} points (95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}, "
-             "paired over passages)" for name, d in summary["differences"].items()]
+             f"paired over {'questions' if name.startswith('cpt') else 'passages'})"
+             for name, d in summary["differences"].items()]
     lines.append(f"{summary['eval_passages']} evaluation passages ({summary['questions']} questions); {args.epochs} "
                  f"epochs, lr {args.lr}, LoRA rank {args.rank}, "
                  f"{'one sequence per row' if args.no_pack else f'packed rows of {args.block_size} tokens'}; graded by "
@@ -94,13 +99,17 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=384, help="long enough for every evaluation passage")
     parser.add_argument("--no-pack", action="store_true",
                         help="one training sequence per row: an optimizer step per sequence, as the paper's trainer")
-    parser.add_argument("--conditions", default=",".join(RUN_ORDER), help="comma-separated subset, run in order")
+    parser.add_argument("--conditions", default=",".join(RUN_ORDER), help="comma-separated subset, run in order "
+                        "(with --multi-passage, base is left out: it trains nothing)")
+    parser.add_argument("--multi-passage", type=int, default=0, metavar="N",
+                        help="SEAL's continued-pretraining variant: one adapter per N evaluation passages and their "
+                        "self-edits at once, graded on all their questions (0: one adapter per passage)")
     parser.add_argument("--state", default="benchmarks/.cache/seal_squad", help="journal and checkpoints")
     parser.add_argument("--out", default="benchmarks/results/seal_squad")
     parser.add_argument("--report-only", action="store_true", help="rewrite the results from the journal, run nothing")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
-    conditions = args.conditions.split(",")
+    conditions = [c for c in args.conditions.split(",") if not (args.multi_passage and c == "base")]
     if unknown := set(conditions) - set(CONDITIONS):
         parser.error(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
 
@@ -134,8 +143,13 @@ def main() -> None:
 
     for condition in [] if args.report_only else conditions:
         started = time.perf_counter()
-        bench.run(condition, lambda key, r: print(f"{key}: accuracy {r['accuracy']:.2f} in {r['seconds']:.1f} s",
-                                                  flush=True))
+        def report(key: str, r: dict) -> None:
+            print(f"{key}: accuracy {r['accuracy']:.2f} in {r['seconds']:.1f} s", flush=True)
+
+        if args.multi_passage:
+            bench.run_multi_passage(condition, args.multi_passage, report)
+        else:
+            bench.run(condition, report)
         print(f"{condition}: done in {time.perf_counter() - started:.0f} s", flush=True)
         write_report()
     if args.report_only:

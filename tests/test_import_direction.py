@@ -22,6 +22,7 @@ LAYER_OF = {
     "reverie.cli_eval": "entry points",
     "reverie.cli_memory": "entry points",
     "reverie.cli_seal": "entry points",
+    "reverie.cli_seal_arc": "entry points",
     "reverie.cli_rm": "entry points",
     "reverie.cli_rhythm": "entry points",
     "reverie.serving": "entry points",
@@ -33,6 +34,7 @@ LAYER_OF = {
     # the phases, and the modules only phases use
     "reverie.phases": "phases",
     "reverie.generator": "phases",
+    "reverie.arc_generator": "phases",
     "reverie.reward_models": "phases",
     "reverie.export": "phases",
     "reverie.model_card": "phases",

@@ -18,6 +18,7 @@ from reverie.cli_memory import memory_app
 from reverie.cli_rhythm import rhythm_app, rhythm_runs_table
 from reverie.cli_rm import rm_app
 from reverie.cli_seal import seal_app
+from reverie.cli_seal_arc import arc_app
 from reverie.config import CONFIG_FILE
 from reverie.cycle_inputs import load_inputs, waiting_for_next_cycle
 from reverie.engines.libraries import quiet_libraries
@@ -33,6 +34,7 @@ app = typer.Typer(help="Run a language model's version iteration as a sleep cycl
 out = results
 
 app.add_typer(seal_app, name="seal")
+seal_app.add_typer(arc_app, name="arc")
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
 app.add_typer(rm_app, name="rm")

@@ -310,6 +310,35 @@ class CompressConfig(_Strict):
             "merge": "replaced by compress.strategies ([merge], or [] to keep the adapter)"})
 
 
+class ArcSealSettings(_Strict):
+    """`reverie seal arc`: SEAL's few-shot ARC experiment, where a self-edit is a training configuration (which
+    augmentations of the demonstrations, loss on all or output tokens, learning rate, epochs) and a fresh LoRA
+    trained by it predicts the test output."""
+
+    samples: int = Field(5, ge=1, le=64, description="Self-edits sampled per task (k), in ReST-EM and in eval.")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature for self-edits.")
+    decoding: Literal["constrained", "free"] = Field(
+        "constrained", description="How a self-edit is written: constrained (each value of the configuration sampled "
+        "from its allowed choices by the model's probabilities: always valid) or free (the whole text sampled; one "
+        "that does not parse scores zero).",
+    )
+    max_new_tokens: int = Field(128, ge=16, le=1024, description="Longest free-form self-edit, in tokens.")
+    rounds: int = Field(2, ge=1, le=100, description="ReST-EM rounds run by `reverie seal arc train`.")
+    max_steps: int = Field(
+        32, ge=1, le=100_000, description="Step budget per self-edit: optimizer steps of its test-time training (one "
+        "sequence each), whatever epochs the self-edit asks for.",
+    )
+    max_tokens: int = Field(
+        1024, ge=64, le=32768, description="Token budget: a training sequence longer than this is left out, and a task "
+        "whose test prompt plus answer cannot fit scores zero.",
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="The test-time adapter.")
+    generator_train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(learning_rate=3e-4, epochs=2, block_size=2048),
+        description="ReST-EM: fine-tuning the generator on the self-edits whose adapter solved their task.",
+    )
+
+
 class SealConfig(_Strict):
     """SEAL self-edits: the model writes its own training data; ReST-EM teaches it to write better data."""
 
@@ -346,6 +375,7 @@ class SealConfig(_Strict):
         default_factory=lambda: TrainSettings(learning_rate=3e-4, epochs=2, block_size=1024),
         description="ReST-EM: fine-tuning the generator on its kept (prompt, self-edit) pairs.",
     )
+    arc: ArcSealSettings = Field(default_factory=ArcSealSettings, description="`reverie seal arc`: few-shot ARC.")
 
     @model_validator(mode="after")
     def _judge_named(self) -> SealConfig:

@@ -48,10 +48,12 @@ class Knowledge(BaseModel):
 
 @dataclass(frozen=True)
 class Example:
-    """One training example: a chat prompt and its completion, or plain text when prompt is None."""
+    """One training example: a chat prompt and its completion, or plain text when prompt is None. A chat example
+    is trained on its completion only unless `loss_on_prompt` (a SEAL ARC self-edit's "all tokens" strategy)."""
 
     completion: str
     prompt: str | None = None
+    loss_on_prompt: bool = False
 
     def to_json(self) -> dict:
         return {"prompt": self.prompt, "completion": self.completion}

@@ -2,9 +2,9 @@
 when it beats training on the passage alone, and fine-tune the self-edit generator on the kept pairs.
 
 Every trial is appended to a journal as soon as it finishes (the round's sampled self-edits too), so a killed
-round resumes without repeating a finished trial. `train_generator` runs rounds one after another and stores
-the generator after each as a content-addressed artifact, so a killed run restarts from the last round's
-checkpoint.
+round resumes without repeating a finished trial. `run_rounds` runs rounds one after another (of passages:
+`train_generator`; of ARC tasks: engines/arc_rest_em.py) and stores the generator after each as a
+content-addressed artifact, so a killed run restarts from the last round's checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from reverie.artifacts import ArtifactStore
 from reverie.config import TrainSettings
@@ -23,6 +23,7 @@ from reverie.data.jsonl import CorruptFile, append_jsonl, scan_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.passages import Passage
 from reverie.data.self_edits import self_edit_examples, self_edit_prompt
+from reverie.engines.arc_ttt import ArcInnerLoop
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits
 from reverie.engines.models import reset_lora
 from reverie.engines.training import train_sft
@@ -91,6 +92,15 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def teach_generator(loop: InnerLoop | ArcInnerLoop, kept: list[Example], train: TrainSettings, seed: int) -> None:
+    """ReST-EM's M-step: supervised fine-tuning of the generator on its own kept self-edits, folded into its
+    weights; with nothing kept, the generator is left unchanged (and no trial's adapter behind)."""
+    reset_lora(loop.model, seed)
+    if kept:
+        train_sft(loop.model, loop.tokenizer, kept, train, "ReST-EM: train generator")
+        loop.absorb_adapter()
+
+
 def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings, journal_path: Path,
               seed: int = 0) -> RoundResult:
     """One ReST-EM round over `passages`; on return the generator (the loop's model) has learned from it."""
@@ -129,12 +139,7 @@ def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings,
             prompt = self_edit_prompt(settings.style, passage.title, passage.context)
             kept_pairs.append(Example(prompt=prompt, completion="\n".join(edits[i][winner])))
 
-    if kept_pairs:  # supervised fine-tuning of the generator on its own best self-edits
-        reset_lora(loop.model, seed)
-        train_sft(loop.model, loop.tokenizer, kept_pairs, settings.generator_train, "ReST-EM: train generator")
-        loop.absorb_adapter()
-    else:
-        reset_lora(loop.model, seed)  # leave no trial's adapter behind: the generator is unchanged
+    teach_generator(loop, kept_pairs, settings.generator_train, seed)
     return RoundResult(
         baseline_accuracy=sum(baselines) / len(baselines),
         sampled_accuracy=sum(sampled) / max(1, len(sampled)),
@@ -149,16 +154,51 @@ def run_round(loop: InnerLoop, passages: list[Passage], settings: RoundSettings,
 class GeneratorRound:
     round: int
     checkpoint: str  # artifact hash of the generator's weights after this round
-    result: RoundResult
+    result: Any  # the round's figures: RoundResult, or ArcRoundResult for ARC
 
 
-def finished_rounds(state_dir: Path) -> list[GeneratorRound]:
-    """The rounds `train_generator` has finished in `state_dir`, oldest first."""
+def finished_rounds(state_dir: Path, result_type: type = RoundResult) -> list[GeneratorRound]:
+    """The rounds `run_rounds` has finished in `state_dir`, oldest first."""
     records = read_journal(state_dir / "rounds.jsonl")
     rounds = []
     while (entry := records.get(f"round/{len(rounds) + 1}")) is not None:
-        rounds.append(GeneratorRound(entry["round"], entry["checkpoint"], RoundResult(**entry["result"])))
+        rounds.append(GeneratorRound(entry["round"], entry["checkpoint"], result_type(**entry["result"])))
     return rounds
+
+
+Loop = TypeVar("Loop", InnerLoop, ArcInnerLoop)
+
+
+def run_rounds(
+    load_loop: Callable[[Path | None], Loop],
+    one_round: Callable[[Loop, Path, int], Any],
+    run_fingerprint: str,
+    rounds: int,
+    state_dir: Path,
+    store: ArtifactStore,
+    seed: int = 0,
+    on_round: Callable[[GeneratorRound], None] | None = None,
+    result_type: type = RoundResult,
+) -> tuple[Loop, list[GeneratorRound]]:
+    """Run ReST-EM rounds 1..`rounds` (`one_round(loop, journal path, seed)` each), resuming after the last
+    finished one and checkpointing the generator after each.
+
+    `load_loop(None)` builds the loop on the starting model, `load_loop(path)` on a stored generator. Asking
+    for more rounds than before extends a finished run; a run with another fingerprint is refused.
+    """
+    journal = TrialJournal(state_dir / "rounds.jsonl", run_fingerprint)
+    done = finished_rounds(state_dir, result_type)
+    loop = load_loop(store.path(done[-1].checkpoint) if done else None)
+    for number in range(len(done) + 1, rounds + 1):
+        result = one_round(loop, state_dir / f"round-{number}.jsonl", seed + number)
+        with store.stage() as staged:
+            loop.save_weights(staged.path)
+        finished = GeneratorRound(number, staged.hash, result)
+        if on_round is not None:  # first, so that a caller registers the checkpoint before the round counts as done
+            on_round(finished)
+        journal.add(f"round/{number}", asdict(finished))
+        done.append(finished)
+    return loop, done
 
 
 def train_generator(
@@ -171,22 +211,7 @@ def train_generator(
     seed: int = 0,
     on_round: Callable[[GeneratorRound], None] | None = None,
 ) -> tuple[InnerLoop, list[GeneratorRound]]:
-    """Run ReST-EM rounds 1..`rounds`, resuming after the last finished one.
-
-    `load_loop(None)` builds the inner loop on the starting model, `load_loop(path)` on a stored generator.
-    Asking for more rounds than before extends a finished run; other passages, settings or seed are refused.
-    """
-    journal = TrialJournal(state_dir / "rounds.jsonl",
-                           fingerprint([p.model_dump() for p in passages], asdict(settings), seed))
-    done = finished_rounds(state_dir)
-    loop = load_loop(store.path(done[-1].checkpoint) if done else None)
-    for number in range(len(done) + 1, rounds + 1):
-        result = run_round(loop, passages, settings, state_dir / f"round-{number}.jsonl", seed=seed + number)
-        with store.stage() as staged:
-            loop.save_weights(staged.path)
-        finished = GeneratorRound(number, staged.hash, result)
-        if on_round is not None:  # first, so that a caller registers the checkpoint before the round counts as done
-            on_round(finished)
-        journal.add(f"round/{number}", asdict(finished))
-        done.append(finished)
-    return loop, done
+    """ReST-EM on passages (run_rounds); other passages, settings or seed than the run's are refused."""
+    return run_rounds(load_loop, lambda loop, path, round_seed: run_round(loop, passages, settings, path, round_seed),
+                      fingerprint([p.model_dump() for p in passages], asdict(settings), seed), rounds, state_dir,
+                      store, seed, on_round)

@@ -146,6 +146,7 @@ class SealBench:
             trial = multi_passage_trial(loop, self.evaluation[start : start + group], items[start : start + group],
                                         seed=start)
             record = {"accuracy": trial.accuracy, "questions": len(trial.answers),
+                      "correct": [float(a.correct) for a in trial.answers],
                       "seconds": trial.train_seconds + trial.eval_seconds}
             self.journal.add(key, record)
             report(key, record)
@@ -172,15 +173,25 @@ class SealBench:
                 "f1": statistics.fmean(r["f1"] for r in records),
                 "s_per_inner_loop": statistics.fmean(r["seconds"] for r in records), "per_passage": accuracy,
             }
-        for key, record in self.journal.records.items():  # multi-passage groups: accuracy over all their questions
+        per_question: dict[str, list[float]] = {}
+        for key, record in sorted(self.journal.records.items()):  # multi-passage groups: over all their questions
             if key.startswith(MULTI_PREFIX):
                 name = key.split("/")[0]
                 total = result["multi_passage"].setdefault(name, {"correct": 0.0, "questions": 0, "groups": 0})
                 total["correct"] += record["accuracy"] * record["questions"]
                 total["questions"] += record["questions"]
                 total["groups"] += 1
-        for total in result["multi_passage"].values():
+                per_question.setdefault(name, []).extend(record.get("correct", []))
+        for name, total in result["multi_passage"].items():
             total["accuracy"] = total["correct"] / max(1, total["questions"])
+            if len(per_question[name]) == total["questions"]:  # journals from before per-question records lack it
+                total["ci95"] = _ci(per_question[name])
+        for name, correct in per_question.items():  # paired over questions, against the same grouping's passage row
+            group, condition = name[len(MULTI_PREFIX):].split("-", 1)
+            baseline = per_question.get(f"{MULTI_PREFIX}{group}-passage")
+            if condition != "passage" and baseline and len(baseline) == len(correct):
+                diff = [a - b for a, b in zip(correct, baseline)]
+                result["differences"][f"{name} - passage"] = {"mean": statistics.fmean(diff), "ci95": _ci(diff)}
         for a, b in (("seal", "passage"), ("seal", "own"), ("own", "passage"), ("teacher", "passage")):
             if a in done and b in done:
                 diff = [x["accuracy"] - y["accuracy"] for x, y in zip(done[a], done[b])]

@@ -45,7 +45,7 @@ class PackedRow:
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int) -> Tokenized:
-    """Chat examples are trained on the answer only; plain text on every token."""
+    """Chat examples are trained on the answer only (unless loss_on_prompt); plain text on every token."""
     eos = [tokenizer.eos_token_id]
     completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + eos
     if example.prompt is None:
@@ -55,7 +55,7 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int)
     else:
         prompt = user_prompt_ids(tokenizer, example.prompt)
         ids = prompt + completion
-        labels = [IGNORE] * len(prompt) + completion
+        labels = [IGNORE] + ids[1:] if example.loss_on_prompt else [IGNORE] * len(prompt) + completion
     return Tokenized(ids[:max_len], labels[:max_len])
 
 
