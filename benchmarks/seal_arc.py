@@ -68,11 +68,13 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
             continue
         lines += [f"### On {title}" + (f" ({', '.join(summary['subset'])})" if scope == "subset" else ""), "",
                   "| condition | per self-edit (95% CI) | tasks solved | per task (95% CI) | valid self-edits | "
-                  "s per trial | paper, Llama-3.2-1B |", "|---|---|---|---|---|---|---|"]
+                  "right shape | cells right | s per trial | paper, Llama-3.2-1B |", "|---" * 9 + "|"]
         for condition in [c for c in ARC_CONDITIONS if c in rows]:
             r = rows[condition]
+            valid = "-" if condition in ("icl", "oracle") else f"{r['valid']}/{r['self_edits']}"
             lines.append(f"| {LABELS[condition]} | {_rate(r, 'per_self_edit')} | {r['tasks_solved']}/{r['tasks']} | "
-                         f"{_rate(r, 'per_task')} | {r['valid']}/{r['self_edits']} | {r['s_per_trial']:.1f} | "
+                         f"{_rate(r, 'per_task')} | {valid} | {100 * r['right_shape']:.0f}% | "
+                         f"{100 * r['cell_accuracy']:.0f}% | {r['s_per_trial']:.1f} | "
                          f"{PAPER[condition]} |")
         lines.append("")
     if summary["oracle"]:
@@ -84,6 +86,8 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         lines.append(f"- ReST-EM round {r['round']}: {r['solved']} of {r['self_edits']} self-edits solved their task "
                      f"({r['tasks_solved']} of {r['tasks']} training tasks), {r['kept']} kept, "
                      f"{r['seconds'] / 60:.1f} min.")
+    lines.append("- Right shape and cells right: partial credit of the predicted grids (cells right counts 0 for a "
+                 "grid of the wrong shape), averaged over self-edits; exact match is what scores.")
     lines.append("- The paper's figures are rates over self-edits on its 8 evaluation tasks.")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reverie.data.arc import load_arc_tasks, parse_grid
+from reverie.data.arc import load_arc_tasks, parse_grid, partial_credit
 from reverie.data.arc_self_edit import (
     EXAMPLE, SLOT_CHOICES, InvalidSelfEdit, parse_arc_self_edit, slot_text, template_pieces,
 )
@@ -145,6 +145,16 @@ def test_a_file_that_is_not_json_is_named(tmp_path: Path) -> None:
 ])
 def test_parse_grid_reads_the_grid_at_the_start_of_an_answer(text: str, grid: list | None) -> None:
     assert parse_grid(text) == grid
+
+
+@pytest.mark.parametrize(("text", "credit"), [
+    ("12\n34", (True, 1.0)),
+    ("12\n30\n\nand more", (True, 0.75)),
+    ("12\n34\n56", (False, 0.0)),  # one row too many: no partial credit
+    ("The output is 1234.", (False, 0.0)),
+])
+def test_partial_credit_counts_cells_only_of_a_grid_of_the_right_shape(text: str, credit: tuple) -> None:
+    assert partial_credit(text, [[1, 2], [3, 4]]) == credit
 
 
 def test_loss_on_prompt_puts_labels_on_the_prompt_tokens(tiny_model_dir: Path) -> None:

@@ -110,6 +110,16 @@ def parse_grid(text: str) -> Grid | None:
         return None
 
 
+def partial_credit(text: str, gold: Grid) -> tuple[bool, float]:
+    """(right shape, share of cells right, 0 when the shape differs) of a predicted grid: what shows test-time
+    training moving a prediction before it is exactly right."""
+    grid = parse_grid(text)
+    if grid is None or len(grid) != len(gold) or len(grid[0]) != len(gold[0]):
+        return False, 0.0
+    right = sum(a == b for row, gold_row in zip(grid, gold) for a, b in zip(row, gold_row))
+    return True, right / (len(gold) * len(gold[0]))
+
+
 def task_prompt(demonstrations: list[tuple[Grid, Grid]], query: Grid) -> str:
     """The few-shot prompt: every demonstration pair, then the query input whose output the model writes."""
     parts = ["Each example turns an input grid into an output grid by the same rule. Apply the rule to the last "

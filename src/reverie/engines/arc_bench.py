@@ -22,7 +22,7 @@ from typing import Callable
 
 from reverie.artifacts import ArtifactStore
 from reverie.config import ArcSealSettings
-from reverie.data.arc import ArcTask
+from reverie.data.arc import ArcTask, partial_credit
 from reverie.data.arc_self_edit import ArcSelfEdit, DataGeneration, TrainingChoice
 from reverie.engines.arc_rest_em import journaled_trials, train_arc_generator
 from reverie.engines.arc_ttt import ArcInnerLoop, ArcTrial
@@ -46,9 +46,19 @@ def oracle_configurations(families: tuple[tuple[str, ...], ...] = ORACLE_FAMILIE
                 families, ("train_using_output_tokens", "train_using_all_tokens"), learning_rates)]
 
 
-def _rates(per_task: list[list[ArcTrial]]) -> dict:
-    """Per-self-edit and per-task success with 95% intervals (bootstrap over tasks; Wilson for a share of tasks)."""
+def _partial_credit(task: ArcTask, trial: ArcTrial) -> tuple[float, float]:
+    """(right shape, cell accuracy) of a trial's predictions, averaged over the task's test outputs."""
+    if not trial.predictions:
+        return 0.0, 0.0
+    credit = [partial_credit(text, pair.output) for text, pair in zip(trial.predictions, task.test)]
+    return statistics.fmean(shape for shape, _ in credit), statistics.fmean(cells for _, cells in credit)
+
+
+def _rates(tasks: list[ArcTask], per_task: list[list[ArcTrial]]) -> dict:
+    """Per-self-edit and per-task success with 95% intervals (bootstrap over tasks; Wilson for a share of tasks),
+    and the partial credit of the predictions."""
     fractions = [sum(t.solved for t in trials) / len(trials) for trials in per_task]
+    credit = [_partial_credit(task, t) for task, trials in zip(tasks, per_task) for t in trials]
     tasks_solved = sum(any(t.solved for t in trials) for trials in per_task)
     interval = bootstrap_ci(fractions)
     task_interval = wilson_interval(tasks_solved, len(per_task))
@@ -59,6 +69,7 @@ def _rates(per_task: list[list[ArcTrial]]) -> dict:
         "tasks": len(per_task), "tasks_solved": tasks_solved, "self_edits": len(flat),
         "valid": sum(t.valid for t in flat), "solved": sum(t.solved for t in flat),
         "s_per_trial": statistics.fmean(t.seconds for t in flat),
+        "right_shape": statistics.fmean(c[0] for c in credit), "cell_accuracy": statistics.fmean(c[1] for c in credit),
     }
 
 
@@ -174,9 +185,9 @@ class ArcBench:
             result["subset"] = [t.id for t, trials in zip(self.evaluation, finished["oracle"]) if trials[0].solved]
         chosen = {t.id for t in self.evaluation if t.id in result["subset"]}
         for condition, trials in finished.items():
-            row = {"all": _rates(trials)}
-            on_subset = [per_task for t, per_task in zip(self.evaluation, trials) if t.id in chosen]
-            if on_subset:
-                row["subset"] = _rates(on_subset)
+            row = {"all": _rates(self.evaluation, trials)}
+            subset = [(t, per_task) for t, per_task in zip(self.evaluation, trials) if t.id in chosen]
+            if subset:
+                row["subset"] = _rates([t for t, _ in subset], [per_task for _, per_task in subset])
             result["conditions"][condition] = row
         return result

@@ -15,7 +15,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
+
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from reverie.artifacts import ArtifactStore
 from reverie.config import TrainSettings
@@ -23,7 +26,6 @@ from reverie.data.jsonl import CorruptFile, append_jsonl, scan_jsonl
 from reverie.data.knowledge import Example
 from reverie.data.passages import Passage
 from reverie.data.self_edits import self_edit_examples, self_edit_prompt
-from reverie.engines.arc_ttt import ArcInnerLoop
 from reverie.engines.inner_loop import InnerLoop, generate_self_edits
 from reverie.engines.models import reset_lora
 from reverie.engines.training import train_sft
@@ -92,7 +94,19 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def teach_generator(loop: InnerLoop | ArcInnerLoop, kept: list[Example], train: TrainSettings, seed: int) -> None:
+class GeneratorLoop(Protocol):
+    """What ReST-EM needs of an inner loop (SEAL's InnerLoop, ARC's ArcInnerLoop): a resident model with a trial
+    adapter, which it can fold into the weights and save without."""
+
+    model: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+
+    def absorb_adapter(self) -> None: ...
+
+    def save_weights(self, directory: Path) -> None: ...
+
+
+def teach_generator(loop: GeneratorLoop, kept: list[Example], train: TrainSettings, seed: int) -> None:
     """ReST-EM's M-step: supervised fine-tuning of the generator on its own kept self-edits, folded into its
     weights; with nothing kept, the generator is left unchanged (and no trial's adapter behind)."""
     reset_lora(loop.model, seed)
@@ -166,7 +180,7 @@ def finished_rounds(state_dir: Path, result_type: type = RoundResult) -> list[Ge
     return rounds
 
 
-Loop = TypeVar("Loop", InnerLoop, ArcInnerLoop)
+Loop = TypeVar("Loop", bound=GeneratorLoop)
 
 
 def run_rounds(

@@ -1,0 +1,69 @@
+"""One table of SEAL knowledge-incorporation rows measured in separate `seal_squad.py` runs (one per self-edit
+format or condition), each paired with passage-only training over the same evaluation passages.
+
+    .venv/bin/python benchmarks/seal_squad_formats.py [RESULTS.json ...]
+
+Every run uses the same inner loop and the same 50 evaluation passages, and the passage-only row is
+deterministic, so a row from one run can be paired with the passage row of another; the script checks that
+every file's passage row (where it has one) matches, passage by passage, before pairing. Writes
+benchmarks/results/seal_squad_formats.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from reverie.stats import bootstrap_ci
+
+RESULTS = Path("benchmarks/results")
+DEFAULT_FILES = ["seal_squad_nopack.json", "seal_squad_nopack_own.json", "seal_squad_nopack_self-qa.json",
+                 "seal_squad_nopack_rewrite.json", "seal_squad_nopack_implications-long.json"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="*", help="results JSON files (default: the one-sequence-per-step runs)")
+    args = parser.parse_args()
+    paths = [Path(f) for f in args.files] or [RESULTS / f for f in DEFAULT_FILES if (RESULTS / f).is_file()]
+    runs = {path: json.loads(path.read_text()) for path in paths}
+    with_passage = [(path, r) for path, r in runs.items() if "passage" in r["conditions"]]
+    if not with_passage:
+        raise SystemExit("no file has a passage-only row to pair with")
+    first, run = with_passage[0]
+    baseline = run["conditions"]["passage"]
+    passage = baseline["per_passage"]
+    rows = [{"condition": "passage", "style": "-", "rounds": 0, "accuracy": baseline["accuracy"],
+             "ci95": baseline["ci95"], "minus_passage": 0.0, "minus_passage_ci95": [0.0, 0.0], "file": first.name}]
+    for path, run in runs.items():
+        own_passage = run["conditions"].get("passage", {}).get("per_passage")
+        if own_passage is not None and own_passage != passage:
+            raise SystemExit(f"{path}: its passage-only row differs from the others: not the same inner loop")
+        style = run["settings"]["style"]
+        for condition, row in run["conditions"].items():
+            if condition == "passage":
+                continue
+            diff = [a - b for a, b in zip(row["per_passage"], passage)]
+            interval = bootstrap_ci(diff)
+            rows.append({"condition": condition, "style": style if condition in ("own", "seal") else "-",
+                         "rounds": run["settings"]["rounds"] if condition == "seal" else 0,
+                         "accuracy": row["accuracy"], "ci95": row["ci95"], "minus_passage": statistics.fmean(diff),
+                         "minus_passage_ci95": [interval.low, interval.high], "file": path.name})
+    table = ["| condition | self-edit format | accuracy (95% CI) | minus passage-only (95% CI, paired) | from |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        name = r["condition"] + (f" ({r['rounds']} ReST-EM rounds)" if r["condition"] == "seal" else "")
+        low, high = r["minus_passage_ci95"]
+        table.append(f"| {name} | {r['style']} | {100 * r['accuracy']:.1f}% ({100 * r['ci95'][0]:.1f}–"
+                     f"{100 * r['ci95'][1]:.1f}) | {100 * r['minus_passage']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
+                     f" | {r['file']} |")
+    text = "\n".join(table) + "\n"
+    (RESULTS / "seal_squad_formats.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (RESULTS / "seal_squad_formats.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
