@@ -115,7 +115,7 @@ def test_a_task_beyond_the_token_budget_scores_zero_with_the_reason(ones_model_d
     assert arc_loop(ones_model_dir).run(ONE, GENTLE).solved  # within budget the task is solved
     trial = arc_loop(ones_model_dir, max_tokens=64).run(ONE, GENTLE)
     assert not trial.solved and "max_tokens=64" in trial.reason
-    assert trial.steps == 0 and trial.sequences == 0 and trial.over_budget == 3
+    assert trial.steps == 0 and trial.sequences == 0  # nothing is trained for a task that cannot be tried
     in_context = arc_loop(ones_model_dir, max_tokens=64).in_context(ONE)
     assert not in_context.solved and "max_tokens=64" in in_context.reason
 

@@ -19,9 +19,6 @@ FAMILY_FLAGS = {  # the self-edit's key -> the augmentation family (data/arc_aug
     "use_chain_augmentations": "chain",
     "use_repeat_augmentations": "repeat",
 }
-
-
-
 SEPARATORS = (", ", ": ")  # of the canonical text
 
 

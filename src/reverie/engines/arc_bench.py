@@ -23,7 +23,7 @@ from typing import Callable
 from reverie.artifacts import ArtifactStore
 from reverie.config import ArcSealSettings
 from reverie.data.arc import ArcTask, partial_credit
-from reverie.data.arc_self_edit import ArcSelfEdit, DataGeneration, TrainingChoice
+from reverie.data.arc_self_edit import FAMILY_FLAGS, ArcSelfEdit, DataGeneration, TrainingChoice
 from reverie.engines.arc_rest_em import journaled_trials, train_arc_generator
 from reverie.engines.arc_ttt import ArcInnerLoop, ArcTrial
 from reverie.engines.rest_em import GeneratorRound, TrialJournal, fingerprint
@@ -38,8 +38,7 @@ LoopFactory = Callable[[Path | None], ArcInnerLoop]  # None: the starting model;
 def oracle_configurations(families: tuple[tuple[str, ...], ...] = ORACLE_FAMILIES,
                           learning_rates: tuple[float, ...] = (1e-3, 3e-3), epochs: int = 3) -> list[ArcSelfEdit]:
     """The oracle's search space: augmentation families x loss strategy x learning rate."""
-    flags = {"basic": "use_basic_augmentations", "size": "use_size_augmentations",
-             "chain": "use_chain_augmentations", "repeat": "use_repeat_augmentations"}
+    flags = {family: key for key, family in FAMILY_FLAGS.items()}
     return [ArcSelfEdit(data_generation=DataGeneration(**{flags[f]: True for f in families}),
                         training=TrainingChoice(strategy=strategy, learning_rate=lr, num_train_epochs=epochs))
             for families, strategy, lr in itertools.product(

@@ -108,15 +108,23 @@ class ArcInnerLoop:
         largest = max(len(grid_text(target)) for _, target in task.demonstrations())
         return 2 * largest + 8
 
+    def _test_prompts(self, task: ArcTask) -> list[list[int]]:
+        demonstrations = task.demonstrations()
+        return [user_prompt_ids(self.tokenizer, task_prompt(demonstrations, pair.input)) for pair in task.test]
+
+    def over_budget(self, task: ArcTask) -> str | None:
+        """Why the task cannot be tried within the token budget (its test prompt and answer do not fit), or None."""
+        if max(len(p) for p in self._test_prompts(task)) + self.answer_tokens(task) > self.settings.max_tokens:
+            return f"the test prompt and its answer need more than max_tokens={self.settings.max_tokens}"
+        return None
+
     def predict(self, task: ArcTask) -> tuple[list[str], str | None]:
         """Greedy answers to the task's test inputs with every demonstration in the prompt; the reason instead,
         when a test prompt and its answer would not fit the token budget."""
-        demonstrations = task.demonstrations()
-        prompts = [user_prompt_ids(self.tokenizer, task_prompt(demonstrations, pair.input)) for pair in task.test]
-        budget = self.answer_tokens(task)
-        if max(len(p) for p in prompts) + budget > self.settings.max_tokens:
-            return [], f"the test prompt and its answer need more than max_tokens={self.settings.max_tokens}"
-        texts = generate(self.model, self.tokenizer, prompts, budget, self.batch_size, description="ARC: predict")
+        if (reason := self.over_budget(task)) is not None:
+            return [], reason
+        texts = generate(self.model, self.tokenizer, self._test_prompts(task), self.answer_tokens(task),
+                         self.batch_size, description="ARC: predict")
         return [per_prompt[0] for per_prompt in texts], None
 
     @staticmethod
@@ -142,6 +150,8 @@ class ArcInnerLoop:
 
     def run(self, task: ArcTask, edit: ArcSelfEdit, seed: int = 0) -> ArcTrial:
         """Reset the adapter, train it as `edit` says within the step and token budgets, predict the test outputs."""
+        if (reason := self.over_budget(task)) is not None:  # nothing to train for
+            return ArcTrial(solved=False, reason=reason)
         start = time.perf_counter()
         reset_lora(self.model, seed)
         built = ttt_examples(task.demonstrations(), edit)
