@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from reverie.config import ArcSealSettings, LoraSettings, ModelConfig
 from reverie.data.arc import ArcTask, load_arc_tasks
+from reverie.data.arc_self_edit import parse_arc_self_edit
 from reverie.engines.arc_bench import ARC_CONDITIONS, ArcBench, oracle_configurations
 from reverie.engines.arc_rest_em import ArcRoundResult
 from reverie.engines.arc_ttt import ArcInnerLoop, ArcTrial
@@ -51,6 +53,14 @@ def tasks(split: str, limit: int) -> list[ArcTask]:
     name = FILES[split]
     return load_arc_tasks(ARC / f"arc-agi_{name.format('challenges')}.json",
                           ARC / f"arc-agi_{name.format('solutions')}.json")[:limit]
+
+
+def self_edit_choices(edits: list[list[str]]) -> dict:
+    """What the written self-edits chose: how many switched on each augmentation family, and each learning rate."""
+    parsed = [parse_arc_self_edit(text) for per_task in edits for text in per_task]  # constrained: all valid
+    return {"self_edits": len(parsed),
+            "families": dict(Counter(f for edit in parsed for f in edit.families())),
+            "learning_rates": {str(lr): n for lr, n in Counter(e.training.learning_rate for e in parsed).items()}}
 
 
 def _rate(r: dict, key: str) -> str:
@@ -86,6 +96,14 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         lines.append(f"- ReST-EM round {r['round']}: {r['solved']} of {r['self_edits']} self-edits solved their task "
                      f"({r['tasks_solved']} of {r['tasks']} training tasks), {r['kept']} kept, "
                      f"{r['seconds'] / 60:.1f} min.")
+    for condition, chosen in summary.get("self_edit_choices", {}).items():
+        if condition != "seal_same_as_ttt":
+            lines.append(f"- {condition} self-edits ({chosen['self_edits']}): augmentation families switched on "
+                         f"{chosen['families']}, learning rates {chosen['learning_rates']}.")
+    if "seal_same_as_ttt" in summary.get("self_edit_choices", {}):
+        same = summary["self_edit_choices"]["seal_same_as_ttt"]
+        lines.append(f"- The seal condition's self-edits are {'identical to' if same else 'not'} the untrained ones"
+                     f"{'' if same else ' (the generator changed)'}.")
     lines.append("- Right shape and cells right: partial credit of the predicted grids (cells right counts 0 for a "
                  "grid of the wrong shape), averaged over self-edits; exact match is what scores.")
     lines.append("- The paper's figures are rates over self-edits on its 8 evaluation tasks.")
@@ -144,9 +162,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def write_report() -> None:
+        written = {c: bench.journal.get(f"edits/{c}") for c in ("ttt", "seal") if bench.journal.get(f"edits/{c}")}
+        choices = {c: self_edit_choices(edits) for c, edits in written.items()}
+        if len(written) == 2:
+            choices["seal_same_as_ttt"] = written["seal"] == written["ttt"]
         rounds = [{"round": r.round, **asdict(r.result)}
                   for r in finished_rounds(Path(args.state) / "rest-em", ArcRoundResult)]
-        summary = bench.summary() | {"rounds": rounds, "settings": vars(args)}
+        summary = bench.summary() | {"rounds": rounds, "self_edit_choices": choices, "settings": vars(args)}
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown(summary, args))
         print(markdown(summary, args), flush=True)
