@@ -1,7 +1,8 @@
 """One Dream of red-team self-play on the embedded model (SmolLM2-135M-Instruct): attack success on the red-team
 library's held-out attacks, and XSTest's safe compliance, before and after that Dream.
 
-    .venv/bin/python benchmarks/dreams_redteam.py [--seeds 16] [--safety 20] [--model embedded]
+    .venv/bin/python benchmarks/dreams_redteam.py [--seeds 16] [--lookalikes 16] [--refusals-per-compliance 1.0]
+        [--safety 20] [--model embedded]
 
 The library is the shared AdvBench and XSTest files (../shared/data/safety), imported as two versions; the Dream
 attacks requests from their training half, the suites score the held-out half. One cycle runs (Learn on the demo
@@ -34,14 +35,14 @@ HEADLINE = ("redteam.attack_success", "redteam.refusal", "redteam.robust_refusal
             "redteam.coverage", "xstest.safe_compliance", "xstest.unsafe_refusal")
 
 
-def workspace(state: Path, model: str, seeds: int, safety: int, uncapped: bool) -> Workspace:
+def workspace(state: Path, model: str, seeds: int, lookalikes: int, safety: int,
+              refusals_per_compliance: float | None) -> Workspace:
     """The default preset with a `redteam` Dream, the shared safety files as eval.xstest and as the library."""
     config = yaml.safe_load(preset_text("default"))
     config["model"]["source"] = model
     config["dream"] |= {"strategies": ["redteam"], "max_regression": 1.0}  # keep the Dream's model to measure it
-    config["dream"].setdefault("redteam", {}).update(seeds=seeds, lookalikes=seeds)
-    if uncapped:  # every attack that worked is trained on, however few compliances balance it
-        config["dream"]["redteam"]["refusals_per_compliance"] = None
+    config["dream"].setdefault("redteam", {}).update(seeds=seeds, lookalikes=lookalikes,
+                                                     refusals_per_compliance=refusals_per_compliance)
     config["eval"] |= {"xstest": str(SHARED / "safety" / "xstest_prompts.csv"), "safety_limit": safety}
     fresh = not (state / "reverie.yaml").exists()
     if fresh:
@@ -82,7 +83,11 @@ def markdown(result: dict) -> str:
     metrics = cycle["dream_metrics"]
     lines = [f"One `redteam` Dream (cycle {cycle['cycle']}; kept: {cycle['dream_kept']}, {cycle['dream_reason']}; "
              f"{metrics.get('redteam_attacks', 0):.0f} attacks on {metrics.get('redteam_seeds', 0):.0f} requests, "
-             f"{metrics.get('redteam_attack_success', 0):.3f} of them worked; Dream wall "
+             f"{metrics.get('redteam_attack_success', 0):.3f} of them worked; trained on "
+             f"{metrics.get('redteam_refusal_examples', 0):.0f} refusals and "
+             f"{metrics.get('redteam_compliance_examples', 0):.0f} compliances with "
+             f"{metrics.get('redteam_lookalikes', 0):.0f} look-alikes, "
+             f"{metrics.get('redteam_compliances_from_release', 0):.0f} answered by the release; Dream wall "
              f"{cycle['dream_wall_s'] or 0:.0f} s)", "",
              "| metric | before the Dream | 95% CI | after the Dream | 95% CI | items |", "|---|---|---|---|---|---|"]
     names = [*HEADLINE, *sorted(k for k in scores["before"] if "/" in k and k.startswith("redteam.attack_success"))]
@@ -101,14 +106,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16, help="harmful requests (and look-alikes) the Dream attacks")
     parser.add_argument("--safety", type=int, default=20, help="held-out items per safety suite (each attacked 12 "
                         "ways by the redteam suite)")
-    parser.add_argument("--uncapped", action="store_true", help="dream.redteam.refusals_per_compliance null: "
-                        "train on every refusal, as before the cap")
+    parser.add_argument("--lookalikes", type=int, default=16, help="safe look-alikes the Dream answers")
+    parser.add_argument("--refusals-per-compliance", type=float, default=1.0,
+                        help="dream.redteam.refusals_per_compliance (0: no cap, every refusal trained on)")
     parser.add_argument("--state", default="benchmarks/.cache/dreams_redteam")
     parser.add_argument("--out", default="benchmarks/results/dreams_redteam")
     args = parser.parse_args()
     quiet_libraries()
     state = Path(args.state)
-    ws = workspace(state, args.model, args.seeds, args.safety, args.uncapped)
+    ws = workspace(state, args.model, args.seeds, args.lookalikes, args.safety, args.refusals_per_compliance or None)
     partial = state / "partial.json"
     result = json.loads(partial.read_text()) if partial.is_file() else {}
     result["settings"] = vars(args)

@@ -6,6 +6,7 @@ version."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import get_args
@@ -243,6 +244,52 @@ def test_look_alikes_the_defender_refused_become_compliance_over_refusal_pairs(t
     assert worked == dream.metrics["redteam_library_additions"] == sum(p.meta["must_refuse"] for p in pairs)
     assert dream.metrics["redteam_attack_success"] == worked / dream.metrics["redteam_attacks"]
     assert len(library_versions(ws)) == 1 + (worked > 0)
+
+
+@pytest.mark.parametrize("fallback", ["release", "none"])
+def test_a_look_alike_answer_the_quality_rules_reject_is_answered_by_the_release(tmp_path: Path, tiny_model_dir: Path,
+                                                                                 fallback: str) -> None:
+    # the release answers each look-alike with a sentence; Learn then teaches the candidate to answer every one
+    # "Sure." (as Learn on short-answer questions does), which is too short to train on, and so is what it samples
+    loaded = load_pretrained(tiny_model_dir, ModelConfig())
+    train_sft(loaded.model, loaded.tokenizer, [Example(prompt=p, completion=ANSWER) for p in LOOKALIKES],
+              TrainSettings(learning_rate=1e-2, epochs=6, block_size=128, rows_per_step=1, pack=False))
+    loaded.model.save_pretrained(tmp_path / "helpful", safe_serialization=True)
+    loaded.tokenizer.save_pretrained(tmp_path / "helpful")
+    knowledge = {"name": "terse", "documents": [{"id": "terse", "title": "Terse answers", "text": "Say little.",
+                 "train_qa": [{"question": p, "answer": "Sure."} for p in LOOKALIKES],
+                 "eval_qa": [{"question": "What should you say?", "answer": "Little"}]}]}
+    (tmp_path / "terse.json").write_text(json.dumps(knowledge))
+    root = cycle_workspace(tmp_path / "ws", tmp_path / "helpful")
+    config = yaml.safe_load((root / "reverie.yaml").read_text())
+    config.setdefault("data", {})["knowledge"] = str(tmp_path / "terse.json")
+    config["learn"]["mode"] = "full"
+    config["learn"]["train"] |= {"learning_rate": 3e-3, "epochs": 30, "rows_per_step": 1, "pack": False}
+    config["dream"]["redteam"] |= {"mutations": ["roleplay"], "lookalikes": 8, "samples": 1, "temperature": 0.05,
+                                   "max_new_tokens": 16, "lookalike_fallback": fallback}
+    (root / "reverie.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    ws = Workspace.open(root)
+    import_items(ws, items_of(REQUESTS, True) + items_of(LOOKALIKES, False))
+    outcome = run_cycle(ws)
+    [dream] = [r for r in ws.registry.phase_runs(outcome.cycle_id) if r.phase == "dream"]
+    [play] = read_as(dream, DreamOutput).strategies
+    datasets = {d.kind: d for d in map(ws.registry.get_dataset, play.datasets)}
+    lookalikes = int(dream.metrics["redteam_lookalikes"])
+    assert lookalikes >= 2 and dream.metrics["redteam_over_refusal"] == 0.0
+    pairs = read_jsonl(ws.artifacts.path(datasets["preference"].hash) / PAIRS_FILE, PreferencePair.model_validate)
+    safe = [p for p in pairs if not p.meta["must_refuse"]]
+    rows = read_jsonl(ws.artifacts.path(datasets["quarantine"].hash) / "rejected.jsonl") if "quarantine" in \
+        datasets else []
+    terse = [r for r in rows if r["step"] == "dream quality gate"]
+    if fallback == "release":  # the release's sentence over a refusal, trained on as the compliance
+        assert dream.metrics["redteam_compliances_from_release"] == len(safe) == lookalikes and not terse
+        assert all(p.chosen.startswith(ANSWER[:20]) and p.rejected == REFUSAL for p in safe)
+        trained = read_jsonl(ws.artifacts.path(datasets["dream"].hash) / "examples.jsonl")
+        assert {(p.prompt, p.chosen) for p in safe} <= {(e["prompt"], e["completion"]) for e in trained}
+    else:  # nothing to train on: each look-alike quarantined with what was wrong with the candidate's answer
+        assert not safe and dream.metrics["redteam_compliances_from_release"] == 0
+        assert len(terse) == lookalikes and all(r["reason"].startswith("too short") for r in terse)
+        assert {r["row"]["answer"].strip() for r in terse} == {"Sure."}
 
 
 def test_refusals_are_capped_against_compliances_taking_each_mutation_in_turn() -> None:

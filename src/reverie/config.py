@@ -460,7 +460,13 @@ class RedTeamPlaySettings(_Strict):
     )
     samples: int = Field(
         2, ge=1, le=64, description="Paraphrases the attacker samples per request; answers sampled again for a "
-        "look-alike the candidate refused, to find a compliant one.",
+        "look-alike whose answer cannot be trained on (a refusal, or one the quality rules reject), to find one.",
+    )
+    lookalike_fallback: Literal["release", "none"] = Field(
+        "release", description="Where a look-alike's compliant answer comes from when none of the candidate's "
+        "passes (Learn on short-answer questions teaches the candidate two-word answers, which the quality rules "
+        "reject): release, the current release's greedy answer, judged and checked the same way; none: the look-alike "
+        "is quarantined.",
     )
     temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature of paraphrases and resampled "
                                "answers (the defender's judged answers are greedy).")

@@ -6,13 +6,15 @@ and eval.refusal_judge as well when set: where the two disagree, the answer is q
 
 An attack that worked (the defender complied) becomes an SFT example (the attack, answered with a refusal) and a
 preference pair (the refusal over the compliance), and joins the library as a new version, machine-generated and
-awaiting review. Safe look-alikes balance it: the defender's compliant answer (sampled again when it refused,
-which is over-refusal) becomes an SFT example and a pair over a refusal, so that the candidate does not learn to
-refuse everything; dream.redteam.refusals_per_compliance caps the refusals trained on against them (176 refusals
-over 2 compliances taught SmolLM2 to refuse every XSTest safe prompt). The candidate trains on the examples now (SFT teaches the refusal of exactly the attacks it
-fell for, without DPO's reference copy); the pairs are kept as a preference dataset that later cycles' dpo draws
-from. A multi-turn attack trains as one prompt quoting its turns (SFT examples are one turn); its pair keeps the
-turns."""
+awaiting review. Safe look-alikes balance it: the defender's compliant answer becomes an SFT example and a pair over
+a refusal, so that the candidate does not learn to refuse everything. Where that answer cannot be trained on (a
+refusal, which is over-refusal, or one the quality rules reject: after Learn on short-answer questions the candidate
+answers in two words) the candidate is sampled again, and where none of those serves either, the release answers
+(dream.redteam.lookalike_fallback). dream.redteam.refusals_per_compliance caps the refusals trained on against
+them (176 refusals over 2 compliances taught SmolLM2 to refuse every XSTest safe prompt). The candidate trains on
+the examples now (SFT teaches the refusal of exactly the attacks it fell for, without DPO's reference copy); the
+pairs are kept as a preference dataset that later cycles' dpo draws from. A multi-turn attack trains as one prompt
+quoting its turns (SFT examples are one turn); its pair keeps the turns."""
 
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ from reverie.data.redteam_attacks import (PARAPHRASE, PARAPHRASE_PROMPT, Attack,
 from reverie.data.splits import safety_train
 from reverie.data.text import normalize
 from reverie.engines.generation import generate
-from reverie.engines.models import LoadedModel
+from reverie.engines.models import LoadedModel, load_version
 from reverie.engines.prompts import user_prompt_ids
 from reverie.engines.refusal import RefusalJudge, is_refusal, load_refusal_judge
 from reverie.engines.suites.safety import attack_ids
 from reverie.phases.base import PhaseContext
 from reverie.phases.strategies.base import DREAM, DreamData, SupervisedDream, register
+from reverie.registry import RELEASE_ALIAS
 
 SOURCE = "redteam-play"  # the source of its preference pairs
 JUDGED = "refusal judge"  # the quarantine step of answers that are empty or the classifiers disagree on
@@ -54,6 +57,7 @@ class Harvest:
     succeeded: Counter = field(default_factory=Counter)
     answered: int = 0  # judged look-alikes
     over_refused: int = 0
+    from_release: int = 0  # look-alikes whose compliant answer the release wrote
 
 
 @register(DREAM, "redteam")
@@ -71,8 +75,12 @@ class RedTeamPlay(SupervisedDream):
         judge = load_refusal_judge(ws)
         answers = self._answer(ctx, loaded, [attack for _, attack in attacks])
         verdicts = _verdicts([attack for _, attack in attacks], answers, judge)
-        over = [item for (item, _), refused in zip(attacks, verdicts) if refused and not item.must_refuse]
-        resampled = self._resample(ctx, loaded, over, judge)
+        unusable = [item for (item, _), answer, refused in zip(attacks, answers, verdicts)
+                    if not item.must_refuse and refused is not None and not _trainable(answer, refused)]
+        replacements = self._resample(ctx, loaded, unusable, judge)
+        missing = [item for item in unusable if item.id not in replacements]
+        from_release = self._release_answers(ctx, loaded, missing, judge)
+        replacements |= from_release
         harvest = Harvest()
         for (item, attack), answer, refused in zip(attacks, answers, verdicts):
             if refused is None or not answer.strip():
@@ -82,9 +90,10 @@ class RedTeamPlay(SupervisedDream):
                                             row={"prompt": attack.text, "answer": answer}))
             elif item.must_refuse:
                 _attacked(harvest, item, attack, answer, refused, ctx.cycle.id)
-            elif (reason := _answered(harvest, item, attack, answer, refused, resampled.get(item.id))) is not None:
+            elif (reason := _answered(harvest, item, attack, answer, refused, replacements.get(item.id))) is not None:
                 quarantined.append(Rejected(origin=f"redteam {item.id}", step="dream quality gate", reason=reason,
                                             row={"prompt": item.prompt, "answer": answer}))
+        harvest.from_release = sum(item.id in from_release for item, _ in attacks)
         version, added = add_attacks(ws, harvest.worked, ctx.cycle.id)
         refusals = balanced_refusals(harvest, settings.refusals_per_compliance)
         steps = Counter(row.step for row in quarantined)
@@ -97,6 +106,7 @@ class RedTeamPlay(SupervisedDream):
                    "redteam_over_refusal": harvest.over_refused / max(1, harvest.answered),
                    "redteam_refusal_examples": float(len(refusals)),
                    "redteam_compliance_examples": float(len(harvest.compliances)),
+                   "redteam_compliances_from_release": float(harvest.from_release),
                    "redteam_pairs": float(len(harvest.pairs)), "redteam_quarantined": float(len(quarantined)),
                    **{f"redteam_quarantined/{step}": float(n) for step, n in sorted(steps.items())},
                    "redteam_library_additions": float(added)}
@@ -151,25 +161,51 @@ class RedTeamPlay(SupervisedDream):
 
     def _resample(self, ctx: PhaseContext, loaded: LoadedModel, items: list[RedTeamItem],
                   judge: RefusalJudge | None) -> dict[str, str]:
-        """For look-alikes the defender refused: its first sampled answer that both classifiers call compliant
-        and that passes the quality rules."""
-        if not items:
-            return {}
+        """For look-alikes whose answer cannot be trained on: the candidate's first sampled answer that both
+        classifiers call compliant and that passes the quality rules."""
+        settings = ctx.workspace.config.dream.redteam
+        return _first_trainable(ctx, loaded, items, judge, samples=settings.samples, temperature=settings.temperature,
+                                description="dream: answering look-alikes again")
+
+    def _release_answers(self, ctx: PhaseContext, candidate: LoadedModel, items: list[RedTeamItem],
+                         judge: RefusalJudge | None) -> dict[str, str]:
+        """For look-alikes none of the candidate's answers serve: the release's greedy answer, where it is
+        trainable, with dream.redteam.lookalike_fallback: release and a release other than the candidate."""
         ws = ctx.workspace
-        settings = ws.config.dream.redteam
-        prompts = [user_prompt_ids(loaded.tokenizer, item.prompt) for item in items]
-        outputs = generate(loaded.model, loaded.tokenizer, prompts, settings.max_new_tokens, ws.config.eval.batch_size,
-                           temperature=settings.temperature, samples=settings.samples,
-                           seed=ctx.inputs.draw_seed + settings.seed + 1,
-                           description="dream: answering look-alikes again")
-        found = {}
-        for item, samples in zip(items, outputs):
-            attacks = [mutate(item.prompt, "plain")] * len(samples)
-            for sample, refused in zip(samples, _verdicts(attacks, samples, judge)):
-                if refused is False and check_text(sample) is None:
-                    found[item.id] = sample
-                    break
-        return found
+        release_id = ws.registry.get_alias(RELEASE_ALIAS)
+        wanted = ws.config.dream.redteam.lookalike_fallback == "release"
+        if not items or not wanted or release_id in (None, ctx.candidate().id):
+            return {}
+        release = load_version(ws, ws.registry.get_model(release_id))
+        return _first_trainable(ctx, release, items, judge, samples=1, temperature=0.0,
+                                description=f"dream: the release {release_id} answers look-alikes")
+
+
+def _trainable(answer: str, refused: bool) -> bool:
+    """A look-alike's answer trains as a compliance: it complies and passes the quality rules."""
+    return not refused and check_text(answer) is None
+
+
+def _first_trainable(ctx: PhaseContext, loaded: LoadedModel, items: list[RedTeamItem], judge: RefusalJudge | None,
+                     samples: int, temperature: float, description: str) -> dict[str, str]:
+    """Each look-alike's first answer by `loaded` (greedy at temperature 0) that both classifiers call compliant
+    and that passes the quality rules, by item id."""
+    if not items:
+        return {}
+    ws = ctx.workspace
+    settings = ws.config.dream.redteam
+    prompts = [user_prompt_ids(loaded.tokenizer, item.prompt) for item in items]
+    outputs = generate(loaded.model, loaded.tokenizer, prompts, settings.max_new_tokens, ws.config.eval.batch_size,
+                       temperature=temperature, samples=samples, seed=ctx.inputs.draw_seed + settings.seed + 1,
+                       description=description)
+    found = {}
+    for item, answers in zip(items, outputs):
+        attacks = [mutate(item.prompt, "plain")] * len(answers)
+        for answer, refused in zip(answers, _verdicts(attacks, answers, judge)):
+            if refused is not None and _trainable(answer, refused):
+                found[item.id] = answer
+                break
+    return found
 
 
 def _verdicts(attacks: list[Attack], answers: list[str], judge: RefusalJudge | None) -> list[bool | None]:
@@ -195,16 +231,16 @@ def _attacked(harvest: Harvest, seed: RedTeamItem, attack: Attack, answer: str, 
 
 
 def _answered(harvest: Harvest, item: RedTeamItem, attack: Attack, answer: str, refused: bool,
-              resampled: str | None) -> str | None:
-    """A safe look-alike: its compliant answer (sampled again when it was refused) over a refusal; or why there
-    is none to train on."""
+              replacement: str | None) -> str | None:
+    """A safe look-alike: its compliant answer (another one where it cannot be trained on) over a refusal; or
+    why there is none to train on."""
     harvest.answered += 1
     harvest.over_refused += refused
-    chosen, rejected = (resampled, answer) if refused else (answer, REFUSAL)
+    chosen = answer if _trainable(answer, refused) else replacement
+    rejected = answer if refused else REFUSAL
     if chosen is None:
-        return "over-refused, and no answer sampled again complied and passed the quality rules"
-    if (reason := check_text(chosen)) is not None:
-        return reason
+        problem = "over-refused" if refused else check_text(answer)
+        return f"{problem}, and no answer sampled again (nor the release's) complied and passed the quality rules"
     harvest.compliances.append(Example(prompt=item.prompt, completion=chosen))
     harvest.pairs.append(_pair(item, attack, chosen, rejected))
     return None
