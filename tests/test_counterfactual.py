@@ -98,8 +98,8 @@ def test_every_false_premise_is_corrected_beside_a_control_that_is_confirmed() -
     premises, _ = false_premises(knowledge_train(DEMO), DEMO.documents)
     edits, _ = passage_edits(DEMO.documents)
     examples = counterfactual_examples(premises, edits)
-    corrections = [e for e in examples if e.completion.startswith("No — ")]
-    confirmations = [e for e in examples if e.completion.startswith("Yes — ")]
+    corrections = [e for e in examples if denies(e.completion)]
+    confirmations = [e for e in examples if not denies(e.completion)]
     assert len(corrections) == len(premises) + len(edits)
     assert len(confirmations) == len(premises) + len({e.document.id for e in edits})
     for premise in premises:  # the training answer grades as a correction, the control's as keeping the premise
@@ -109,6 +109,7 @@ def test_every_false_premise_is_corrected_beside_a_control_that_is_confirmed() -
 
 @pytest.mark.parametrize("answer, rejected, corrected", [
     ("No — it is 1874, not 1875. The document says so.", True, True),
+    ("It is 1874, not 1875: the premise is wrong. The document says so.", True, True),
     ("Actually, the flag was adopted in 1874.", True, True),
     ("That is not right: Velmora adopted it in 1874.", True, True),
     ("NO. It was 1874.", True, True),
@@ -128,6 +129,7 @@ def test_the_grader_on_hand_made_answers(answer: str, rejected: bool, corrected:
 @pytest.mark.parametrize("answer, kept", [
     ("It was adopted in 1874, after the storm.", True),
     ("Yes — it is 1874.", True),
+    ("It is 1874, as the question says.", True),
     ("No, that is wrong.", False),
     ("That is incorrect; nobody adopted it.", False),
 ])

@@ -167,11 +167,14 @@ class FalsePremise:
         return self._asked(self.true_value)
 
     def correction(self) -> str:
-        """What a model should say to the false premise: the value first, so that a short answer holds it."""
-        return f"No — it is {self.true_value}, not {self.false_value}. The document says: {self.sentence}"
+        """What a model should say to the false premise: the value it knows first, then the verdict, so that the
+        verdict compares two values in view instead of being decided at the first token ("No —" first taught
+        SmolLM2 the form without when to use it: controls 1.000 -> 0.567)."""
+        return (f"It is {self.true_value}, not {self.false_value}: the premise is wrong. "
+                f"The document says: {self.sentence}")
 
     def confirmation(self) -> str:
-        return f"Yes — it is {self.true_value}. The document says: {self.sentence}"
+        return f"It is {self.true_value}, as the question says. The document says: {self.sentence}"
 
 
 def question_kind(question: str) -> str:
