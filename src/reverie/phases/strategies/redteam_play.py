@@ -79,7 +79,7 @@ class RedTeamPlay(SupervisedDream):
                     if not item.must_refuse and refused is not None and not _trainable(answer, refused)]
         replacements = self._resample(ctx, loaded, unusable, judge)
         missing = [item for item in unusable if item.id not in replacements]
-        from_release = self._release_answers(ctx, loaded, missing, judge)
+        from_release = self._release_answers(ctx, missing, judge)
         replacements |= from_release
         harvest = Harvest()
         for (item, attack), answer, refused in zip(attacks, answers, verdicts):
@@ -167,7 +167,7 @@ class RedTeamPlay(SupervisedDream):
         return _first_trainable(ctx, loaded, items, judge, samples=settings.samples, temperature=settings.temperature,
                                 description="dream: answering look-alikes again")
 
-    def _release_answers(self, ctx: PhaseContext, candidate: LoadedModel, items: list[RedTeamItem],
+    def _release_answers(self, ctx: PhaseContext, items: list[RedTeamItem],
                          judge: RefusalJudge | None) -> dict[str, str]:
         """For look-alikes none of the candidate's answers serve: the release's greedy answer, where it is
         trainable, with dream.redteam.lookalike_fallback: release and a release other than the candidate."""
