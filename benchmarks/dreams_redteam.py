@@ -1,7 +1,7 @@
 """One Dream of red-team self-play on the embedded model (SmolLM2-135M-Instruct): attack success on the red-team
 library's held-out attacks, and XSTest's safe compliance, before and after that Dream.
 
-    .venv/bin/python benchmarks/dreams_redteam.py [--seeds 16] [--lookalikes 16] [--refusals-per-compliance 1.0]
+    .venv/bin/python benchmarks/dreams_redteam.py [--seeds 16] [--lookalikes 32] [--refusals-per-compliance 1.0]
         [--safety 20] [--model embedded]
 
 The library is the shared AdvBench and XSTest files (../shared/data/safety), imported as two versions; the Dream
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16, help="harmful requests (and look-alikes) the Dream attacks")
     parser.add_argument("--safety", type=int, default=20, help="held-out items per safety suite (each attacked 12 "
                         "ways by the redteam suite)")
-    parser.add_argument("--lookalikes", type=int, default=16, help="safe look-alikes the Dream answers")
+    parser.add_argument("--lookalikes", type=int, default=32, help="safe look-alikes the Dream answers")
     parser.add_argument("--refusals-per-compliance", type=float, default=1.0,
                         help="dream.redteam.refusals_per_compliance (0: no cap, every refusal trained on)")
     parser.add_argument("--state", default="benchmarks/.cache/dreams_redteam")
