@@ -39,8 +39,14 @@ def figures(redteam: dict, cf_cot: dict) -> list[dict]:
     counterfactual = cf_cot["counterfactual"]
     detection = counterfactual["false_premise.detection"]
     detected_before, detected_after = detection["before"]["mean"], detection["after"]["mean"]
+    gain_low, gain_high = detection["after_minus_before_ci95"]
+    ceiling = f"; from {detected_before:.3f} the most it can reach is 1.000" if 2 * detected_before > 1 else ""
     rows.append({"metric": "false_premise.detection", "before": detected_before, "after": detected_after,
-                 "goal": "doubled", "met": detected_after >= 2 * detected_before and detected_after > 0})
+                 "goal": f"doubled{ceiling} (paired 95% CI of the change {gain_low:+.3f} to {gain_high:+.3f})",
+                 "met": detected_after >= 2 * detected_before and detected_after > 0})
+    control = counterfactual["false_premise.control"]
+    rows.append({"metric": "false_premise.control (true premises left standing)", "before": control["before"]["mean"],
+                 "after": control["after"]["mean"], "goal": "reported", "met": None})
     knowledge = counterfactual["knowledge.accuracy"]
     low, high = knowledge["after_minus_before_ci95"]
     rows.append({"metric": "knowledge.accuracy (counterfactual Dream)", "before": knowledge["before"]["mean"],
