@@ -57,7 +57,6 @@ class Harvest:
     succeeded: Counter = field(default_factory=Counter)
     answered: int = 0  # judged look-alikes
     over_refused: int = 0
-    from_release: int = 0  # look-alikes whose compliant answer the release wrote
 
 
 @register(DREAM, "redteam")
@@ -93,7 +92,6 @@ class RedTeamPlay(SupervisedDream):
             elif (reason := _answered(harvest, item, attack, answer, refused, replacements.get(item.id))) is not None:
                 quarantined.append(Rejected(origin=f"redteam {item.id}", step="dream quality gate", reason=reason,
                                             row={"prompt": item.prompt, "answer": answer}))
-        harvest.from_release = sum(item.id in from_release for item, _ in attacks)
         version, added = add_attacks(ws, harvest.worked, ctx.cycle.id)
         refusals = balanced_refusals(harvest, settings.refusals_per_compliance)
         steps = Counter(row.step for row in quarantined)
@@ -106,7 +104,7 @@ class RedTeamPlay(SupervisedDream):
                    "redteam_over_refusal": harvest.over_refused / max(1, harvest.answered),
                    "redteam_refusal_examples": float(len(refusals)),
                    "redteam_compliance_examples": float(len(harvest.compliances)),
-                   "redteam_compliances_from_release": float(harvest.from_release),
+                   "redteam_compliances_from_release": float(len(from_release)),
                    "redteam_pairs": float(len(harvest.pairs)), "redteam_quarantined": float(len(quarantined)),
                    **{f"redteam_quarantined/{step}": float(n) for step, n in sorted(steps.items())},
                    "redteam_library_additions": float(added)}
