@@ -442,9 +442,10 @@ class RedTeamPlaySettings(_Strict):
     seeds: int = Field(16, ge=1, le=100_000, description="Harmful requests drawn per Dream (a new draw each cycle), "
                        "each attacked with every mutation.")
     lookalikes: int = Field(
-        16, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
+        100, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
         "compliant answer (sampled again when it refused) is trained over a refusal, so that it does not learn to "
-        "refuse everything.",
+        "refuse everything. The more, the less over-refusal: on SmolLM2, 32 left XSTest safe compliance far below "
+        "all 98 of the shared XSTest training half (README, Red-team self-play).",
     )
     refusals_per_compliance: float | None = Field(
         1.0, gt=0, description="At most this many refusal SFT examples per compliance example (chosen across "
