@@ -20,7 +20,8 @@ from reverie.stats import bootstrap_ci
 
 RESULTS = Path("benchmarks/results")
 DEFAULT_FILES = ["seal_squad_nopack.json", "seal_squad_nopack_own.json", "seal_squad_nopack_self-qa.json",
-                 "seal_squad_nopack_rewrite.json", "seal_squad_nopack_implications-long.json"]
+                 "seal_squad_nopack_rewrite.json", "seal_squad_nopack_implications-long.json",
+                 "seal_squad_nopack_teacher.json"]
 
 
 def main() -> None:
