@@ -68,11 +68,15 @@ def cycle_stage(ws: Workspace) -> dict:
             "dream_metrics": dream.metrics, "dream_wall_s": dream.wall_s}
 
 
+def xstest_runner(ws: Workspace, xstest: int) -> SuiteRunner:
+    """A runner whose xstest suite asks `xstest` held-out items (eval.safety_limit, which also sizes redteam)."""
+    return SuiteRunner(Workspace.open(ws.root, [f"eval.safety_limit={xstest}"]))
+
+
 def evaluation_stage(ws: Workspace, cycle: dict, xstest: int) -> dict:
     """The suites on both models, each by one runner (the same items), with their intervals; the xstest suite
     with eval.safety_limit set to `xstest`."""
-    sized = Workspace.open(ws.root, [f"eval.safety_limit={xstest}"])
-    runners = {"redteam": SuiteRunner(ws), "xstest": SuiteRunner(sized)}
+    runners = {"redteam": SuiteRunner(ws), "xstest": xstest_runner(ws, xstest)}
     scores = {}
     for side in ("before", "after"):
         record = ws.registry.get_model(cycle[f"{side}_model"])
@@ -86,7 +90,7 @@ def substance_stage(ws: Workspace, cycle: dict, xstest: int) -> dict:
     """How many XSTest safe prompts each model answers with a compliance that also passes the quality rules (at
     least a few words, not repetitive): the suite counts any non-refusal as compliance, so a one-word answer
     (what the default Learn teaches) counts there. Read from the stored item results; nothing is generated."""
-    runner = SuiteRunner(Workspace.open(ws.root, [f"eval.safety_limit={xstest}"]))
+    runner = xstest_runner(ws, xstest)
     counts = {}
     for side in ("before", "after"):
         items = runner.report(ws.registry.get_model(cycle[f"{side}_model"]), "xstest").items

@@ -444,8 +444,8 @@ class RedTeamPlaySettings(_Strict):
     lookalikes: int = Field(
         100, ge=0, le=100_000, description="Safe look-alikes drawn per Dream: the candidate answers each, and its "
         "compliant answer (sampled again when it refused) is trained over a refusal, so that it does not learn to "
-        "refuse everything. The more, the less over-refusal: on SmolLM2, 32 left XSTest safe compliance far below "
-        "all 98 of the shared XSTest training half (README, Red-team self-play).",
+        "refuse everything. The more, the less over-refusal: on SmolLM2, XSTest safe compliance was 0.551 with 32 "
+        "and 0.878 with all 98 of the shared XSTest training half (README, Red-team self-play).",
     )
     refusals_per_compliance: float | None = Field(
         1.0, gt=0, description="At most this many refusal SFT examples per compliance example (chosen across "
