@@ -12,6 +12,9 @@ trained on the passage plus the condition's self-edit):
 - seal: the passage plus implications written by the model after --rounds ReST-EM rounds on --train-passages
   training passages from ../shared/data/squad/squad_val_passages.json, from articles (titles) disjoint from
   the evaluation passages. As in the paper, the SEAL model both writes the self-edit and is trained on it.
+  With --warm-start N the generator is first fine-tuned on GPT-4.1's implications of N passages of
+  gpt41_implications.json that are not evaluation passages and whose titles no evaluation passage has (a
+  distilled writer; --rounds 0 measures the warm start alone).
 
 Evaluation passages are the first --eval-passages of gpt41_implications.json. Every trial is journaled under
 --state as soon as it ends, and the generator is checkpointed after each round, so a killed run resumes where
@@ -31,7 +34,7 @@ from transformers.utils import logging as hf_logging
 
 from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.passages import Passage, load_passages
-from reverie.data.self_edits import PROMPT_STYLES
+from reverie.data.self_edits import PROMPT_STYLES, teacher_self_edits
 from reverie.engines.inner_loop import InnerLoop
 from reverie.engines.models import load_pretrained, resolve_source
 from reverie.engines.rest_em import GeneratorRound, RoundSettings
@@ -42,7 +45,7 @@ RUN_ORDER = ("passage", "base", "seal", "own", "teacher")  # the headline compar
 PAPER = {"base": 32.7, "passage": 33.5, "own": 39.7, "teacher": 46.3, "seal": 47.0}
 LABELS = {
     "base": "base model", "passage": "train on passage", "own": "passage + own {style} (untrained)",
-    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + {style} after ReST-EM)",
+    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + {style} after {rounds} ReST-EM rounds{warm})",
 }
 
 
@@ -54,6 +57,18 @@ def split_passages(eval_count: int, train_count: int) -> tuple[list[Passage], li
     return evaluation, pool[:train_count]
 
 
+def warm_start_passages(eval_count: int, count: int) -> list[Passage]:
+    """Teacher-written passages for the generator's warm start: after the evaluation passages in
+    gpt41_implications.json, on titles that no evaluation passage has (only their implications are read)."""
+    passages = load_passages(SQUAD / "gpt41_implications.json")
+    held_titles = {p.title for p in passages[:eval_count]}
+    clean = [p for p in passages[eval_count:] if p.title not in held_titles]
+    if len(clean) < count:
+        raise SystemExit(f"--warm-start {count}: only {len(clean)} teacher passages have titles disjoint from the "
+                         f"{eval_count} evaluation passages")
+    return clean[:count]
+
+
 def markdown(summary: dict, args: argparse.Namespace) -> str:
     table = ["| condition | SmolLM2-135M (ours) | 95% CI | s per inner loop | paper, Qwen2.5-7B |",
              "|---|---|---|---|---|"]
@@ -61,7 +76,9 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         row = summary["conditions"][condition]
         low, high = row["ci95"]
         seconds = f"{row['s_per_inner_loop']:.1f}" if condition != "base" else "-"
-        label = LABELS[condition].format(style=args.style)
+        warm = (f", writer warm-started on GPT-4.1 implications of {args.warm_start} other passages"
+                if args.warm_start else "")
+        label = LABELS[condition].format(style=args.style, rounds=args.rounds, warm=warm)
         table.append(f"| {label} | {100 * row['accuracy']:.1f}% | {100 * low:.1f}–{100 * high:.1f} | {seconds} | "
                      f"{PAPER[condition]}% |")
     for name, total in summary["multi_passage"].items():
@@ -80,6 +97,11 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
               f"{100 * r['best_accuracy']:.1f}% vs passage-only {100 * r['baseline_accuracy']:.1f}% (a sampled "
               f"self-edit: {100 * r['sampled_accuracy']:.1f}%), {r['kept']} self-edits kept, "
               f"{r['items_per_self_edit']:.1f} items per self-edit" for r in summary["rounds"]]
+    for condition, pick in summary.get("temperature_picks", {}).items():
+        scores = ", ".join(f"{name if name == 'passage' else 'T=' + name} {100 * accuracy:.1f}%"
+                           for name, accuracy in pick["train_accuracy"].items())
+        lines.append(f"{condition}: self-edits written at temperature {pick['temperature']}, the best on the "
+                     f"{summary['train_passages']} training passages ({scores})")
     return "\n".join(table + [""] + [f"- {line}" for line in lines]) + "\n"
 
 
@@ -87,9 +109,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-passages", type=int, default=50)
     parser.add_argument("--train-passages", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="ReST-EM rounds (0: no ReST-EM, with --warm-start)")
+    parser.add_argument("--warm-start", type=int, default=0, metavar="N",
+                        help="fine-tune the SEAL generator on GPT-4.1 implications of N non-evaluation passages first")
+    parser.add_argument("--warm-epochs", type=int, default=3)
+    parser.add_argument("--warm-lr", type=float, default=1e-3)
     parser.add_argument("--samples", type=int, default=3, help="self-edits sampled per training passage (k)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--pick-temperature", default="", metavar="T,T,...",
+                        help="own and seal write their evaluation self-edits at whichever of these temperatures scored "
+                        "best on the training passages (ReST-EM still samples at --temperature)")
     parser.add_argument("--style", default="implications", choices=sorted(PROMPT_STYLES),
                         help="what the self-edit prompt asks for (own and seal conditions)")
     parser.add_argument("--edit-tokens", type=int, default=256, help="longest self-edit, in tokens")
@@ -112,6 +141,10 @@ def main() -> None:
     conditions = [c for c in args.conditions.split(",") if not (args.multi_passage and c == "base")]
     if unknown := set(conditions) - set(CONDITIONS):
         parser.error(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
+    if args.warm_start and args.style != "implications":
+        parser.error("--warm-start trains on GPT-4.1's implications: it needs --style implications")
+    if args.rounds < 0 or (args.rounds == 0 and not args.warm_start):
+        parser.error("--rounds 0 needs --warm-start (a generator must come from somewhere)")
 
     lora = LoraSettings(rank=args.rank, alpha=2 * args.rank)
     train = TrainSettings(learning_rate=args.lr, epochs=args.epochs, block_size=args.block_size, rows_per_step=1,
@@ -130,8 +163,22 @@ def main() -> None:
     evaluation, training = split_passages(args.eval_passages, args.train_passages)
     settings = RoundSettings(style=args.style, samples=args.samples, temperature=args.temperature,
                              max_new_tokens=args.edit_tokens)
+    warm_start = None
+    if args.warm_start:
+        pairs = teacher_self_edits([(p.title, p.context, p.completions[0])
+                                    for p in warm_start_passages(args.eval_passages, args.warm_start)])
+        warm_train = TrainSettings(learning_rate=args.warm_lr, epochs=args.warm_epochs, block_size=1024,
+                                   rows_per_step=1, pack=False, seed=0)  # a step per pair, as the inner loop
+        warm_start = (pairs, warm_train)
+    try:
+        temperatures = [float(t) for t in args.pick_temperature.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--pick-temperature {args.pick_temperature!r}: give numbers separated by commas, as 0.3,0.6,1.0")
+    if any(not 0 < t <= 2 for t in temperatures):
+        parser.error(f"--pick-temperature {args.pick_temperature!r}: every temperature must be in (0, 2]")
     bench = SealBench(load_loop, settings, evaluation, training, args.rounds, Path(args.state),
-                      [lora.model_dump(), train.model_dump()], on_round)
+                      [lora.model_dump(), train.model_dump()], on_round, warm_start=warm_start,
+                      temperatures=temperatures or None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -146,6 +193,9 @@ def main() -> None:
         def report(key: str, r: dict) -> None:
             print(f"{key}: accuracy {r['accuracy']:.2f} in {r['seconds']:.1f} s", flush=True)
 
+        if temperatures and condition in ("own", "seal"):
+            print(f"{condition}: temperature {bench.pick_temperature(condition, report)}, picked on the training "
+                  "passages", flush=True)
         if args.multi_passage:
             bench.run_multi_passage(condition, args.multi_passage, report)
         else:

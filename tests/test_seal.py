@@ -14,7 +14,7 @@ from reverie.config import LoraSettings, ModelConfig, TrainSettings
 from reverie.data.knowledge import load_knowledge
 from reverie.data.passages import knowledge_passages
 from reverie.data.quality import check_text
-from reverie.data.self_edits import gate_items
+from reverie.data.self_edits import gate_items, self_edit_prompt, teacher_self_edits
 from reverie.engines.evaluation import closed_book_qa
 from reverie.engines.inner_loop import InnerLoop, multi_passage_trial
 from reverie.engines.judge import JudgeGrader
@@ -22,7 +22,7 @@ from reverie.data.knowledge import Example
 from reverie.engines.models import LoadedModel, attach_lora, load_pretrained
 from reverie.engines.scoring import perplexities, plausible_items, probe_answer_loss
 from reverie.engines.training import train_sft
-from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, train_generator
+from reverie.engines.rest_em import GeneratorRound, RoundSettings, finished_rounds, read_journal, train_generator
 from reverie.engines.seal_bench import SealBench
 from reverie.errors import ReverieError
 
@@ -96,6 +96,78 @@ def test_seal_bench_journals_every_trial_and_reports_paired_intervals(tiny_model
     assert reported == []  # a rerun repeats nothing
     with pytest.raises(ReverieError, match="unknown condition"):
         bench().run("oracle")
+
+
+def test_warm_start_teaches_the_generator_once_and_rest_em_goes_on_from_it(tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    pairs = teacher_self_edits([("Velmora", "Velmora is governed from Quistrand.",
+                                 "1. Velmora has a capital.\n2. **Quistrand** governs Velmora."),
+                                ("Thrannock", "Thrannock champions win the Gildermoor Cup.", "Implications:\n")])
+    assert [(p.prompt, p.completion) for p in pairs] == [
+        (self_edit_prompt("implications", "Velmora", "Velmora is governed from Quistrand."),
+         "Velmora has a capital.\nQuistrand governs Velmora.")]  # a teacher text with no items teaches nothing
+    warm = (pairs, TrainSettings(epochs=2, learning_rate=1e-2, block_size=256, rows_per_step=1, pack=False))
+    calls: list = []
+
+    def bench(state: str, rounds: int, teacher: tuple = warm) -> SealBench:
+        return SealBench(loop_factory(tiny_model_dir, calls), SETTINGS, tiny_passages()[:1], tiny_passages()[:1],
+                         rounds, tmp_path / state, ["inner settings"], warm_start=teacher)
+
+    bench("warm", 0).run("seal")
+    checkpoint = ArtifactStore(tmp_path / "warm" / "artifacts", tmp_path / "warm" / "staging").path(
+        read_journal(tmp_path / "warm" / "warm-start.jsonl")["checkpoint"])
+    weights, start = load_file(checkpoint / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    assert not any("lora_" in name for name in weights)  # folded into the weights, no trial adapter behind
+    assert any(not weights[name].equal(start[name]) for name in start)  # the warm start changed the generator
+    assert calls == [None]
+    bench("warm", 0).run("seal")
+    assert calls == [None, checkpoint]  # a rerun loads the stored warm start instead of training it again
+    with pytest.raises(ReverieError, match="written for another round"):
+        bench("warm", 0, (pairs, TrainSettings(epochs=3, block_size=256)))  # other warm-start settings
+
+    calls.clear()
+    bench("warm-then-rest-em", 1).run("seal")
+    assert calls == [None]  # ReST-EM's round 1 ran on the warm-started generator in memory, not a fresh model
+    assert [r.round for r in finished_rounds(tmp_path / "warm-then-rest-em" / "rest-em")] == [1]
+
+
+def test_temperature_is_picked_on_training_passages_and_never_reads_evaluation_ones(tiny_model_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    training, evaluation = tiny_passages()[:1], tiny_passages()[1:]
+    graded: list[str] = []
+
+    def bench() -> SealBench:
+        make = loop_factory(tiny_model_dir, [])
+
+        def recording(directory: Path | None) -> InnerLoop:
+            loop = make(directory)
+            trial = loop.trial
+
+            def graded_trial(examples: list[Example], questions: list[tuple[str, str]], seed: int = 0):
+                graded.extend(question for question, _ in questions)
+                return trial(examples, questions, seed)
+
+            loop.trial = graded_trial
+            return loop
+
+        return SealBench(recording, SETTINGS, evaluation, training, 1, tmp_path / "bench", ["inner"],
+                         temperatures=[0.5, 1.5])
+
+    first = bench()
+    assert first.pick_temperature("own") in (0.5, 1.5)
+    asked = {q.question for p in training for q in p.questions}
+    assert graded and set(graded) == asked  # passage-only and one self-edit per temperature, training questions only
+    assert len(graded) == 3
+    picked = first.summary()["temperature_picks"]["own"]
+    means = picked["train_accuracy"]
+    assert set(means) == {"passage", "0.5", "1.5"}
+    assert means[str(picked["temperature"])] == max(means["0.5"], means["1.5"])
+
+    graded.clear()
+    again = bench()
+    again.run("own")
+    assert set(graded) == {q.question for p in evaluation for q in p.questions}  # the pick came from the journal
+    assert again.summary()["temperature_picks"] == first.summary()["temperature_picks"]
 
 
 def test_judge_follows_the_models_yes_or_no(tiny_model_dir: Path) -> None:

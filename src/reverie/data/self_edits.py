@@ -73,6 +73,16 @@ def gate_items(items: list[str], title: str, passage: str,
     return kept, dropped
 
 
+def teacher_self_edits(passages: list[tuple[str, str, str]], style: str = "implications") -> list[Example]:
+    """Generator training pairs from teacher-written self-edits of (title, passage, self-edit text): the prompt the
+    generator is asked, and the teacher's items as the answer (SEAL's generator warm-started by distillation)."""
+    examples = []
+    for title, passage, text in passages:
+        if items := parse_self_edit(text):
+            examples.append(Example(prompt=self_edit_prompt(style, title, passage), completion="\n".join(items)))
+    return examples
+
+
 def self_edit_examples(title: str, passage: str, items: list[str]) -> list[Example]:
     """Training sequences for one passage: the passage itself, then each item prefixed with the title."""
     return [Example(completion=f"{title}\n{passage}")] + [Example(completion=f"{title}\n{item}") for item in items]
