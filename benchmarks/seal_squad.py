@@ -97,6 +97,10 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
               f"{100 * r['best_accuracy']:.1f}% vs passage-only {100 * r['baseline_accuracy']:.1f}% (a sampled "
               f"self-edit: {100 * r['sampled_accuracy']:.1f}%), {r['kept']} self-edits kept, "
               f"{r['items_per_self_edit']:.1f} items per self-edit" for r in summary["rounds"]]
+    items = [f"{c} {row['items_per_self_edit']:.1f}" for c, row in summary["conditions"].items()
+             if c not in ("base", "passage") and "items_per_self_edit" in row]
+    if items:
+        lines.append(f"self-edit items trained per passage (after parsing): {', '.join(items)}")
     for condition, pick in summary.get("temperature_picks", {}).items():
         scores = ", ".join(f"{name if name == 'passage' else 'T=' + name} {100 * accuracy:.1f}%"
                            for name, accuracy in pick["train_accuracy"].items())
@@ -183,7 +187,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def write_report() -> None:
-        summary = bench.summary() | {"settings": vars(args)}
+        summary = bench.summary() | {"settings": {k: v for k, v in vars(args).items() if k != "report_only"}}
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown(summary, args))
         print(markdown(summary, args), flush=True)

@@ -254,6 +254,9 @@ class SealBench:
                 "f1": statistics.fmean(r["f1"] for r in records),
                 "s_per_inner_loop": statistics.fmean(r["seconds"] for r in records), "per_passage": accuracy,
             }
+            if condition != "base":  # every trained sequence but the passage is a self-edit item
+                result["conditions"][condition]["items_per_self_edit"] = statistics.fmean(
+                    r["sequences"] - 1 for r in records)
         per_question: dict[str, list[float]] = {}
         for key, record in sorted(self.journal.records.items()):  # multi-passage groups: over all their questions
             if key.startswith(MULTI_PREFIX):
