@@ -21,7 +21,8 @@ from reverie.stats import bootstrap_ci
 RESULTS = Path("benchmarks/results")
 DEFAULT_FILES = ["seal_squad_nopack.json", "seal_squad_nopack_own.json", "seal_squad_nopack_self-qa.json",
                  "seal_squad_nopack_rewrite.json", "seal_squad_nopack_implications-long.json",
-                 "seal_squad_nopack_teacher.json", "seal_squad_nopack_warm20.json", "seal_squad_nopack_warm20_r1.json"]
+                 "seal_squad_nopack_teacher.json", "seal_squad_nopack_warm20.json",
+                 "seal_squad_nopack_warm20_pick.json"]
 
 
 def main() -> None:
@@ -51,6 +52,9 @@ def main() -> None:
             rows.append({"condition": condition, "style": style if condition in ("own", "seal") else "-",
                          "rounds": run["settings"]["rounds"] if condition == "seal" else 0,
                          "warm_start": run["settings"].get("warm_start", 0) if condition == "seal" else 0,
+                         "temperature": run.get("temperature_picks", {}).get(condition, {}).get(
+                             "temperature", run["settings"]["temperature"]),
+                         "picked": condition in run.get("temperature_picks", {}),
                          "accuracy": row["accuracy"], "ci95": row["ci95"], "minus_passage": statistics.fmean(diff),
                          "minus_passage_ci95": [interval.low, interval.high], "file": path.name})
     table = ["| condition | self-edit format | accuracy (95% CI) | minus passage-only (95% CI, paired) | from |",
@@ -59,6 +63,8 @@ def main() -> None:
         name = r["condition"] + (f" ({r['rounds']} ReST-EM rounds)" if r["condition"] == "seal" else "")
         if r.get("warm_start"):
             name += f", writer warm-started on GPT-4.1 implications of {r['warm_start']} other passages"
+        if r.get("picked"):
+            name += f", self-edits at temperature {r['temperature']} (picked on the training passages)"
         low, high = r["minus_passage_ci95"]
         table.append(f"| {name} | {r['style']} | {100 * r['accuracy']:.1f}% ({100 * r['ci95'][0]:.1f}–"
                      f"{100 * r['ci95'][1]:.1f}) | {100 * r['minus_passage']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
