@@ -14,7 +14,9 @@ trained on the passage plus the condition's self-edit):
   the evaluation passages. As in the paper, the SEAL model both writes the self-edit and is trained on it.
   With --warm-start N the generator is first fine-tuned on GPT-4.1's implications of N passages of
   gpt41_implications.json that are not evaluation passages and whose titles no evaluation passage has (a
-  distilled writer; --rounds 0 measures the warm start alone).
+  distilled writer; --rounds 0 measures the warm start alone). ReST-EM's M-step fine-tunes the generator on
+  its kept self-edits: by default on packed rows, lr 3e-4, 2 epochs (`dream.seal.generator_train`'s default);
+  --m-step-per-pair takes an optimizer step per kept pair, as the warm start does.
 
 Evaluation passages are the first --eval-passages of gpt41_implications.json. Every trial is journaled under
 --state as soon as it ends, and the generator is checkpointed after each round, so a killed run resumes where
@@ -39,13 +41,14 @@ from reverie.engines.inner_loop import InnerLoop
 from reverie.engines.models import load_pretrained, resolve_source
 from reverie.engines.rest_em import GeneratorRound, RoundSettings
 from reverie.engines.seal_bench import CONDITIONS, SealBench
+from reverie.errors import ReverieError
 
 SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
 RUN_ORDER = ("passage", "base", "seal", "own", "teacher")  # the headline comparison first
 PAPER = {"base": 32.7, "passage": 33.5, "own": 39.7, "teacher": 46.3, "seal": 47.0}
 LABELS = {
     "base": "base model", "passage": "train on passage", "own": "passage + own {style} (untrained)",
-    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + {style} after {rounds} ReST-EM rounds{warm})",
+    "teacher": "passage + GPT-4.1 implications", "seal": "SEAL (passage + {style} after {rounds}{warm})",
 }
 
 
@@ -69,6 +72,12 @@ def warm_start_passages(eval_count: int, count: int) -> list[Passage]:
     return clean[:count]
 
 
+def m_step_text(args: argparse.Namespace) -> str:
+    """How ReST-EM's M-step trained the generator."""
+    return (f"lr {args.m_step_lr}, {args.m_step_epochs} epochs, "
+            f"{'a step per kept pair' if args.m_step_per_pair else 'packed rows'}")
+
+
 def markdown(summary: dict, args: argparse.Namespace) -> str:
     table = ["| condition | SmolLM2-135M (ours) | 95% CI | s per inner loop | paper, Qwen2.5-7B |",
              "|---|---|---|---|---|"]
@@ -78,7 +87,8 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         seconds = f"{row['s_per_inner_loop']:.1f}" if condition != "base" else "-"
         warm = (f", writer warm-started on GPT-4.1 implications of {args.warm_start} other passages"
                 if args.warm_start else "")
-        label = LABELS[condition].format(style=args.style, rounds=args.rounds, warm=warm)
+        rounds = f"{args.rounds} ReST-EM round{'' if args.rounds == 1 else 's'}"
+        label = LABELS[condition].format(style=args.style, rounds=rounds, warm=warm)
         table.append(f"| {label} | {100 * row['accuracy']:.1f}% | {100 * low:.1f}–{100 * high:.1f} | {seconds} | "
                      f"{PAPER[condition]}% |")
     for name, total in summary["multi_passage"].items():
@@ -96,7 +106,8 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
               f"{r['seconds'] / 60:.1f} min ({r['trials_run']} trials run in that call), best-of-k "
               f"{100 * r['best_accuracy']:.1f}% vs passage-only {100 * r['baseline_accuracy']:.1f}% (a sampled "
               f"self-edit: {100 * r['sampled_accuracy']:.1f}%), {r['kept']} self-edits kept, "
-              f"{r['items_per_self_edit']:.1f} items per self-edit" for r in summary["rounds"]]
+              f"{r['items_per_self_edit']:.1f} items per self-edit; M-step {m_step_text(args)}"
+              for r in summary["rounds"]]
     items = [f"{c} {row['items_per_self_edit']:.1f}" for c, row in summary["conditions"].items()
              if c not in ("base", "passage") and "items_per_self_edit" in row]
     if items:
@@ -118,6 +129,12 @@ def main() -> None:
                         help="fine-tune the SEAL generator on GPT-4.1 implications of N non-evaluation passages first")
     parser.add_argument("--warm-epochs", type=int, default=3)
     parser.add_argument("--warm-lr", type=float, default=1e-3)
+    parser.add_argument("--m-step-lr", type=float, default=3e-4, help="ReST-EM's M-step (the generator's fine-tune on "
+                        "its kept self-edits): learning rate")
+    parser.add_argument("--m-step-epochs", type=int, default=2)
+    parser.add_argument("--m-step-per-pair", action="store_true",
+                        help="the M-step takes an optimizer step per kept pair, as the warm start "
+                        "(default: packed rows)")
     parser.add_argument("--samples", type=int, default=3, help="self-edits sampled per training passage (k)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--pick-temperature", default="", metavar="T,T,...",
@@ -165,8 +182,10 @@ def main() -> None:
               f"best {r.best_accuracy:.3f}, kept {r.kept}, {r.seconds:.0f} s", flush=True)
 
     evaluation, training = split_passages(args.eval_passages, args.train_passages)
+    m_step = TrainSettings(learning_rate=args.m_step_lr, epochs=args.m_step_epochs, block_size=1024,
+                           rows_per_step=1 if args.m_step_per_pair else 2, pack=not args.m_step_per_pair, seed=0)
     settings = RoundSettings(style=args.style, samples=args.samples, temperature=args.temperature,
-                             max_new_tokens=args.edit_tokens)
+                             max_new_tokens=args.edit_tokens, generator_train=m_step)
     warm_start = None
     if args.warm_start:
         pairs = teacher_self_edits([(p.title, p.context, p.completions[0])
@@ -211,4 +230,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ReverieError as error:  # a state directory from other settings, a corrupt journal: no traceback
+        raise SystemExit(f"seal_squad: {error} (--state keeps each run's journal: give another, or remove it)") \
+            from None

@@ -22,7 +22,7 @@ RESULTS = Path("benchmarks/results")
 DEFAULT_FILES = ["seal_squad_nopack.json", "seal_squad_nopack_own.json", "seal_squad_nopack_self-qa.json",
                  "seal_squad_nopack_rewrite.json", "seal_squad_nopack_implications-long.json",
                  "seal_squad_nopack_teacher.json", "seal_squad_nopack_warm20.json",
-                 "seal_squad_nopack_warm20_pick.json"]
+                 "seal_squad_nopack_warm20_pick.json", "seal_squad_nopack_warm20_rest1.json"]
 
 
 def main() -> None:
@@ -55,16 +55,22 @@ def main() -> None:
                          "temperature": run.get("temperature_picks", {}).get(condition, {}).get(
                              "temperature", run["settings"]["temperature"]),
                          "picked": condition in run.get("temperature_picks", {}),
+                         "m_step_per_pair": condition == "seal" and run["settings"].get("m_step_per_pair", False),
                          "accuracy": row["accuracy"], "ci95": row["ci95"], "minus_passage": statistics.fmean(diff),
                          "minus_passage_ci95": [interval.low, interval.high], "file": path.name})
     table = ["| condition | self-edit format | accuracy (95% CI) | minus passage-only (95% CI, paired) | from |",
              "|---|---|---|---|---|"]
     for r in rows:
-        name = r["condition"] + (f" ({r['rounds']} ReST-EM rounds)" if r["condition"] == "seal" else "")
+        rounds = f"{r['rounds']} ReST-EM round{'' if r['rounds'] == 1 else 's'}"
+        name = r["condition"] + (f" ({rounds})" if r["condition"] == "seal" else "")
         if r.get("warm_start"):
             name += f", writer warm-started on GPT-4.1 implications of {r['warm_start']} other passages"
         if r.get("picked"):
             name += f", self-edits at temperature {r['temperature']} (picked on the training passages)"
+        elif r["condition"] in ("own", "seal") and r["temperature"] != 1.0:
+            name += f", sampled at temperature {r['temperature']}"
+        if r.get("m_step_per_pair"):
+            name += ", M-step a step per kept pair"
         low, high = r["minus_passage_ci95"]
         table.append(f"| {name} | {r['style']} | {100 * r['accuracy']:.1f}% ({100 * r['ci95'][0]:.1f}–"
                      f"{100 * r['ci95'][1]:.1f}) | {100 * r['minus_passage']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
