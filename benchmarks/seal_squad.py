@@ -43,6 +43,7 @@ from reverie.engines.rest_em import GeneratorRound, RoundSettings
 from reverie.engines.seal_bench import CONDITIONS, SealBench
 from reverie.errors import ReverieError
 
+DEFAULT_M_STEP = RoundSettings().generator_train
 SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
 RUN_ORDER = ("passage", "base", "seal", "own", "teacher")  # the headline comparison first
 PAPER = {"base": 32.7, "passage": 33.5, "own": 39.7, "teacher": 46.3, "seal": 47.0}
@@ -70,6 +71,13 @@ def warm_start_passages(eval_count: int, count: int) -> list[Passage]:
         raise SystemExit(f"--warm-start {count}: only {len(clean)} teacher passages have titles disjoint from the "
                          f"{eval_count} evaluation passages")
     return clean[:count]
+
+
+def generator_training(learning_rate: float, epochs: int, per_pair: bool) -> TrainSettings:
+    """How the self-edit generator is fine-tuned (warm start, ReST-EM's M-step): an optimizer step per pair, or
+    packed rows (RoundSettings' default M-step)."""
+    return TrainSettings(learning_rate=learning_rate, epochs=epochs, block_size=1024,
+                         rows_per_step=1 if per_pair else 2, pack=not per_pair, seed=0)
 
 
 def m_step_text(args: argparse.Namespace) -> str:
@@ -129,9 +137,9 @@ def main() -> None:
                         help="fine-tune the SEAL generator on GPT-4.1 implications of N non-evaluation passages first")
     parser.add_argument("--warm-epochs", type=int, default=3)
     parser.add_argument("--warm-lr", type=float, default=1e-3)
-    parser.add_argument("--m-step-lr", type=float, default=3e-4, help="ReST-EM's M-step (the generator's fine-tune on "
-                        "its kept self-edits): learning rate")
-    parser.add_argument("--m-step-epochs", type=int, default=2)
+    parser.add_argument("--m-step-lr", type=float, default=DEFAULT_M_STEP.learning_rate,
+                        help="ReST-EM's M-step (the generator's fine-tune on its kept self-edits): learning rate")
+    parser.add_argument("--m-step-epochs", type=int, default=DEFAULT_M_STEP.epochs)
     parser.add_argument("--m-step-per-pair", action="store_true",
                         help="the M-step takes an optimizer step per kept pair, as the warm start "
                         "(default: packed rows)")
@@ -182,16 +190,14 @@ def main() -> None:
               f"best {r.best_accuracy:.3f}, kept {r.kept}, {r.seconds:.0f} s", flush=True)
 
     evaluation, training = split_passages(args.eval_passages, args.train_passages)
-    m_step = TrainSettings(learning_rate=args.m_step_lr, epochs=args.m_step_epochs, block_size=1024,
-                           rows_per_step=1 if args.m_step_per_pair else 2, pack=not args.m_step_per_pair, seed=0)
+    m_step = generator_training(args.m_step_lr, args.m_step_epochs, args.m_step_per_pair)
     settings = RoundSettings(style=args.style, samples=args.samples, temperature=args.temperature,
                              max_new_tokens=args.edit_tokens, generator_train=m_step)
     warm_start = None
     if args.warm_start:
         pairs = teacher_self_edits([(p.title, p.context, p.completions[0])
                                     for p in warm_start_passages(args.eval_passages, args.warm_start)])
-        warm_train = TrainSettings(learning_rate=args.warm_lr, epochs=args.warm_epochs, block_size=1024,
-                                   rows_per_step=1, pack=False, seed=0)  # a step per pair, as the inner loop
+        warm_train = generator_training(args.warm_lr, args.warm_epochs, per_pair=True)  # as the inner loop
         warm_start = (pairs, warm_train)
     try:
         temperatures = [float(t) for t in args.pick_temperature.split(",") if t.strip()]
